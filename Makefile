@@ -1,0 +1,26 @@
+# Two entry points, both from a fresh clone:
+#   make bench   set up, then run the main job on the built-in default (no checkpoint, no GPU)
+#   make test    set up, then run the test suite
+PYTHON ?= python3
+VENV ?= .venv
+# The CPU build of torch; a bare "torch" would pull a multi-GB CUDA build.
+TORCH_SPEC ?= torch==2.13.0
+BIN := $(VENV)/bin
+
+.PHONY: setup bench test clean
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q "$(TORCH_SPEC)" -e ".[test]"
+	touch $@
+
+bench: setup
+	$(BIN)/sfc-deploy info
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+clean:
+	rm -rf $(VENV) build

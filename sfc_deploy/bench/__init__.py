@@ -1,0 +1,1 @@
+"""Timing, memory, FLOP accounting, reports and plots."""

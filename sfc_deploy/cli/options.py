@@ -1,0 +1,35 @@
+"""Option types shared by several commands (typer ``Annotated`` aliases and parsers)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from sfc_deploy.errors import ConfigError
+from sfc_deploy.models.sfc import parse_tau
+
+BackboneOpt = Annotated[str, typer.Option("--backbone", "-b", help="Registered backbone (see `sfc-deploy info --list`).")]
+TauOpt = Annotated[str, typer.Option("--tau", help="Compression ratio: k = round(T / tau); 1, 4/3, 2, 4 ...")]
+SplitOpt = Annotated[str, typer.Option("--split", help="The head ends after this stage: stem, res2, res3, res4.")]
+FramesOpt = Annotated[int, typer.Option("--frames", min=1, help="Raw frames of the video SFC reads (the paper: 288).")]
+SizeOpt = Annotated[str, typer.Option("--size", help="HxW of the frames SFC reads (the paper: 256x312).")]
+CheckpointOpt = Annotated[Path | None, typer.Option("--checkpoint", help="Backbone weights in any supported layout.")]
+SfcCheckpointOpt = Annotated[Path | None, typer.Option("--sfc-checkpoint", help="Trained SFC weights (sfc-deploy train).")]
+TrustOpt = Annotated[bool, typer.Option("--trust-checkpoint", help="Allow pickled objects in checkpoints you trust.")]
+
+
+def parse_size(value: str) -> tuple[int, int]:
+    """'256x312' -> (256, 312)."""
+    try:
+        h, w = (int(v) for v in value.lower().split("x"))
+    except ValueError:
+        raise ConfigError(f"--size must look like 256x312 (HxW), got {value!r}") from None
+    if h < 16 or w < 16:
+        raise ConfigError(f"--size {value} is too small; frames must be at least 16x16")
+    return h, w
+
+
+def tau_value(value: str) -> float:
+    return parse_tau(value)

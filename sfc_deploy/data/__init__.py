@@ -1,0 +1,1 @@
+"""Video decoding, datasets and the sampling strategies that turn a video into model input."""

@@ -1,0 +1,116 @@
+"""Backbones registered by name, in the style of timm's ``_registry``/``_factory``.
+
+A backbone is a function returning a :class:`BackboneConfig`; :func:`create_backbone` builds the
+module, loads a checkpoint in any supported layout, and sizes the classifier from it.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable
+from pathlib import Path
+
+from sfc_deploy.errors import UnknownBackboneError
+from sfc_deploy.models.config import BackboneConfig
+from sfc_deploy.models.resnet3d import ResNet3d
+
+_REGISTRY: dict[str, Callable[[], BackboneConfig]] = {}
+
+
+def register_backbone(fn: Callable[[], BackboneConfig]) -> Callable[[], BackboneConfig]:
+    """Register a config factory under its function name."""
+    _REGISTRY[fn.__name__] = fn
+    return fn
+
+
+@register_backbone
+def slow8x8() -> BackboneConfig:
+    """Slow-only I3D R50, 8 frames at stride 8 (paper Table 2 row 1)."""
+    return BackboneConfig(name="slow8x8", frames=8, stride=8)
+
+
+@register_backbone
+def slow16x4() -> BackboneConfig:
+    """Slow-only I3D R50, 16 frames at stride 4."""
+    return BackboneConfig(name="slow16x4", frames=16, stride=4)
+
+
+@register_backbone
+def slow32x2() -> BackboneConfig:
+    """Slow-only I3D R50, 32 frames at stride 2."""
+    return BackboneConfig(name="slow32x2", frames=32, stride=2)
+
+
+@register_backbone
+def slow8x8_tiny() -> BackboneConfig:
+    """The slow8x8 topology at 1/8 of the widths: for tests and the CPU training demo."""
+    return BackboneConfig(
+        name="slow8x8_tiny",
+        frames=8,
+        stride=8,
+        stem_channels=8,
+        widths=(32, 64, 128, 256),
+        mids=(8, 16, 32, 64),
+    )
+
+
+def list_backbones() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def get_config(name: str, *, num_classes: int | None = None) -> BackboneConfig:
+    """The registered config of a backbone; an unknown name fails with the close matches."""
+    if name not in _REGISTRY:
+        close = difflib.get_close_matches(name, list(_REGISTRY), n=3, cutoff=0.4)
+        hint = f"did you mean {', '.join(close)}? " if close else ""
+        raise UnknownBackboneError(
+            f"unknown backbone {name!r}; {hint}available: {', '.join(list_backbones())}"
+        )
+    config = _REGISTRY[name]()
+    if num_classes is not None:
+        config = config.replace(num_classes=num_classes)
+    return config
+
+
+def create_backbone(
+    name: str | BackboneConfig,
+    *,
+    checkpoint: str | Path | None = None,
+    num_classes: int | None = None,
+    split: str = "res3",
+    trust_checkpoint: bool = False,
+) -> ResNet3d:
+    """Build a backbone, optionally with pretrained weights in any supported checkpoint layout.
+
+    Args:
+        name: registry name or a config (e.g. read back from a manifest).
+        checkpoint: PyTorchVideo, PySlowFast, mmaction2, TPN or plain/safetensors weights. The
+            class count comes from the checkpoint's classifier unless ``num_classes`` says otherwise.
+        num_classes: classifier size without a checkpoint (default: the config's).
+        split: where ``forward_head`` stops.
+        trust_checkpoint: allow unpickling arbitrary objects (only for files you trust).
+
+    Returns:
+        The module in eval mode.
+    """
+    config = name if isinstance(name, BackboneConfig) else get_config(name)
+    state = None
+    if checkpoint is not None:
+        from sfc_deploy.models.checkpoint import load_canonical_state_dict
+
+        state, meta = load_canonical_state_dict(checkpoint, trust=trust_checkpoint, backbone=config.name)
+        ckpt_classes = int(state["fc.weight"].shape[0]) if "fc.weight" in state else None
+        if num_classes is None and ckpt_classes is not None:
+            num_classes = ckpt_classes
+        if meta.get("class_names"):
+            config = config.replace(class_names=tuple(meta["class_names"]))
+        if meta.get("preprocess") is not None:
+            config = config.replace(preprocess=meta["preprocess"])
+    if num_classes is not None:
+        config = config.replace(num_classes=num_classes)
+    model = ResNet3d(config, split=split)
+    if state is not None:
+        from sfc_deploy.models.checkpoint import load_into
+
+        load_into(model, state, source=str(checkpoint))
+    return model.eval()

@@ -1,0 +1,181 @@
+"""The full SFC model: frozen head -> SFC -> frozen tail, and its checkpoint format.
+
+The backbone stays frozen (``requires_grad=False``) and in eval mode (BatchNorm statistics are
+pretrained and must not move), even when the module is put in training mode: only SFC learns.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from sfc_deploy.errors import CheckpointError
+from sfc_deploy.models.config import BackboneConfig, check_split
+from sfc_deploy.models.registry import create_backbone
+from sfc_deploy.models.resnet3d import ResNet3d
+from sfc_deploy.models.sfc import SFC, SFCConfig
+
+SFC_FORMAT = "sfc/1"
+
+
+class SFCModel(nn.Module):
+    """head -> SFC -> tail on a whole video (N, 3, T, H, W); ``backbone(clip)`` is the dense model."""
+
+    def __init__(self, backbone: ResNet3d, sfc: SFC, *, split: str = "res3") -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.sfc = sfc
+        self.split = check_split(split)
+        backbone.split = self.split
+        backbone.requires_grad_(False)
+        backbone.eval()
+
+    @property
+    def config(self) -> BackboneConfig:
+        return self.backbone.config
+
+    def train(self, mode: bool = True) -> "SFCModel":
+        super().train(mode)
+        self.backbone.eval()  # frozen BatchNorm, as in the paper
+        return self
+
+    def head(self, video: torch.Tensor, chunk: int | None = None) -> torch.Tensor:
+        """Head features. ``chunk`` streams the head over time, identical where the head has no
+        temporal receptive field (splits up to res3 of slow-only): memory then stops growing with
+        the video's length except for the head feature itself."""
+        if chunk is None or chunk >= video.shape[2]:
+            return self.backbone.forward_head(video)
+        if self.config.head_temporal_receptive_field(self.split) != 1:
+            raise CheckpointError(  # pragma: no cover - guarded by callers
+                f"the head after {self.split} mixes time steps; chunked streaming would change its output"
+            )
+        return torch.cat([self.backbone.forward_head(c) for c in video.split(chunk, dim=2)], dim=2)
+
+    def tail(self, f: torch.Tensor) -> torch.Tensor:
+        return self.backbone.forward_tail(f)
+
+    def forward(self, video: torch.Tensor) -> torch.Tensor:
+        return self.tail(self.sfc(self.head(video)))
+
+    def forward_with_attention(self, video: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits and the attention map M (N, k, T) over the head's time steps (paper Fig. 6)."""
+        out, m = self.sfc(self.head(video), return_attention=True)
+        return self.tail(out), m
+
+
+def create_model(
+    backbone: str | BackboneConfig = "slow8x8",
+    *,
+    tau: float = 2.0,
+    split: str = "res3",
+    checkpoint: str | Path | None = None,
+    sfc_checkpoint: str | Path | None = None,
+    num_classes: int | None = None,
+    trust_checkpoint: bool = False,
+    **sfc_options,
+) -> SFCModel:
+    """Build head -> SFC -> tail.
+
+    Args:
+        backbone: registry name or config.
+        tau: compression ratio (k = round(T / tau)).
+        split: the head ends after this stage ("res3" in the paper).
+        checkpoint: pretrained backbone weights in any supported layout.
+        sfc_checkpoint: trained SFC weights; they carry their own SFC config and split, and are
+            refused when they belong to another backbone.
+        num_classes: classifier size when there is no checkpoint.
+        **sfc_options: other :class:`SFCConfig` fields (pool, kqv, theta_kernel, logit_scale, prior).
+    """
+    check_split(split)
+    sfc_state = None
+    if sfc_checkpoint is not None:
+        sfc_state, meta = read_sfc_checkpoint(sfc_checkpoint)
+        sfc_config = SFCConfig.from_dict(meta["sfc_config"])
+        split = meta["split"]
+        if num_classes is None and checkpoint is None:
+            num_classes = meta["backbone_config"]["num_classes"]
+    model_backbone = create_backbone(
+        backbone, checkpoint=checkpoint, num_classes=num_classes, split=split, trust_checkpoint=trust_checkpoint
+    )
+    if sfc_state is None:
+        sfc_config = SFCConfig(channels=model_backbone.config.stage_channels(split), tau=tau, **sfc_options)
+    else:
+        _check_sfc_belongs(meta, model_backbone.config, sfc_checkpoint)
+    model = SFCModel(model_backbone, SFC(sfc_config), split=split)
+    if sfc_state is not None:
+        missing, unexpected = model.sfc.load_state_dict(sfc_state, strict=False)
+        if missing or unexpected:
+            raise CheckpointError(
+                f"{sfc_checkpoint}: SFC weights do not match (missing {len(missing)}: {missing[:3]}, "
+                f"unexpected {len(unexpected)}: {unexpected[:3]}); it was saved by another version"
+            )
+    return model.eval()
+
+
+def _check_sfc_belongs(meta: dict, config: BackboneConfig, path) -> None:
+    """Refuse SFC weights trained on a backbone with another structure or class count."""
+    saved = BackboneConfig.from_dict(meta["backbone_config"])
+    fields = ("family", "frames", "stride", "stem_channels", "widths", "mids", "depths", "temporal_kernels", "num_classes")
+    if any(getattr(saved, f) != getattr(config, f) for f in fields):
+        raise CheckpointError(
+            f"{path} was trained for backbone {saved.name!r} ({saved.num_classes} classes) but the model "
+            f"is {config.name!r} ({config.num_classes} classes); pass --backbone {saved.name} and the checkpoint it was trained on"
+        )
+
+
+def save_sfc_checkpoint(model: SFCModel, path: str | Path, *, extra: dict | None = None) -> Path:
+    """Write SFC weights with the backbone and SFC config they belong to (atomically)."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    meta = {
+        "sfc_deploy_format": SFC_FORMAT,
+        "backbone_config": model.config.to_json(),
+        "sfc_config": model.sfc.config.to_json(),
+        "split": model.split,
+        "extra": json.dumps(extra or {}),
+    }
+    state = {k: v.detach().contiguous().cpu() for k, v in model.sfc.state_dict().items()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    os.close(fd)
+    try:
+        save_file(state, tmp, metadata=meta)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def read_sfc_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
+    """SFC weights and their metadata; anything but an sfc-deploy SFC checkpoint is refused."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file, safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"SFC checkpoint {path} does not exist; pass the file written by `sfc-deploy train`")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            raw = f.metadata() or {}
+        state = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(f"{path} is not a safetensors SFC checkpoint ({exc}); pass the file written by `sfc-deploy train`") from exc
+    if raw.get("sfc_deploy_format") != SFC_FORMAT:
+        raise CheckpointError(
+            f"{path} is not an SFC checkpoint (format {raw.get('sfc_deploy_format')!r}, expected {SFC_FORMAT!r}); "
+            "backbone weights go to --checkpoint, SFC weights to --sfc-checkpoint"
+        )
+    meta = {
+        "backbone_config": json.loads(raw["backbone_config"]),
+        "sfc_config": json.loads(raw["sfc_config"]),
+        "split": raw["split"],
+        "extra": json.loads(raw.get("extra", "{}")),
+    }
+    return state, meta
