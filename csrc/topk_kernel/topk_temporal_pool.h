@@ -28,6 +28,12 @@ int sfc_topk_temporal_pool_launch(const void* x, void* y, int dtype, int64_t n, 
 // cudaGetErrorString for a code returned above (so callers need no CUDA runtime of their own).
 const char* sfc_topk_error_string(int code);
 
+// Host twin in libsfc_topk_host.so (always built, no CUDA): same contract and argument checks
+// on host pointers, same selection code, serial over columns. float16 data is passed as raw
+// IEEE binary16 bits. Returns 0, or 1 (cudaErrorInvalidValue's value) for bad arguments.
+int sfc_topk_temporal_pool_host(const void* x, void* y, int dtype, int64_t n, int64_t c,
+                                int64_t t, int64_t hw, int64_t k);
+
 #ifdef __cplusplus
 }  // extern "C"
 #endif

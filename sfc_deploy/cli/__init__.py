@@ -17,6 +17,7 @@ from sfc_deploy.errors import SfcError
 COMMAND_MODULES: tuple[str, ...] = (
     "sfc_deploy.cli.data",
     "sfc_deploy.cli.info",
+    "sfc_deploy.cli.export",
     "sfc_deploy.cli.convert",
 )
 

@@ -14,15 +14,21 @@ from sfc_deploy.data.synth import MOTIONS, SynthOptions, parse_size, write_synth
 
 def synth(
     out: Annotated[Path, typer.Argument(help="Directory to create (must not exist unless --force).")],
-    classes: Annotated[int, typer.Option(min=2, max=len(MOTIONS), help=f"Motion classes, first N of: {', '.join(MOTIONS)}.")] = 8,
+    classes: Annotated[
+        int, typer.Option(min=2, max=len(MOTIONS), help=f"Motion classes, first N of: {', '.join(MOTIONS)}.")
+    ] = 8,
     train_per_class: Annotated[int, typer.Option(min=0, help="Training videos per class.")] = 50,
     test_per_class: Annotated[int, typer.Option(min=0, help="Test videos per class.")] = 15,
     frames: Annotated[int, typer.Option(min=16, help="Raw frames per video.")] = 256,
     size: Annotated[str, typer.Option(help="Frame size HEIGHTxWIDTH (even numbers).")] = "64x80",
     fps: Annotated[int, typer.Option(min=1, help="Frame rate written into the files.")] = 25,
     seed: Annotated[int, typer.Option(min=0, help="Same seed, same dataset (CSV and decoded frames).")] = 0,
-    window_min: Annotated[float, typer.Option(min=0.01, max=1.0, help="Shortest action window, as a fraction of the video.")] = 0.25,
-    window_max: Annotated[float, typer.Option(min=0.01, max=1.0, help="Longest action window, as a fraction of the video.")] = 0.45,
+    window_min: Annotated[
+        float, typer.Option(min=0.01, max=1.0, help="Shortest action window, as a fraction of the video.")
+    ] = 0.25,
+    window_max: Annotated[
+        float, typer.Option(min=0.01, max=1.0, help="Longest action window, as a fraction of the video.")
+    ] = 0.45,
     workers: Annotated[int, typer.Option(min=0, help="Encoding processes; 0 = up to 4, one per CPU core.")] = 0,
     force: Annotated[bool, typer.Option("--force", help="Replace OUT if it exists.")] = False,
 ) -> None:

@@ -65,7 +65,9 @@ class VideoList(Sequence[tuple[Path, int]]):
         return [label for _, label in self.items]
 
 
-def _finish(entries: list[tuple[str, Path | None, int, dict[str, str]]], names: Sequence[str], missing: Missing, source: Path) -> VideoList:
+def _finish(
+    entries: list[tuple[str, Path | None, int, dict[str, str]]], names: Sequence[str], missing: Missing, source: Path
+) -> VideoList:
     """Drop or report entries whose file is missing; ``entries`` are (name, path or None, label, extras)."""
     if missing not in ("error", "skip"):
         raise ConfigError(f"missing must be 'error' or 'skip', got {missing!r}")
@@ -90,7 +92,9 @@ def _label_index(value: str, names: Sequence[str], lookup: dict[str, int], where
         return lookup[value]
     if value.lstrip("-").isdigit() and 0 <= int(value) < len(names):
         return int(value)
-    raise ConfigError(f"{where}: label {value!r} is not one of the {len(names)} class names; fix the label or the class list")
+    raise ConfigError(
+        f"{where}: label {value!r} is not one of the {len(names)} class names; fix the label or the class list"
+    )
 
 
 def read_class_names(path: str | Path) -> tuple[str, ...]:
@@ -141,7 +145,10 @@ def read_csv_list(
         )
     if class_names is None:
         classes_txt = csv_path.parent / "classes.txt"
-        class_names = read_class_names(classes_txt) if classes_txt.is_file() else sorted({r["label"].strip() for r in rows})
+        if classes_txt.is_file():
+            class_names = read_class_names(classes_txt)
+        else:
+            class_names = sorted({r["label"].strip() for r in rows})
     lookup = {name: i for i, name in enumerate(class_names)}
     used = {"youtube_id", "time_start", "time_end", "label", "split", "is_cc"} if kinetics else {"path", "label"}
     entries = []
@@ -189,8 +196,11 @@ def read_ucf101(
     class_file = splits_dir / "classInd.txt"
     for needed in (class_file, list_file):
         if not needed.is_file():
-            raise ConfigError(f"{needed}: UCF101 split file not found; pass the folder holding classInd.txt and {list_file.name}")
-    indexed = sorted((int(i), name) for i, name in (line.split() for line in class_file.read_text().splitlines() if line.strip()))
+            raise ConfigError(
+                f"{needed}: UCF101 split file not found; pass the folder holding classInd.txt and {list_file.name}"
+            )
+    lines = [line.split() for line in class_file.read_text().splitlines() if line.strip()]
+    indexed = sorted((int(i), name) for i, name in lines)
     names = [name for _, name in indexed]
     lookup = {name: i for i, name in enumerate(names)}
     entries = []
@@ -240,7 +250,9 @@ def load_video_list(
         return read_ucf101(source, split=split, subset=subset, missing=missing)
     if source.is_dir():
         return read_folder(source)
-    raise ConfigError(f"{source}: not a CSV file or a directory; pass a dataset CSV, a UCF101 split folder or a class-folder tree")
+    raise ConfigError(
+        f"{source}: not a CSV file or a directory; pass a dataset CSV, a UCF101 split folder or a class-folder tree"
+    )
 
 
 class VideoDataset(Dataset):
@@ -266,10 +278,7 @@ class VideoDataset(Dataset):
         return_sample: bool = False,
         **opts: object,
     ) -> None:
-        sampler = get_sampler(strategy)
-        unknown = sorted(set(opts) - set(sampler.options))
-        if unknown:
-            raise ConfigError(f"strategy {strategy!r} takes no option {', '.join(unknown)}; accepted: {', '.join(sampler.options) or 'none'}")
+        get_sampler(strategy).check_options(opts)
         self.videos = videos
         self.strategy = strategy
         self.config = config

@@ -83,12 +83,18 @@ class Sampler:
         params = inspect.signature(self.plan).parameters.values()
         return {p.name: p.default for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY}
 
-    def make_plan(self, num_frames: int, height: int, width: int, config: BackboneConfig, **opts: object) -> list[Row]:
-        """The plan, after rejecting options this strategy does not take (no silent ignoring)."""
+    def check_options(self, opts: dict[str, object]) -> None:
+        """Reject options this strategy does not take: a typo must not be silently ignored."""
         unknown = sorted(set(opts) - set(self.options))
         if unknown:
             accepted = ", ".join(self.options) or "none"
-            raise ConfigError(f"strategy {self.name!r} takes no option {', '.join(unknown)}; accepted options: {accepted}")
+            raise ConfigError(
+                f"strategy {self.name!r} takes no option {', '.join(unknown)}; accepted options: {accepted}"
+            )
+
+    def make_plan(self, num_frames: int, height: int, width: int, config: BackboneConfig, **opts: object) -> list[Row]:
+        """The rows for a video of ``num_frames`` frames of ``height`` x ``width`` (after resizing)."""
+        self.check_options(opts)
         if num_frames < 1:
             raise VideoError("video has no frames; check that the file decodes (ffprobe FILE)")
         return self.plan(num_frames, height, width, config, **opts)
@@ -149,7 +155,8 @@ def plan_dense(
 ) -> list[Row]:
     """The 30-crop baseline; row order and content match :func:`crops.dense_crops` exactly."""
     num_clips, num_crops = _positive("num_clips", num_clips), _positive("num_crops", num_crops)
-    return _clip_rows(num_frames, config, num_clips, spatial_crop_offsets(height, width, config.preprocess.crop, num_crops))
+    offsets = spatial_crop_offsets(height, width, config.preprocess.crop, num_crops)
+    return _clip_rows(num_frames, config, num_clips, offsets)
 
 
 def segment_indices(num_frames: int, stride: int, segments: int, frames_per_segment: int) -> list[int]:
@@ -216,7 +223,9 @@ def _resolve(config: BackboneConfig | str) -> BackboneConfig:
     return config
 
 
-def _assemble(frames: torch.Tensor, order: dict[int, int], rows: list[Row], crop: int, strategy: str, n: int) -> SampledVideo:
+def _assemble(
+    frames: torch.Tensor, order: dict[int, int], rows: list[Row], crop: int, strategy: str, n: int
+) -> SampledVideo:
     """Gather each row's frames from ``frames`` (3, U, H, W) and crop them into one batch."""
     batch = []
     for row in rows:
@@ -300,7 +309,10 @@ def sample_tensor(
     if video.dim() == 5 and video.shape[0] == 1:
         video = video[0]
     if video.dim() != 4 or video.shape[0] != 3:
-        raise VideoError(f"expected a video tensor of shape (3, T, H, W), got {tuple(video.shape)}; permute (T, H, W, 3) frames first")
+        raise VideoError(
+            f"expected a video tensor of shape (3, T, H, W), got {tuple(video.shape)}; "
+            "permute (T, H, W, 3) frames first"
+        )
     done = video.is_floating_point() if preprocessed is None else preprocessed
     _, t, h, w = video.shape
     height, width = (h, w) if done else output_size(h, w, config.preprocess.short_side)

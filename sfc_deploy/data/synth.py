@@ -49,28 +49,29 @@ _COUNTER_STEP, _COUNTER_BASE = 8, 28
 def counter_frames(num_frames: int, size: tuple[int, int] = (48, 64)) -> np.ndarray:
     """Frames whose content is their own index: uint8 (T, H, W, 3), for up to 784 frames.
 
-    The left half's gray level encodes ``t % 28`` and the right half's ``t // 28`` in steps of 8,
+    The top half's gray level encodes ``t % 28`` and the bottom half's ``t // 28`` in steps of 8,
     far more than codec error, so :func:`read_counter` recovers exactly which frame a reader
-    returned, whatever the codec. Tests and benchmarks use it to check frame indices end to end.
+    returned, whatever the codec, and also from any centre-row crop (left/centre/right crops of
+    landscape frames included). Tests and benchmarks use it to check frame indices end to end.
     """
     if num_frames > _COUNTER_BASE**2:
         raise ConfigError(f"counter videos hold at most {_COUNTER_BASE ** 2} frames, got {num_frames}")
     h, w = size
     t = np.arange(num_frames)
     out = np.empty((num_frames, h, w, 3), dtype=np.uint8)
-    out[:, :, : w // 2] = (16 + _COUNTER_STEP * (t % _COUNTER_BASE)).astype(np.uint8)[:, None, None, None]
-    out[:, :, w // 2 :] = (16 + _COUNTER_STEP * (t // _COUNTER_BASE)).astype(np.uint8)[:, None, None, None]
+    out[:, : h // 2] = (16 + _COUNTER_STEP * (t % _COUNTER_BASE)).astype(np.uint8)[:, None, None, None]
+    out[:, h // 2 :] = (16 + _COUNTER_STEP * (t // _COUNTER_BASE)).astype(np.uint8)[:, None, None, None]
     return out
 
 
 def read_counter(frames: torch.Tensor) -> list[int]:
-    """Frame indices encoded by :func:`counter_frames`, from raw uint8 (3, T, H, W) frames."""
+    """Frame indices encoded by :func:`counter_frames`, from (3, T, H, W) frames in 0-255 units."""
     _, _, h, w = frames.shape
     gray = frames.to(torch.float32).mean(0)
-    centre = slice(h // 4, 3 * h // 4)
+    cols = slice(w // 4, 3 * w // 4)
     digits = []
-    for cols in (slice(w // 8, 3 * w // 8), slice(5 * w // 8, 7 * w // 8)):
-        level = gray[:, centre, cols].flatten(1).median(1).values
+    for rows in (slice(h // 8, 3 * h // 8), slice(5 * h // 8, 7 * h // 8)):
+        level = gray[:, rows, cols].flatten(1).median(1).values
         digits.append(((level - 16) / _COUNTER_STEP).round().long())
     return (digits[0] + _COUNTER_BASE * digits[1]).tolist()
 
@@ -243,7 +244,9 @@ class SynthOptions:
     def validate(self) -> SynthOptions:
         """Reject values that cannot make a useful dataset, saying which and why."""
         if not 2 <= self.classes <= len(MOTIONS):
-            raise ConfigError(f"classes must be 2..{len(MOTIONS)} (one per motion: {', '.join(MOTIONS)}), got {self.classes}")
+            raise ConfigError(
+                f"classes must be 2..{len(MOTIONS)} (one per motion: {', '.join(MOTIONS)}), got {self.classes}"
+            )
         if self.train_per_class < 0 or self.test_per_class < 0 or self.train_per_class + self.test_per_class == 0:
             raise ConfigError("train/test videos per class must be >= 0 and not both 0")
         if self.frames < 16:
@@ -281,7 +284,9 @@ def video_specs(options: SynthOptions, split: str) -> list[tuple[str, VideoSpec]
             length = max(2, round(rng.uniform(*options.window) * options.frames))
             start = int(rng.integers(0, options.frames - length + 1))
             distractors = int(rng.integers(options.distractors[0], options.distractors[1] + 1))
-            spec = VideoSpec(motion, options.frames, options.size, start, start + length, seed, distractors, options.noise)
+            spec = VideoSpec(
+                motion, options.frames, options.size, start, start + length, seed, distractors, options.noise
+            )
             specs.append((f"videos/{split}/{motion}/{motion}_{i:04d}.mp4", spec))
     return specs
 

@@ -4,16 +4,16 @@ The decoder is PyAV (FFmpeg), so mp4/avi/webm/mkv with any codec FFmpeg reads al
 Frames are numbered in presentation order from 0, the order :mod:`sfc_deploy.data.crops` counts in.
 
 Reading is frugal because decoding dominates preprocessing time: frames are decoded in order but
-only the needed ones are converted to RGB, decoding stops after the last needed frame, and when
-the next needed frame lies behind a keyframe we have not reached yet, the demuxer seeks to that
-keyframe instead of decoding the frames in between (this is what makes sparse strategies such as
+only the needed ones are converted to RGB, decoding stops after the last needed frame, and when a
+keyframe lies between the decoder's position and the next needed frame, the demuxer seeks to it
+instead of decoding the frames in between (this is what makes sparse strategies such as
 ``single`` or segment sampling cheap on long videos).
 
 Preprocessing (:func:`preprocess_frames`) resizes with ``torch.nn.functional.interpolate``
 (bilinear, ``antialias=True``, ``align_corners=False``) on the uint8 values cast to float32, so the
 short side becomes ``Preprocess.short_side`` (long side ``floor(long * short_side / short)``, as
 PyTorchVideo's ``ShortSideScale`` and torchvision's ``Resize(int)``). Antialiasing matters when
-downscaling (e.g. 1080p -> 256) where plain bilinear aliases; it is a no-op when upscaling. The
+downscaling (e.g. 1080p -> 256) where plain bilinear aliases; upscaling it equals plain bilinear. The
 resized values are not rounded back to uint8. Then ``(x * scale - mean) / std`` per channel.
 
 :func:`write_video` encodes RGB frames (libx264/mpeg4/VP9, yuv420p) for the synthetic dataset and tests.
@@ -42,7 +42,6 @@ RESIZE_CHUNK = 64
 #: Encoders tried per container suffix, best first.
 _CODECS = {".avi": ("mpeg4", "libx264"), ".webm": ("libvpx-vp9", "libvpx")}
 _DEFAULT_CODECS = ("libx264", "h264", "mpeg4")
-
 
 _REENCODE = "re-encode it (ffmpeg -i IN -c:v libx264 -pix_fmt yuv420p OUT.mp4)"
 
@@ -83,11 +82,15 @@ def _open(path: Path) -> av.container.InputContainer:
         raise VideoError(f"{path}: file not found; check the path (relative paths are from the current directory)")
     if path.is_dir():
         raise VideoError(f"{path}: is a directory, not a video file; pass the video file itself")
+    if path.stat().st_size == 0:
+        raise VideoError(f"{path}: is empty (0 bytes, 0 frames); the download or copy failed, fetch the file again")
     try:
         return av.open(str(path), mode="r")
     except (av.FFmpegError, OSError, ValueError) as exc:
         reason = getattr(exc, "strerror", None) or str(exc)
-        raise VideoError(f"{path}: cannot be opened as a video ({reason}); the file is corrupt or truncated, {_REENCODE}") from None
+        raise VideoError(
+            f"{path}: cannot be opened as a video ({reason}); the file is corrupt or truncated, {_REENCODE}"
+        ) from None
 
 
 def _video_stream(container: av.container.InputContainer, path: Path) -> av.video.stream.VideoStream:
@@ -150,6 +153,23 @@ def probe_video(path: str | Path) -> VideoInfo:
         container.close()
 
 
+@dataclass
+class DecodeStats:
+    """Counts filled in by :func:`read_frames`: how much work a read took (tests, benchmarks).
+
+    Attributes:
+        decoded: frames the decoder produced (needed or not).
+        seeks: demuxer seeks performed.
+    """
+
+    decoded: int = 0
+    seeks: int = 0
+
+
+class _SeekMiss(Exception):
+    """A seek landed somewhere the packet index did not predict; decode from the start instead."""
+
+
 def read_frames(
     path: str | Path,
     indices: Sequence[int],
@@ -185,43 +205,30 @@ def read_frames(
         )
     stats = stats if stats is not None else DecodeStats()
     try:
-        decoded = _decode(path, wanted, info, stats, allow_seek=info.frame_pts is not None)
+        decoded, reached = _decode(path, wanted, info, stats, allow_seek=info.frame_pts is not None)
     except _SeekMiss:
-        decoded = _decode(path, wanted, info, stats, allow_seek=False)
+        decoded, reached = _decode(path, wanted, info, stats, allow_seek=False)
     missing = [i for i in wanted if i not in decoded]
     if missing:
-        got = max(decoded, default=-1) + 1
         raise VideoError(
-            f"{path}: too few frames: frame {missing[0]} requested but only {got} of the "
+            f"{path}: too few frames: frame {missing[0]} requested but only {reached} of the "
             f"{info.num_frames} listed frames decode; the file is truncated or damaged, {_REENCODE}"
         )
     stacked = np.stack([decoded[i] for i in indices])  # (T, H, W, 3)
     return torch.from_numpy(stacked).permute(3, 0, 1, 2).contiguous()
 
 
-@dataclass
-class DecodeStats:
-    """Counts filled in by :func:`read_frames`: how much work a read took (tests, benchmarks).
-
-    Attributes:
-        decoded: frames the decoder produced (needed or not).
-        seeks: demuxer seeks performed.
-    """
-
-    decoded: int = 0
-    seeks: int = 0
-
-
-class _SeekMiss(Exception):
-    """A seek landed somewhere the packet index did not predict; decode from the start instead."""
-
-
 def _decode(
     path: Path, wanted: list[int], info: VideoInfo, stats: DecodeStats, *, allow_seek: bool
-) -> dict[int, np.ndarray]:
-    """Decode ``wanted`` (ascending, unique) into RGB arrays keyed by frame index."""
+) -> tuple[dict[int, np.ndarray], int]:
+    """Decode ``wanted`` (ascending, unique) into RGB arrays by frame index; also one past the last index seen.
+
+    With ``allow_seek`` frames are identified by their timestamps (the only way after a seek);
+    without it they are counted from the start, which trusts nothing but the decoder's order.
+    """
     container = _open(path)
     out: dict[int, np.ndarray] = {}
+    reached = 0
     need = set(wanted)
     pending = deque(wanted)  # still needed, ascending; pending[0] is the next target
 
@@ -231,13 +238,14 @@ def _decode(
     try:
         stream = _video_stream(container, path)
         stream.thread_type = "AUTO"
-        pts_index = {p: i for i, p in enumerate(info.frame_pts)} if info.frame_pts is not None else None
+        pts_index = {p: i for i, p in enumerate(info.frame_pts)} if allow_seek and info.frame_pts else None
         position = 0  # index of the next frame an in-order decode would produce
         while pending:
             target = pending[0]
             seeked = allow_seek and key_before(target) > position
             if seeked:
-                container.seek(info.frame_pts[key_before(target)], stream=stream, backward=True, any_frame=False)  # type: ignore[index]
+                key_pts = info.frame_pts[key_before(target)]  # type: ignore[index]
+                container.seek(key_pts, stream=stream, backward=True, any_frame=False)
                 stats.seeks += 1
             counter = position
             jumped = False
@@ -255,6 +263,7 @@ def _decode(
                         raise _SeekMiss
                     first = False
                     counter = index + 1
+                    reached = max(reached, counter)
                     if index in need:
                         out[index] = frame.to_ndarray(format="rgb24")
                         need.discard(index)
@@ -271,7 +280,7 @@ def _decode(
                 break  # the stream ended
     finally:
         container.close()
-    return out
+    return out, reached
 
 
 def resize_short_side(frames: torch.Tensor, short_side: int) -> torch.Tensor:

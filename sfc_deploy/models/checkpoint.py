@@ -28,8 +28,7 @@ import torch
 
 from sfc_deploy.errors import CheckpointError
 from sfc_deploy.models.config import BackboneConfig, Preprocess
-from sfc_deploy.models.registry import get_config, list_backbones
-from sfc_deploy.models.resnet3d import ResNet3d
+from sfc_deploy.models.registry import create_backbone, get_config, list_backbones
 
 FORMAT = "backbone/1"
 LAYOUTS: tuple[str, ...] = ("pytorchvideo", "pyslowfast", "mmaction2", "tpn", "plain")
@@ -374,7 +373,8 @@ def check_state(
 
 def _suggest(got: dict[str, tuple[int, ...]]) -> str:
     """Name the registered backbone(s) whose canonical shapes the checkpoint has."""
-    scores = {name: _agreement(got, shapes) for name, shapes in _registered_shapes().items()}
+    registered = _registered_shapes(tuple(list_backbones()))
+    scores = {name: _agreement(got, shapes) for name, shapes in registered.items()}
     exact = [name for name, (same, total) in scores.items() if same == total == len(got)]
     if len(exact) > 1:
         return (
@@ -399,14 +399,11 @@ def _agreement(got: dict[str, tuple[int, ...]], shapes: dict[str, tuple[int, ...
     return same, len(shapes)
 
 
-@lru_cache(maxsize=1)
-def _registered_shapes() -> dict[str, dict[str, tuple[int, ...]]]:
-    """Canonical shapes of every registered backbone, built on the meta device (no memory, no time)."""
-    out = {}
+@lru_cache(maxsize=4)
+def _registered_shapes(names: tuple[str, ...]) -> dict[str, dict[str, tuple[int, ...]]]:
+    """Canonical shapes of the registered backbones, built on the meta device (no memory, no time)."""
     with torch.device("meta"):
-        for name in list_backbones():
-            out[name] = _shapes(ResNet3d(get_config(name)).state_dict())
-    return out
+        return {name: _shapes(create_backbone(name).state_dict()) for name in names}
 
 
 # ---------------------------------------------------------------------------------------------- save
@@ -500,8 +497,8 @@ def convert(checkpoint: str | Path, out_path: str | Path, *, backbone: str, trus
         config = config.replace(class_names=tuple(meta["class_names"]))
     if meta.get("preprocess") is not None:
         config = config.replace(preprocess=meta["preprocess"])
-    with torch.device("meta"):
-        expected = _shapes(ResNet3d(config).state_dict())
+    with torch.device("meta"):  # shapes only: no memory for full-size weights
+        expected = _shapes(create_backbone(config).state_dict())
     check_state(state, expected, source=str(checkpoint), backbone=backbone)
     tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in state.items() if not _is_counter(k)}
     source_layout = meta.get("source_layout") or meta["layout"]

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-import sfc_deploy.ops  # noqa: F401  (registers torch.ops.sfc.topk_temporal_pool)
+from sfc_deploy.ops import topk_temporal_indices  # also registers torch.ops.sfc.topk_temporal_pool
 from sfc_deploy.errors import ConfigError
 from sfc_deploy.models.resnet3d import Bottleneck
 
@@ -98,6 +98,8 @@ def compressed_length(t: int, tau: float) -> int:
     Integer arithmetic on a rational tau so that it also works on symbolic sizes (dynamic time
     axis under ``torch.export``).
     """
+    if isinstance(t, torch.Tensor):  # torch.jit.trace hands sizes over as tensors: the trace freezes k
+        t = int(t)
     frac = Fraction(tau).limit_denominator(64)
     p, q = frac.numerator, frac.denominator
     return torch.sym_max((2 * t * q + p) // (2 * p), 1)
@@ -129,9 +131,15 @@ class SFC(nn.Module):
         self.theta_q = nn.Conv3d(c, c, kernel, padding=padding)
         self.theta_k = nn.Conv3d(c, c, kernel, padding=padding)
         self.prior_gain = nn.Parameter(torch.ones(())) if config.prior else None
+        #: "op": one ``sfc::topk_temporal_pool`` node (ONNX custom/portable emission, TensorRT plugin);
+        #: "aten": the same selection in plain aten ops, for runtimes that cannot call a Python op
+        #: (TorchScript and AOTInductor loaded from C++).
+        self.topk_impl = "op"
 
     def pool(self, x: torch.Tensor, k: int) -> torch.Tensor:
         if self.config.pool == "topk":
+            if self.topk_impl == "aten":
+                return torch.gather(x, 2, topk_temporal_indices(x, k))
             return torch.ops.sfc.topk_temporal_pool(x, k)
         size = (k, x.shape[3], x.shape[4])
         return F.adaptive_avg_pool3d(x, size) if self.config.pool == "avg" else F.adaptive_max_pool3d(x, size)

@@ -1,0 +1,131 @@
+"""``sfc-deploy export`` and ``sfc-deploy verify``."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from sfc_deploy.cli.options import (
+    BackboneOpt,
+    CheckpointOpt,
+    FramesOpt,
+    SfcCheckpointOpt,
+    SizeOpt,
+    SplitOpt,
+    TauOpt,
+    TrustOpt,
+    parse_size,
+    tau_value,
+)
+
+console = Console(stderr=True)
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    def export(
+        out: Annotated[Path, typer.Option("--out", "-o", help="Folder to write (refused if it exists, unless --force).")],
+        backbone: BackboneOpt = "slow8x8",
+        checkpoint: CheckpointOpt = None,
+        sfc_checkpoint: SfcCheckpointOpt = None,
+        tau: TauOpt = "2",
+        split: SplitOpt = "res3",
+        format: Annotated[list[str], typer.Option("--format", "-f", help="onnx, torchscript, aoti, tensorrt (repeat or comma-separate).")] = ["onnx"],  # noqa: A002, B006
+        precision: Annotated[list[str], typer.Option("--precision", "-p", help="fp32 and/or fp16.")] = ["fp32"],  # noqa: B006
+        frames: FramesOpt = 288,
+        size: SizeOpt = "256x312",
+        num_classes: Annotated[int | None, typer.Option("--num-classes", min=1, help="Classifier size without a checkpoint.")] = None,
+        force: Annotated[bool, typer.Option("--force", help="Replace an existing --out folder.")] = False,
+        no_verify: Annotated[bool, typer.Option("--no-verify", help="Skip the parity check against PyTorch.")] = False,
+        trust_checkpoint: TrustOpt = False,
+    ) -> None:
+        """Export head, SFC and tail (and the whole backbone for the dense baseline) with a manifest."""
+        from sfc_deploy.export.exporter import ExportOptions, export_model
+        from sfc_deploy.export.formats import parse_formats
+        from sfc_deploy.models import create_model, get_config
+
+        config = get_config(backbone)
+        hw = parse_size(size)
+        options = ExportOptions(
+            formats=tuple(parse_formats(format)),
+            precisions=tuple(dict.fromkeys(p.lower() for p in precision)),
+            frames=math.ceil(frames / config.stride),
+            size=hw,
+            raw_frames=frames,
+            random_weights=checkpoint is None,
+            checkpoint=str(checkpoint) if checkpoint else None,
+            sfc_checkpoint=str(sfc_checkpoint) if sfc_checkpoint else None,
+            verify=not no_verify,
+        )
+        if out.exists() and not force:
+            from sfc_deploy.errors import ConfigError
+
+            raise ConfigError(f"{out} already exists; pass --force to replace it or choose another --out")
+        if checkpoint is None:
+            console.print(
+                "[bold yellow]WARNING: no --checkpoint: exporting RANDOM backbone weights. "
+                "Fine for speed and parity work, useless for accuracy.[/]"
+            )
+        if sfc_checkpoint is None:
+            console.print("[yellow]note: no --sfc-checkpoint: the SFC module is untrained (random init).[/]")
+        model = create_model(
+            config, tau=tau_value(tau), split=split, checkpoint=checkpoint, sfc_checkpoint=sfc_checkpoint,
+            num_classes=num_classes, trust_checkpoint=trust_checkpoint,
+        )
+        with console.status("exporting") as status:
+            manifest = export_model(model, out, options, force=force, progress=lambda m: status.update(m))
+        console.print(f"wrote {len(manifest.artifacts)} artifacts and manifest.json to {out}")
+        parity = manifest.data.get("parity")
+        if parity is not None:
+            print_report(parity)
+            if not parity["passed"]:
+                raise typer.Exit(1)
+
+    @app.command()
+    def verify(
+        root: Annotated[Path, typer.Argument(help="An export folder (with manifest.json).")],
+        runtime: Annotated[list[str] | None, typer.Option("--runtime", "-r", help="Runtimes to check (default: every exported format).")] = None,
+        precision: Annotated[list[str] | None, typer.Option("--precision", "-p", help="Precisions to check (default: all exported).")] = None,
+        record: Annotated[bool, typer.Option("--record/--no-record", help="Store the results in manifest.json.")] = True,
+    ) -> None:
+        """Run every artifact this machine can run against PyTorch; exit 1 when a tolerance is exceeded."""
+        from sfc_deploy.export.formats import check_runtime
+        from sfc_deploy.export.manifest import load_manifest
+        from sfc_deploy.export.verify import verify as run_verify
+
+        manifest = load_manifest(root)
+        runtimes = [check_runtime(r) for r in runtime] if runtime else None
+        with console.status("verifying against PyTorch"):
+            report = run_verify(manifest, runtimes=runtimes, precisions=precision).to_dict()
+        if record:
+            manifest.data["parity"] = report
+            manifest.save()
+        print_report(report)
+        if not report["passed"]:
+            raise typer.Exit(1)
+
+
+def print_report(report: dict) -> None:
+    table = Table(title="parity against PyTorch")
+    for col in ("runtime", "prec", "graph", "part", "input", "max abs", "max rel", "top-1", "top-5", "result"):
+        table.add_column(col)
+    for c in report["checks"]:
+        agree = lambda v: "" if v is None else f"{v:.0%}"  # noqa: E731
+        table.add_row(
+            c["runtime"], c["precision"], c["variant"], c["part"], c["input"], f"{c['max_abs']:.2e}",
+            f"{c['max_rel']:.2e}", agree(c["top1_agree"]), agree(c["top5_agree"]),
+            "[green]pass[/]" if c["passed"] else "[red]FAIL[/]",
+        )
+    out = Console()
+    out.print(table)
+    tol = ", ".join(f"{p}: rtol {t['rtol']:g}, atol {t['atol_scaled']:g} x max|ref|" for p, t in report["tolerances"].items())
+    out.print(f"tolerances: {tol}")
+    for n in report["not_run"]:
+        out.print(f"[yellow]not run[/] {n['runtime']} {n['precision']}: {n['reason']}")
+    failed = sum(not c["passed"] for c in report["checks"])
+    out.print(f"{len(report['checks']) - failed} passed, {failed} failed, {len(report['not_run'])} not run")

@@ -1,0 +1,175 @@
+"""The four exportable parts of an SFC deployment, with their I/O contracts.
+
+``head``  video  (batch, 3, time, H, W)         -> f_head (batch, C, time, h, w)
+``sfc``   f_head (batch, C, time, h, w)         -> f_sfc (batch, C, k, h, w), attention (batch, k, time)
+``tail``  f_sfc  (batch, C, k, h, w)            -> logits (batch, classes)
+``clip``  clip   (batch, 3, frames, crop, crop) -> logits (batch, classes)   (dense baseline)
+
+Batch and time are dynamic wherever the graph allows it, so one export serves videos of any
+length; the custom-op SFC graph is the exception (its TopK ``k`` is an attribute, so its time
+axis is fixed at export).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from sfc_deploy.export.manifest import TensorSpec
+from sfc_deploy.models.sfc import compressed_length
+from sfc_deploy.models.sfc_model import SFCModel
+
+PARTS = ("head", "sfc", "tail", "clip")
+MAX_BATCH = 256
+MAX_TIME = 8192
+DTYPE_NAMES = {torch.float32: "float32", torch.float16: "float16"}
+
+
+@dataclass
+class Part:
+    """One exportable module with its I/O specs, example inputs and dynamic dims."""
+
+    name: str
+    module: nn.Module
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+    example: tuple[torch.Tensor, ...]
+    dynamic: dict[str, dict[int, torch.export.Dim]]
+
+
+class _Head(nn.Module):
+    def __init__(self, model: SFCModel) -> None:
+        super().__init__()
+        self.backbone = model.backbone
+
+    def forward(self, video: torch.Tensor) -> torch.Tensor:
+        return self.backbone.forward_head(video)
+
+
+class _SFC(nn.Module):
+    def __init__(self, model: SFCModel) -> None:
+        super().__init__()
+        self.sfc = model.sfc
+
+    def forward(self, f_head: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.sfc(f_head, return_attention=True)
+
+
+class _Tail(nn.Module):
+    def __init__(self, model: SFCModel) -> None:
+        super().__init__()
+        self.backbone = model.backbone
+
+    def forward(self, f_sfc: torch.Tensor) -> torch.Tensor:
+        return self.backbone.forward_tail(f_sfc)
+
+
+class _Clip(nn.Module):
+    def __init__(self, model: SFCModel) -> None:
+        super().__init__()
+        self.backbone = model.backbone
+
+    def forward(self, clip: torch.Tensor) -> torch.Tensor:
+        return self.backbone(clip)
+
+
+def min_time(tau: float) -> int:
+    """Smallest time length whose compressed length is >= 2 (a dim of 1 would be specialised)."""
+    t = 2
+    while compressed_length(t, tau) < 2:
+        t += 1
+    return t
+
+
+def build_parts(
+    model: SFCModel,
+    *,
+    frames: int,
+    size: tuple[int, int],
+    dtype: torch.dtype = torch.float32,
+    static_time: bool = False,
+    example_batch: int = 2,
+) -> dict[str, Part]:
+    """The four parts of ``model`` as exportable modules.
+
+    Args:
+        frames: time length of the example video (sampled frames); the fixed time of a
+            ``static_time`` export.
+        size: (H, W) of the frames SFC reads; fixed in every graph.
+        dtype: float32 or float16 weights and I/O (the attention softmax stays fp32 inside).
+        static_time: fix the time axis (TorchScript traces, the custom-op ONNX graph).
+    """
+    cfg = model.config
+    tau = model.sfc.config.tau
+    c = cfg.stage_channels(model.split)
+    h, w = size
+    fh, fw = _head_hw(model, size)
+    ko = compressed_length(frames, tau)
+    time: int | str = frames if static_time else "time"
+    k: int | str = ko if static_time else "k"
+    dt = DTYPE_NAMES[dtype]
+    batch = torch.export.Dim("batch", min=1, max=MAX_BATCH)
+    t_dim = torch.export.Dim("time", min=min_time(tau), max=MAX_TIME)
+    k_dim = torch.export.Dim("k", min=2, max=MAX_TIME)
+    crop, clip_frames = cfg.preprocess.crop, cfg.frames
+    n = example_batch
+
+    def ex(*shape):
+        return torch.randn(*shape).to(dtype)
+
+    dyn_time = {} if static_time else {2: t_dim}
+    return {
+        "head": Part(
+            "head",
+            _Head(model),
+            (TensorSpec("video", ("batch", 3, time, h, w), dt),),
+            (TensorSpec("f_head", ("batch", c, time, fh, fw), dt),),
+            (ex(n, 3, frames, h, w),),
+            {"video": {0: batch, **dyn_time}},
+        ),
+        "sfc": Part(
+            "sfc",
+            _SFC(model),
+            (TensorSpec("f_head", ("batch", c, time, fh, fw), dt),),
+            (
+                TensorSpec("f_sfc", ("batch", c, k, *_value_hw(model, fh, fw)), dt),
+                TensorSpec("attention", ("batch", k, time), "float32"),
+            ),
+            (ex(n, c, frames, fh, fw),),
+            {"f_head": {0: batch, **dyn_time}},
+        ),
+        "tail": Part(
+            "tail",
+            _Tail(model),
+            (TensorSpec("f_sfc", ("batch", c, k, *_value_hw(model, fh, fw)), dt),),
+            (TensorSpec("logits", ("batch", cfg.num_classes), dt),),
+            (ex(n, c, ko, *_value_hw(model, fh, fw)),),
+            {"f_sfc": {0: batch, **({} if static_time else {2: k_dim})}},
+        ),
+        "clip": Part(
+            "clip",
+            _Clip(model),
+            (TensorSpec("clip", ("batch", 3, clip_frames, crop, crop), dt),),
+            (TensorSpec("logits", ("batch", cfg.num_classes), dt),),
+            (ex(n, 3, clip_frames, crop, crop),),
+            {"clip": {0: batch}},
+        ),
+    }
+
+
+def _head_hw(model: SFCModel, size: tuple[int, int]) -> tuple[int, int]:
+    import copy
+
+    with torch.no_grad():
+        meta = copy.deepcopy(model.backbone).to("meta")
+        f = meta.forward_head(torch.empty(1, 3, 1, *size, device="meta"), model.split)
+    return int(f.shape[3]), int(f.shape[4])
+
+
+def _value_hw(model: SFCModel, fh: int, fw: int) -> tuple[int, int]:
+    """Spatial size of SFC's output: the head's, unless v = F_abs (half resolution)."""
+    if model.sfc.config.kqv == "abs_all":
+        return (fh + 1) // 2, (fw + 1) // 2
+    return fh, fw

@@ -1,0 +1,39 @@
+"""TorchScript export (``torch.jit.trace``), loadable from Python and from C++ (``torch::jit::load``).
+
+Tracing records the SFC's TopK as plain aten ops (``topk_impl="aten"``) so that C++ can run it
+without the Python custom op. A trace freezes Python arithmetic on sizes, so the SFC part keeps the
+time axis it was traced with (recorded in the manifest); head, tail and clip are convolutions
+and pooling only and accept any batch and time.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import warnings
+from pathlib import Path
+
+import torch
+
+from sfc_deploy.export.parts import Part
+
+EXTRA_FILE = "sfc_deploy.json"
+
+
+def export_torchscript(part: Part, path: Path, *, metadata: dict | None = None) -> Path:
+    """Trace ``part`` and save it atomically with the metadata as an extra file."""
+    path = Path(path)
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")  # TracerWarnings about frozen sizes are expected for SFC
+        traced = torch.jit.trace(part.module.eval(), part.example, check_trace=False)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        extra = {EXTRA_FILE: json.dumps({"part": part.name, **(metadata or {})})}
+        torch.jit.save(traced, tmp, _extra_files=extra)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path

@@ -1,0 +1,107 @@
+"""The one Runner interface every backend implements (in the style of Polygraphy's runners).
+
+A runner is a context manager: ``activate`` loads the artifact (session, engine, module),
+``infer`` checks input names, dtypes and shapes against the artifact's manifest record and then
+calls the backend's ``_infer_impl``. Inputs and outputs are torch tensors, so the SFC pipeline and
+the dense baseline run on identical machinery whatever the backend.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from pathlib import Path
+
+import torch
+
+from sfc_deploy.errors import ArtifactError
+from sfc_deploy.export.manifest import Artifact, TensorSpec
+
+TORCH_DTYPES = {"float32": torch.float32, "float16": torch.float16, "int64": torch.int64}
+
+
+class Runner(ABC):
+    """Runs one exported part. Subclasses implement ``activate``, ``_infer_impl`` and ``deactivate``."""
+
+    #: runtime name as used on the command line
+    name: str = "abstract"
+
+    def __init__(self, artifact: Artifact, path: Path | None) -> None:
+        self.artifact = artifact
+        self.path = path
+        self.active = False
+
+    # context manager -------------------------------------------------------------------------
+    def __enter__(self) -> "Runner":
+        if not self.active:
+            self.activate()
+            self.active = True
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.active:
+            self.deactivate()
+            self.active = False
+
+    def activate(self) -> None:
+        """Load the artifact."""
+
+    def deactivate(self) -> None:
+        """Release the session / engine."""
+
+    # inference -------------------------------------------------------------------------------
+    @property
+    def input_names(self) -> list[str]:
+        return [t.name for t in self.artifact.inputs]
+
+    @property
+    def output_names(self) -> list[str]:
+        return [t.name for t in self.artifact.outputs]
+
+    def infer(self, feed: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Validate ``feed`` against the artifact's inputs, run, return outputs by name."""
+        if not self.active:
+            raise ArtifactError(f"{self.describe()} is not active; use it as a context manager (with runner: ...)")
+        check_feed(feed, self.artifact.inputs, where=self.describe())
+        return self._infer_impl(feed)
+
+    @abstractmethod
+    def _infer_impl(self, feed: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Run the backend. ``feed`` has been validated."""
+
+    def describe(self) -> str:
+        return f"{self.name} runner for {self.artifact.part} ({self.artifact.file})"
+
+
+def check_feed(feed: dict[str, torch.Tensor], specs: tuple[TensorSpec, ...], *, where: str) -> None:
+    """Names, dtypes, ranks, static dims, and consistency of symbolic dims across inputs."""
+    expected = [s.name for s in specs]
+    if sorted(feed) != sorted(expected):
+        raise ArtifactError(f"{where}: inputs {sorted(feed)} given, expected {expected}")
+    symbols: dict[str, int] = {}
+    for spec in specs:
+        tensor = feed[spec.name]
+        want = TORCH_DTYPES[spec.dtype]
+        if tensor.dtype != want:
+            raise ArtifactError(f"{where}: input {spec.name!r} is {tensor.dtype}, expected {want}; cast it first")
+        if tensor.dim() != len(spec.shape):
+            raise ArtifactError(
+                f"{where}: input {spec.name!r} has shape {tuple(tensor.shape)}, expected rank {len(spec.shape)} {spec.shape}"
+            )
+        for axis, (got, dim) in enumerate(zip(tensor.shape, spec.shape)):
+            if isinstance(dim, int) and got != dim:
+                raise ArtifactError(
+                    f"{where}: input {spec.name!r} has shape {tuple(tensor.shape)} but axis {axis} must be {dim} "
+                    f"(expected {spec.shape}); resize the input or re-export with matching --frames/--size"
+                )
+            if isinstance(dim, str) and symbols.setdefault(dim, got) != got:
+                raise ArtifactError(f"{where}: dimension {dim!r} is {symbols[dim]} in one input and {got} in another")
+
+
+def bind_symbols(specs: tuple[TensorSpec, ...], feed: dict[str, torch.Tensor]) -> dict[str, int]:
+    """Values of the symbolic dims in a validated feed (used to size outputs)."""
+    out: dict[str, int] = {}
+    for spec in specs:
+        for got, dim in zip(feed[spec.name].shape, spec.shape):
+            if isinstance(dim, str):
+                out[dim] = int(got)
+    return out

@@ -1,0 +1,188 @@
+"""Pieces both training loops share: seeds, learning-rate schedules, atomic files, metrics, resume.
+
+Determinism is by construction rather than by saving RNG state: every random draw of epoch ``e``
+comes from a generator seeded with ``(seed, e)``, and the learning rate is a pure function of the
+position in training. A run resumed after epoch ``e`` therefore redoes exactly what an
+uninterrupted run would have done, as long as the weights and the optimizer state are restored.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from sfc_deploy.errors import CheckpointError, ConfigError
+
+#: ``progress(description, done, total)``: the CLI turns it into a progress bar.
+Progress = Callable[[str, int, int], None]
+
+OPTIMIZERS = ("sgd", "adamw")
+SCHEDULES = ("step", "cosine")
+STATE_FILE = "train_state.pt"
+METRICS_FILE = "metrics.jsonl"
+
+
+def epoch_generator(seed: int, epoch: int, stream: int = 0) -> torch.Generator:
+    """The generator of one epoch's random draws (shuffles, clips, crops): a function of its inputs only."""
+    return torch.Generator().manual_seed((seed * 1_000_003 + epoch) * 101 + stream)
+
+
+def set_threads(threads: int | None) -> None:
+    if threads is not None:
+        if threads < 1:
+            raise ConfigError(f"threads must be >= 1, got {threads}")
+        torch.set_num_threads(threads)
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """Learning rate as a function of (epoch, fraction of the epoch done).
+
+    ``step`` divides by 10 at each milestone epoch (the paper: 8 and 12, counted from 1, so epochs
+    8-11 run at lr/10 and 12-15 at lr/100). ``cosine`` decays to 0 over all epochs. ``warmup``
+    epochs ramp linearly from lr/100 (a guard against the early blow-ups the SPEC's prototype saw).
+    """
+
+    kind: str
+    lr: float
+    epochs: int
+    milestones: tuple[int, ...] = ()
+    warmup: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.kind not in SCHEDULES:
+            raise ConfigError(f"unknown schedule {self.kind!r}; expected one of {', '.join(SCHEDULES)}")
+        if not self.lr > 0:
+            raise ConfigError(f"lr must be > 0, got {self.lr}")
+        if self.warmup < 0:
+            raise ConfigError(f"warmup must be >= 0 epochs, got {self.warmup}")
+
+    def at(self, epoch: int, fraction: float = 0.0) -> float:
+        """Learning rate at ``epoch`` (0-based) plus ``fraction`` of it."""
+        pos = epoch + fraction
+        if self.kind == "step":
+            lr = self.lr * 0.1 ** sum(epoch + 1 >= m for m in self.milestones)
+        else:
+            lr = 0.5 * self.lr * (1 + math.cos(math.pi * min(pos / max(self.epochs, 1), 1.0)))
+        if pos < self.warmup:
+            lr *= 0.01 + 0.99 * pos / self.warmup
+        return lr
+
+
+def make_optimizer(name: str, params: Iterable[torch.nn.Parameter], *, lr: float, momentum: float,
+                   weight_decay: float) -> torch.optim.Optimizer:
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
+    if name == "adamw":
+        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    raise ConfigError(f"unknown optimizer {name!r}; expected one of {', '.join(OPTIMIZERS)}")
+
+
+def parse_milestones(text: str) -> tuple[int, ...]:
+    """``"8,12"`` -> (8, 12)."""
+    try:
+        values = tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise ConfigError(f"milestones must be comma-separated epochs such as 8,12, got {text!r}") from None
+    if any(v < 1 for v in values):
+        raise ConfigError(f"milestones are epochs counted from 1, got {text!r}")
+    return values
+
+
+def atomic_torch_save(obj: Any, path: Path) -> None:
+    """``torch.save`` to a temporary sibling, then rename: a crash never leaves half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+class Metrics:
+    """One JSON object per line in ``metrics.jsonl``; on resume, lines past the saved epoch are dropped."""
+
+    def __init__(self, path: Path, *, keep_until_epoch: int | None = None) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if keep_until_epoch is None:
+            path.write_text("")
+        elif path.exists():
+            kept = [line for line in path.read_text().splitlines()
+                    if line.strip() and json.loads(line).get("epoch", 0) <= keep_until_epoch]
+            path.write_text("".join(f"{line}\n" for line in kept))
+
+    def write(self, record: dict[str, Any]) -> None:
+        with self.path.open("a") as fh:
+            fh.write(json.dumps(record, sort_keys=True) + "\n")
+            fh.flush()
+
+
+def read_metrics(path: str | Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+
+
+def environment() -> dict[str, Any]:
+    """What a results file must name: runtime, device, library versions."""
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "device": "cpu",
+        "cpu": platform.processor() or platform.machine(),
+        "threads": torch.get_num_threads(),
+        "platform": platform.platform(),
+    }
+
+
+def check_resume(out: Path, resume: bool, force: bool) -> dict[str, Any] | None:
+    """The saved training state to continue from, or None for a fresh run.
+
+    A fresh run into a folder that already holds a run is refused unless ``force``: silently
+    overwriting hours of training is worse than one more flag.
+    """
+    state_path = out / STATE_FILE
+    if resume:
+        if not state_path.is_file():
+            raise ConfigError(f"--resume: {state_path} does not exist; start without --resume")
+        try:
+            return torch.load(state_path, weights_only=True)
+        except Exception as exc:  # noqa: BLE001 - any unreadable file gets the same advice
+            raise CheckpointError(f"{state_path} is not a readable training state ({exc}); start over with --force") from exc
+    if state_path.exists() and not force:
+        raise ConfigError(f"{out} already holds a training run; pass --resume to continue it or --force to start over")
+    return None
+
+
+def check_same_run(saved: dict[str, Any], current: dict[str, Any], out: Path) -> None:
+    """Refuse to resume with settings that would make the result differ from an uninterrupted run."""
+    diff = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k))
+    if diff:
+        shown = ", ".join(f"{k}: saved {saved.get(k)!r}, now {current.get(k)!r}" for k in diff[:3])
+        raise ConfigError(f"cannot resume {out} with different settings ({shown}); use the saved ones or --force")
+
+
+class Timer:
+    def __init__(self) -> None:
+        self.start = time.perf_counter()
+
+    def __call__(self) -> float:
+        return time.perf_counter() - self.start
+
+
+def topk_correct(logits: torch.Tensor, labels: torch.Tensor, ks: tuple[int, ...] = (1, 5)) -> dict[int, int]:
+    """How many rows have their label among the top-k logits, per k (k capped at the class count)."""
+    out = {}
+    for k in ks:
+        top = logits.topk(min(k, logits.shape[-1]), dim=-1).indices
+        out[k] = int((top == labels[:, None]).any(-1).sum())
+    return out

@@ -1,0 +1,173 @@
+"""Decoding real files: frame counts, exact frame indices, frugal reading, preprocessing, errors."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from sfc_deploy.data.synth import read_counter
+from sfc_deploy.data.video import (
+    DecodeStats,
+    load_video,
+    normalize,
+    output_size,
+    preprocess_frames,
+    probe_video,
+    read_frames,
+    resize_short_side,
+    write_video,
+)
+from sfc_deploy.errors import ConfigError, VideoError
+from sfc_deploy.models.config import Preprocess
+
+
+@pytest.mark.parametrize("suffix", [".mp4", ".mkv", ".avi", ".webm"])
+def test_probe_and_read_exact_frames(make_video, suffix):
+    path = make_video(f"clip{suffix}", frames=40, size=(48, 64), fps=30, gop=10)
+    info = probe_video(path)
+    assert (info.num_frames, info.height, info.width) == (40, 48, 64)
+    assert info.fps == pytest.approx(30)
+    assert info.keyframes[0] == 0
+    wanted = [0, 1, 17, 39, 5, 5, 22]
+    frames = read_frames(path, wanted, info=info)
+    assert frames.dtype == torch.uint8 and frames.shape == (3, len(wanted), 48, 64)
+    assert read_counter(frames) == wanted
+
+
+def test_read_all_frames_in_order(make_video):
+    path = make_video(frames=60)
+    assert read_counter(read_frames(path, range(60))) == list(range(60))
+
+
+def test_decoding_stops_after_last_needed_frame(make_video):
+    path = make_video(frames=60, gop=100)
+    stats = DecodeStats()
+    read_frames(path, [2, 9], stats=stats)
+    assert stats.seeks == 0 and stats.decoded <= 12  # a frame-threaded decoder may run a frame or two ahead
+
+
+def test_sparse_reads_seek_to_the_keyframe_before(make_video):
+    path = make_video(frames=120, gop=10)
+    info = probe_video(path)
+    assert len(info.keyframes) > 5
+    far = info.keyframes[-1] + 2
+    stats = DecodeStats()
+    assert read_counter(read_frames(path, [far], info=info, stats=stats)) == [far]
+    assert stats.seeks == 1 and stats.decoded < 20  # not the ~far frames a decode from 0 would take
+    stats = DecodeStats()
+    assert read_counter(read_frames(path, [3, 60, 110], info=info, stats=stats)) == [3, 60, 110]
+    assert stats.seeks == 2 and stats.decoded < 40
+
+
+def test_index_out_of_range_is_a_video_error(make_video):
+    path = make_video(frames=20)
+    with pytest.raises(VideoError, match="frame 20 requested but the video has 20 frames"):
+        read_frames(path, [0, 20])
+
+
+def test_too_few_decodable_frames(make_video):
+    path = make_video(frames=20)
+    stale = dataclasses.replace(probe_video(path), num_frames=30, frame_pts=None)
+    with pytest.raises(VideoError, match=r"too few frames: frame 25 requested but only 20 of the 30"):
+        read_frames(path, [1, 25], info=stale)
+
+
+def _one_line(exc: pytest.ExceptionInfo, *parts: str) -> None:
+    message = str(exc.value)
+    assert "\n" not in message
+    for part in parts:
+        assert part in message
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(VideoError) as exc:
+        probe_video(tmp_path / "nope.mp4")
+    _one_line(exc, "nope.mp4", "not found", "check the path")
+
+
+@pytest.mark.parametrize("content", [b"", b"\x00" * 512 + b"not a video" * 50])
+def test_corrupt_or_empty_file(tmp_path, content):
+    path = tmp_path / "broken.mp4"
+    path.write_bytes(content)
+    with pytest.raises(VideoError) as exc:
+        load_video(path, Preprocess())
+    _one_line(exc, "broken.mp4")
+    assert "corrupt" in str(exc.value) or "empty" in str(exc.value)
+
+
+def test_truncated_mp4_is_corrupt(make_video, tmp_path):
+    data = make_video(frames=30).read_bytes()
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(data[: len(data) // 2])  # the index (moov atom) is at the end: gone
+    with pytest.raises(VideoError) as exc:
+        probe_video(cut)
+    _one_line(exc, "cut.mp4", "corrupt or truncated", "re-encode")
+
+
+def test_zero_frames(make_video, tmp_path):
+    data = make_video("clip.mkv", frames=10).read_bytes()
+    header_only = tmp_path / "header.mkv"
+    header_only.write_bytes(data[: data.find(bytes.fromhex("1F43B675")) + 9])  # cut inside the first cluster
+    with pytest.raises(VideoError) as exc:
+        probe_video(header_only)
+    _one_line(exc, "header.mkv", "0 frames")
+
+
+def test_output_size_keeps_aspect_ratio():
+    assert output_size(48, 64, 256) == (256, 341)
+    assert output_size(64, 48, 32) == (42, 32)
+    assert output_size(256, 340, 256) == (256, 340)
+
+
+def test_resize_is_antialiased_bilinear():
+    frames = torch.randint(0, 256, (3, 2, 64, 80), dtype=torch.uint8)
+    out = resize_short_side(frames, 32)
+    assert out.dtype == torch.float32 and out.shape == (3, 2, 32, 40)
+    x = frames.permute(1, 0, 2, 3).float()
+    ref = torch.nn.functional.interpolate(x, size=(32, 40), mode="bilinear", align_corners=False, antialias=True)
+    torch.testing.assert_close(out, ref.permute(1, 0, 2, 3))
+    # antialiasing: a 2x2 checkerboard averages out instead of aliasing
+    board = ((torch.arange(64)[:, None] + torch.arange(80)) % 2 * 255).to(torch.uint8).expand(3, 1, 64, 80)
+    assert resize_short_side(board, 32).std() < 1.0
+    assert resize_short_side(frames, 64).equal(frames.float())  # already at size: only cast
+
+
+@pytest.mark.parametrize(
+    "pre",
+    [Preprocess(short_side=32, crop=32), dataclasses.replace(Preprocess.mmaction2(), short_side=32, crop=32)],
+    ids=["pytorchvideo", "mmaction2"],
+)
+def test_normalisation_both_conventions(pre):
+    colour = torch.tensor([200, 100, 30], dtype=torch.uint8)
+    frames = colour.view(3, 1, 1, 1).expand(3, 2, 48, 64).clone()
+    out = preprocess_frames(frames, pre)
+    assert out.shape == (3, 2, 32, 42) and out.dtype == torch.float32
+    for c in range(3):
+        expected = (float(colour[c]) * pre.scale - pre.mean[c]) / pre.std[c]
+        torch.testing.assert_close(out[c], torch.full_like(out[c], expected), rtol=0, atol=1e-4)
+    torch.testing.assert_close(normalize(frames, pre), normalize(frames.float(), pre))
+
+
+def test_load_video_end_to_end(make_video):
+    path = make_video(frames=12, size=(48, 64))
+    video = load_video(path, Preprocess(short_side=24, crop=24), [0, 11])
+    assert video.shape == (3, 2, 24, 32) and video.dtype == torch.float32
+    raw = read_frames(path, [11]).float().mean()
+    assert video[:, 1].mean().item() == pytest.approx(((raw / 255 - 0.45) / 0.225).item(), abs=0.05)
+
+
+def test_write_video_rejects_odd_sizes_and_bad_arrays(tmp_path):
+    with pytest.raises(ConfigError, match="even height and width"):
+        write_video(tmp_path / "odd.mp4", np.zeros((2, 33, 40, 3), np.uint8))
+    with pytest.raises(ConfigError, match=r"uint8 \(T, H, W, 3\)"):
+        write_video(tmp_path / "f.mp4", np.zeros((2, 32, 40, 3), np.float32))
+
+
+def test_wrong_timestamps_fall_back_to_decoding_in_order(make_video):
+    path = make_video(frames=60, gop=10)
+    info = probe_video(path)
+    shifted = dataclasses.replace(info, frame_pts=tuple(p + 1 for p in info.frame_pts))  # a seek cannot be trusted
+    assert read_counter(read_frames(path, [45, 2, 58], info=shifted)) == [45, 2, 58]
