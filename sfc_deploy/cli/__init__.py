@@ -19,6 +19,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "sfc_deploy.cli.info",
     "sfc_deploy.cli.export",
     "sfc_deploy.cli.convert",
+    "sfc_deploy.cli.train",
 )
 
 

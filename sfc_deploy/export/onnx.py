@@ -16,6 +16,7 @@ An ONNX schema for the custom op is registered in-process so that the exporter a
 from __future__ import annotations
 
 import json
+import logging
 import os
 import tempfile
 import warnings
@@ -85,6 +86,8 @@ def export_onnx(part: Part, path: Path, *, variant: str = "portable", metadata: 
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".onnx")
     os.close(fd)
+    # the exporter logs one warning per torchvision op it cannot register (torchvision is not needed)
+    logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
     try:
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")

@@ -5,11 +5,16 @@ onnxruntime-extensions executes Python custom ops registered in its own domain
 node moved into that domain, in memory only (the file on disk keeps domain ``sfc`` for the
 TensorRT plugin). So the custom graph is verified against the same oracle as every other
 implementation of the op.
+
+The extensions' Python op API has no float16 (registering one aborts the process), so in an
+fp16 graph the node is wrapped in ``Cast`` to float32 and back. That is exact: every fp16 value
+is representable in fp32 and the op only selects values, it never computes new ones.
 """
 
 from __future__ import annotations
 
 import onnx
+from onnx import TensorProto, helper
 
 from sfc_deploy.errors import BackendUnavailableError
 from sfc_deploy.export.onnx import DOMAIN, OP_TYPE
@@ -18,6 +23,7 @@ _REGISTERED = False
 
 
 def _register() -> str:
+    """Register the NumPy reference with onnxruntime-extensions (once); the library to load."""
     global _REGISTERED
     try:
         from onnxruntime_extensions import PyCustomOpDef, get_library_path, onnx_op
@@ -35,34 +41,58 @@ def _register() -> str:
             "plugin_namespace": PyCustomOpDef.dt_string,
             "plugin_version": PyCustomOpDef.dt_string,
         }
-        for suffix, dtype in (("", PyCustomOpDef.dt_float), ("_f16", PyCustomOpDef.dt_float16)):
 
-            @onnx_op(op_type=OP_TYPE + suffix, inputs=[dtype], outputs=[dtype], attrs=attrs)
-            def _topk(x, **kwargs):
-                if int(kwargs.get("axis", 2)) != 2:
-                    raise ValueError("TopKTemporalPool supports axis=2 only")
-                return topk_temporal_pool_reference(x, int(kwargs["k"]))
+        @onnx_op(op_type=OP_TYPE, inputs=[PyCustomOpDef.dt_float], outputs=[PyCustomOpDef.dt_float], attrs=attrs)
+        def _topk(x, **kwargs):
+            if int(kwargs.get("axis", 2)) != 2:
+                raise ValueError("TopKTemporalPool supports axis=2 only")
+            return topk_temporal_pool_reference(x, int(kwargs["k"]))
 
         _REGISTERED = True
     return get_library_path()
 
 
+def _value_types(model: onnx.ModelProto) -> dict[str, int]:
+    """Element type of every named value whose type the graph or shape inference knows."""
+    inferred = onnx.shape_inference.infer_shapes(model, strict_mode=False)
+    graph = inferred.graph
+    return {
+        v.name: v.type.tensor_type.elem_type
+        for v in (*graph.input, *graph.value_info, *graph.output)
+        if v.type.HasField("tensor_type")
+    }
+
+
 def load_custom_graph(path: str) -> tuple[bytes, str]:
-    """The model bytes with ``sfc::TopKTemporalPool`` moved to the extensions' domain, and the
-    extensions library to register on the session."""
+    """The model bytes with ``sfc::TopKTemporalPool`` moved to the extensions' domain (fp16
+    nodes wrapped in casts), and the extensions library to register on the session."""
     from onnxruntime_extensions import default_opset_domain
 
+    from sfc_deploy.export.onnx import register_schema
+
     library = _register()
+    register_schema()  # shape inference below must know the op
     model = onnx.load(path)
-    fp16 = {
-        init.name for init in model.graph.input if init.type.tensor_type.elem_type == onnx.TensorProto.FLOAT16
-    }
+    types = _value_types(model)
+    contrib = default_opset_domain()
+    nodes = []
     for node in model.graph.node:
-        if node.domain == DOMAIN and node.op_type == OP_TYPE:
-            node.domain = default_opset_domain()
-            if fp16:
-                node.op_type = OP_TYPE + "_f16"
+        if node.domain != DOMAIN or node.op_type != OP_TYPE:
+            nodes.append(node)
+            continue
+        node.domain = contrib
+        if types.get(node.input[0]) == TensorProto.FLOAT16:
+            x16, y16 = node.input[0], node.output[0]
+            x32, y32 = f"{x16}__sfc_fp32", f"{y16}__sfc_fp32"
+            nodes.append(helper.make_node("Cast", [x16], [x32], to=TensorProto.FLOAT))
+            node.input[0], node.output[0] = x32, y32
+            nodes.append(node)
+            nodes.append(helper.make_node("Cast", [y32], [y16], to=TensorProto.FLOAT16))
+        else:
+            nodes.append(node)
+    del model.graph.node[:]
+    model.graph.node.extend(nodes)
     for imp in model.opset_import:
         if imp.domain == DOMAIN:
-            imp.domain = default_opset_domain()
+            imp.domain = contrib
     return model.SerializeToString(), library

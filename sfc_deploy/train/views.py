@@ -148,7 +148,7 @@ def render(frames: torch.Tensor, view: View, preprocess: Preprocess, crop: tuple
     x = x[..., top : top + ch, left : left + cw]
     if view.flip:
         x = x.flip(-1)
-    return normalize(x.contiguous(), preprocess, inplace=True)
+    return normalize(x.contiguous(), preprocess)
 
 
 def inference_size(height: int, width: int, preprocess: Preprocess) -> tuple[int, int]:

@@ -1,0 +1,88 @@
+"""What machine a benchmark ran on, and how fast it can multiply matrices.
+
+A throughput number means little without the machine it came from, so every report carries the
+CPU model, core counts, memory and library versions. The matrix-multiply peak is measured in the
+same run, on the same thread count, so "achieved GFLOP/s as a fraction of peak" compares the model
+with what this machine can actually do now (other load included), not with a datasheet figure.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import time
+
+
+def cpu_model() -> str:
+    """The CPU's marketing name (``/proc/cpuinfo`` on Linux, ``platform.processor()`` elsewhere)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.lower().startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine_info() -> dict:
+    """CPU, cores, memory and OS of this machine, for the report's header."""
+    import psutil
+
+    return {
+        "cpu": cpu_model(),
+        "logical_cores": os.cpu_count(),
+        "physical_cores": psutil.cpu_count(logical=False),
+        "usable_cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
+        "os": platform.platform(),
+        "hostname": platform.node(),
+    }
+
+
+def default_threads() -> int:
+    """Physical cores usable by this process: the thread count both strategies get by default."""
+    import psutil
+
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(usable, psutil.cpu_count(logical=False) or usable))
+
+
+def matmul_peak_gflops(*, threads: int, precision: str = "fp32", size: int = 2048, seconds: float = 2.0) -> dict:
+    """Best sustained GFLOP/s of one square matrix multiply on ``threads`` threads.
+
+    The best of several timed repetitions is kept: the peak is what the hardware can do, and
+    interference from other processes only ever makes a repetition slower.
+
+    Args:
+        threads: intra-op threads, the same number the model runs on.
+        precision: fp32 or fp16 (the model's precision).
+        size: matrix side; 2048 is large enough to reach the BLAS kernel's plateau on a CPU.
+        seconds: time budget for the repetitions (at least three are run).
+    """
+    import torch
+
+    torch.set_num_threads(threads)
+    dtype = {"fp32": torch.float32, "fp16": torch.float16}[precision]
+    a = torch.randn(size, size).to(dtype)
+    b = torch.randn(size, size).to(dtype)
+    torch.mm(a, b)  # warm-up: page in, pick the kernel
+    flops = 2.0 * size**3
+    best, reps, start = float("inf"), 0, time.perf_counter()
+    while reps < 3 or time.perf_counter() - start < seconds:
+        t0 = time.perf_counter()
+        torch.mm(a, b)
+        best = min(best, time.perf_counter() - t0)
+        reps += 1
+    return {"gflops": flops / best / 1e9, "size": size, "threads": threads, "precision": precision, "repeats": reps,
+            "library": f"torch {torch.__version__} ({_blas_name()})"}
+
+
+def _blas_name() -> str:
+    import torch
+
+    config = torch.__config__.show()
+    for name in ("MKL", "OpenBLAS", "BLIS", "Accelerate"):
+        if f"BLAS_INFO={name.lower()}" in config.replace(" ", "").lower() or f"USE_{name.upper()}=ON" in config:
+            return name
+    return "BLAS"

@@ -1,0 +1,147 @@
+"""Training commands: ``sfc-deploy train-backbone`` (clip-level) and ``sfc-deploy train`` (SFC only)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from sfc_deploy.cli.options import BackboneOpt, CheckpointOpt, SplitOpt, TauOpt, TrustOpt, tau_value
+from sfc_deploy.data.datasets import load_video_list
+from sfc_deploy.errors import ConfigError
+from sfc_deploy.train.backbone import BackboneTrainOptions, train_backbone
+from sfc_deploy.train.common import parse_milestones
+from sfc_deploy.train.sfc import SFCTrainOptions, train_sfc
+from sfc_deploy.train.views import Augment, parse_range
+
+DataArg = Annotated[Path, typer.Argument(help="Training list: a CSV (path,label,...), UCF101 split folder or class-folder tree.")]
+OutOpt = Annotated[Path, typer.Option("--out", "-o", help="Run directory: weights, train_state.pt, metrics.jsonl.")]
+ResumeOpt = Annotated[bool, typer.Option("--resume", help="Continue the run saved in --out (same settings).")]
+ForceOpt = Annotated[bool, typer.Option("--force", help="Start over in an --out that already holds a run.")]
+SeedOpt = Annotated[int, typer.Option("--seed", min=0, help="Seeds initialisation and every random draw.")]
+ThreadsOpt = Annotated[int | None, typer.Option("--threads", min=1, help="torch CPU threads (default: torch's).")]
+ScaleOpt = Annotated[str, typer.Option("--scale", help="Outward scaling range MIN,MAX of the short side.")]
+CropOpt = Annotated[float, typer.Option("--crop-fraction", min=0.1, max=1.0, help="Training crop / test frame size, per side.")]
+FlipOpt = Annotated[bool, typer.Option("--flip/--no-flip", help="Random horizontal flips (off for mirror-pair classes).")]
+
+
+@contextmanager
+def progress_bar(title: str) -> Iterator:
+    """A rich progress bar; the library reports ``(description, done, total)``."""
+    columns = (TextColumn(f"[bold]{title}"), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TimeElapsedColumn(), TimeRemainingColumn())
+    with Progress(*columns, transient=True) as bar:
+        tasks: dict[str, int] = {}
+
+        def report(description: str, done: int, total: int) -> None:
+            if description not in tasks:
+                tasks[description] = bar.add_task(description, total=total)
+            bar.update(tasks[description], completed=done, total=total)
+
+        yield report
+
+
+def _range(text: str) -> tuple[float, float]:
+    return parse_range(text, "--scale")
+
+
+def train_backbone_cmd(
+    data: DataArg,
+    out: OutOpt,
+    backbone: BackboneOpt = "slow8x8_tiny",
+    short_side: Annotated[int | None, typer.Option(min=16, help="Resize frames' short side to this (default: the backbone's).")] = None,
+    epochs: Annotated[int, typer.Option(min=1)] = 30,
+    batch_size: Annotated[int, typer.Option(min=1)] = 16,
+    clips_per_video: Annotated[int, typer.Option(min=1, help="Random clips per video per epoch.")] = 1,
+    lr: Annotated[float, typer.Option(min=0.0)] = 0.1,
+    weight_decay: Annotated[float, typer.Option(min=0.0)] = 1e-4,
+    warmup: Annotated[float, typer.Option(min=0.0, help="Linear warm-up epochs.")] = 1.0,
+    scale: ScaleOpt = "1.0,1.25",
+    crop_fraction: CropOpt = 0.875,
+    flip: FlipOpt = False,
+    seed: SeedOpt = 0,
+    threads: ThreadsOpt = None,
+    resume: ResumeOpt = False,
+    force: ForceOpt = False,
+) -> None:
+    """Train a whole backbone on random clips (for data without pretrained weights, e.g. `sfc-deploy synth`).
+
+    Writes OUT/backbone.safetensors (loadable with --checkpoint), metrics.jsonl and train_state.pt.
+    """
+    options = BackboneTrainOptions(
+        backbone=backbone, short_side=short_side, epochs=epochs, batch_size=batch_size,
+        clips_per_video=clips_per_video, lr=lr, weight_decay=weight_decay, warmup=warmup, seed=seed,
+        augment=Augment(scale=_range(scale), crop_fraction=crop_fraction, flip=flip, jitter=False),
+    )
+    videos = load_video_list(data, subset="train")
+    with progress_bar("train-backbone") as report:
+        summary = train_backbone(videos, out, options, resume=resume, force=force, threads=threads, progress=report)
+    last = summary["last"]
+    shown = f"; last epoch loss {last['loss']:.3f}, clip accuracy {last['clip_acc']:.1%}" if last else ""
+    typer.echo(f"wrote {summary['weights']} ({summary['epochs']} epochs, {summary['seconds']:.0f} s{shown})")
+
+
+def train_cmd(
+    data: DataArg,
+    out: OutOpt,
+    backbone: BackboneOpt = "slow8x8",
+    checkpoint: CheckpointOpt = None,
+    trust_checkpoint: TrustOpt = False,
+    tau: TauOpt = "2",
+    split: SplitOpt = "res3",
+    pool: Annotated[str, typer.Option(help="Query pooling: topk (paper), avg, max.")] = "topk",
+    kqv: Annotated[str, typer.Option(help="abs (paper: k=q=F_abs, v=F_head), head, abs_all.")] = "abs",
+    theta_kernel: Annotated[str, typer.Option(help="theta_q/theta_k kernel: 3x1x1 (paper), 3x3x3, 1x1x1.")] = "3x1x1",
+    logit_scale: Annotated[str, typer.Option(help="sqrt_d divides attention logits by sqrt(C*h*w); none: the paper's form.")] = "sqrt_d",
+    prior: Annotated[bool, typer.Option("--prior/--no-prior", help="Positional prior: start as uniform stride-tau subsampling.")] = True,
+    epochs: Annotated[int, typer.Option(min=1)] = 15,
+    lr: Annotated[float, typer.Option(min=0.0)] = 0.01,
+    momentum: Annotated[float, typer.Option(min=0.0)] = 0.9,
+    weight_decay: Annotated[float, typer.Option(min=0.0)] = 1e-5,
+    milestones: Annotated[str, typer.Option(help="Epochs (from 1) where lr is divided by 10.")] = "8,12",
+    schedule: Annotated[str, typer.Option(help="step (paper) or cosine.")] = "step",
+    batch_size: Annotated[int, typer.Option(min=1, help="Videos per step.")] = 8,
+    clip_grad: Annotated[float, typer.Option(min=0.0, help="Max gradient norm (0: off; training diverges without it).")] = 1.0,
+    cache_views: Annotated[int, typer.Option(min=0, help="Fixed augmented views per video whose head features are cached (0: run the head every step).")] = 4,
+    max_frames: Annotated[int | None, typer.Option(min=1, help="Most sampled frames per video (default: all).")] = None,
+    scale: ScaleOpt = "1.0,1.25",
+    crop_fraction: CropOpt = 0.875,
+    flip: FlipOpt = True,
+    seed: SeedOpt = 0,
+    threads: ThreadsOpt = None,
+    resume: ResumeOpt = False,
+    force: ForceOpt = False,
+) -> None:
+    """Train only SFC on a frozen backbone (paper recipe by default, plus gradient clipping at 1.0).
+
+    Writes OUT/sfc.safetensors every epoch (it records the backbone it belongs to), metrics.jsonl and
+    train_state.pt for --resume.
+    """
+    options = SFCTrainOptions(
+        tau=tau_value(tau), split=split, pool=pool, kqv=kqv, theta_kernel=theta_kernel, logit_scale=logit_scale,
+        prior=prior, epochs=epochs, lr=lr, momentum=momentum, weight_decay=weight_decay,
+        milestones=parse_milestones(milestones), schedule=schedule, batch_size=batch_size, clip_grad=clip_grad,
+        cache_views=cache_views, max_frames=max_frames, seed=seed,
+        augment=Augment(scale=_range(scale), crop_fraction=crop_fraction, flip=flip),
+    )
+    if options.tau < 1:
+        raise ConfigError(f"--tau must be >= 1, got {tau}")
+    videos = load_video_list(data, subset="train")
+    with progress_bar("train") as report:
+        summary = train_sfc(videos, out, options, backbone=backbone, checkpoint=checkpoint,
+                            trust_checkpoint=trust_checkpoint, resume=resume, force=force, threads=threads,
+                            progress=report)
+    last = summary["last"]
+    shown = f"; last epoch loss {last['loss']:.3f}, train accuracy {last['train_acc']:.1%}" if last else ""
+    typer.echo(f"wrote {summary['checkpoint']} (cache {summary['cache_seconds']:.0f} s, "
+               f"training {summary['train_seconds']:.0f} s{shown})")
+
+
+def register(app: typer.Typer) -> None:
+    """Add the training commands to the ``sfc-deploy`` app."""
+    app.command("train-backbone")(train_backbone_cmd)
+    app.command("train")(train_cmd)

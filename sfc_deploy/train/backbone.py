@@ -1,0 +1,191 @@
+"""Clip-level training of a whole backbone: for users without pretrained weights, and for our demo.
+
+No weights can be downloaded here, so the accuracy experiment starts by training a small
+slow-only backbone on random clips of the synthetic videos, the way Kinetics models are
+trained: a clip of ``frames`` frames at the backbone's stride from a random time, a random
+outward-scaled crop, and the *video's* label (clips that miss the action are label noise, which
+is exactly why dense sampling and SFC beat a single clip at test time).
+
+The result is a canonical ``.safetensors`` file whose metadata carries the backbone config
+(class names and preprocessing included), so ``--checkpoint`` loads it like any converted file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from sfc_deploy.data.crops import clip_frame_indices
+from sfc_deploy.data.datasets import VideoList
+from sfc_deploy.errors import ConfigError
+from sfc_deploy.models.checkpoint import FORMAT
+from sfc_deploy.models.config import BackboneConfig
+from sfc_deploy.models.registry import create_backbone, get_config
+from sfc_deploy.models.resnet3d import ResNet3d
+from sfc_deploy.train.common import (
+    METRICS_FILE, STATE_FILE, Metrics, Progress, Schedule, Timer, atomic_torch_save, check_resume, check_same_run,
+    environment, epoch_generator, make_optimizer, set_threads,
+)
+from sfc_deploy.train.views import Augment, FrameStore, render
+
+BACKBONE_FILE = "backbone.safetensors"
+
+
+@dataclass(frozen=True)
+class BackboneTrainOptions:
+    """Settings of :func:`train_backbone`; all of them are recorded and checked on ``--resume``.
+
+    Attributes:
+        backbone: registered backbone name (``slow8x8_tiny`` suits a CPU).
+        short_side: frames are resized to this short side, and dense clips cropped to it (default:
+            the registered config's 256; 64 suits the 64x80 synthetic videos).
+        epochs: passes over the videos.
+        batch_size: clips per step.
+        clips_per_video: clips drawn from each video per epoch.
+        lr, momentum, weight_decay, optimizer, schedule, milestones, warmup: the optimisation.
+        seed: every random draw of epoch ``e`` comes from ``(seed, e)``.
+        augment: outward scaling, crop fraction, flip, temporal jitter.
+    """
+
+    backbone: str = "slow8x8_tiny"
+    short_side: int | None = None
+    epochs: int = 30
+    batch_size: int = 16
+    clips_per_video: int = 1
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    optimizer: str = "sgd"
+    schedule: str = "cosine"
+    milestones: tuple[int, ...] = ()
+    warmup: float = 1.0
+    seed: int = 0
+    augment: Augment = field(default_factory=Augment)
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "batch_size", "clips_per_video"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.short_side is not None and self.short_side < 16:
+            raise ConfigError(f"short side must be >= 16 pixels, got {self.short_side}")
+
+    def to_record(self) -> dict[str, Any]:
+        return json.loads(json.dumps(dataclasses.asdict(self)))
+
+
+def backbone_config(options: BackboneTrainOptions, class_names: tuple[str, ...]) -> BackboneConfig:
+    """The config the trained weights belong to: class count, names and input size included."""
+    config = get_config(options.backbone, num_classes=len(class_names)).replace(class_names=tuple(class_names))
+    if options.short_side is not None:
+        pre = dataclasses.replace(config.preprocess, short_side=options.short_side, crop=options.short_side)
+        config = config.replace(preprocess=pre)
+    return config
+
+
+def save_backbone(model: ResNet3d, path: str | Path) -> Path:
+    """Write canonical safetensors with the config in the metadata (atomically), like ``convert``."""
+    from safetensors.torch import save_file
+
+    from sfc_deploy.models.checkpoint import _atomic_write
+
+    state = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()
+             if not k.endswith("num_batches_tracked")}
+    metadata = {"sfc_deploy_format": FORMAT, "backbone_config": model.config.to_json(), "source_layout": "sfc-deploy train-backbone"}
+    path = Path(path)
+    _atomic_write(path, lambda tmp: save_file(state, str(tmp), metadata=metadata))
+    return path
+
+
+def draw_clip(store: FrameStore, i: int, config: BackboneConfig, g: torch.Generator) -> list[int]:
+    """Raw frame indices of a random clip of video ``i`` (frames at the config's stride)."""
+    n = store.num_frames(i)
+    start = int(torch.randint(0, max(n - config.clip_span, 0) + 1, (1,), generator=g))
+    return clip_frame_indices(n, start, config.frames, config.stride)
+
+
+def train_backbone(
+    videos: VideoList,
+    out: str | Path,
+    options: BackboneTrainOptions = BackboneTrainOptions(),
+    *,
+    resume: bool = False,
+    force: bool = False,
+    threads: int | None = None,
+    progress: Progress | None = None,
+) -> dict[str, Any]:
+    """Train a backbone on random clips; write ``backbone.safetensors``, state and metrics under ``out``.
+
+    Returns:
+        A summary: the weights' path, epochs done, the last epoch's metrics, seconds spent.
+    """
+    if not len(videos):
+        raise ConfigError("the training list is empty; pass a CSV/folder with labelled videos")
+    set_threads(threads)
+    out = Path(out)
+    saved = check_resume(out, resume, force)
+    settings = {"kind": "backbone", "options": options.to_record(), "videos": len(videos)}
+    if saved is not None:
+        check_same_run(saved["settings"], settings, out)
+    config = backbone_config(options, tuple(videos.class_names))
+    torch.manual_seed(options.seed)  # weight initialisation
+    model = create_backbone(config)
+    opt = make_optimizer(options.optimizer, model.parameters(), lr=options.lr, momentum=options.momentum,
+                         weight_decay=options.weight_decay)
+    schedule = Schedule(options.schedule, options.lr, options.epochs, options.milestones, options.warmup)
+    start_epoch = 0
+    if saved is not None:
+        model.load_state_dict(saved["model"])
+        opt.load_state_dict(saved["optimizer"])
+        start_epoch = int(saved["epoch"])
+    metrics = Metrics(out / METRICS_FILE, keep_until_epoch=start_epoch if saved is not None else None)
+    store = FrameStore(videos, preload=True, progress=progress)
+    pre = config.preprocess
+    crop = max(1, round(pre.crop * options.augment.crop_fraction))
+    total = Timer()
+    record: dict[str, Any] = {}
+    for epoch in range(start_epoch, options.epochs):
+        g = epoch_generator(options.seed, epoch)
+        order = torch.cat([torch.randperm(len(store), generator=g) for _ in range(options.clips_per_video)]).tolist()
+        steps = (len(order) + options.batch_size - 1) // options.batch_size
+        model.train()
+        timer, loss_sum, correct = Timer(), 0.0, 0
+        for step in range(steps):
+            batch = order[step * options.batch_size : (step + 1) * options.batch_size]
+            clips = []
+            for i in batch:
+                view = options.augment.draw(g, 1)  # the clip start already jitters time
+                clips.append(render(store.frames(i, draw_clip(store, i, config, g)), view, pre, (crop, crop)))
+            x = torch.stack(clips)
+            y = torch.tensor([store.label(i) for i in batch])
+            lr = schedule.at(epoch, step / steps)
+            for group in opt.param_groups:
+                group["lr"] = lr
+            logits = model(x)
+            loss = F.cross_entropy(logits, y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            loss_sum += float(loss) * len(batch)
+            correct += int((logits.argmax(-1) == y).sum())
+            if progress is not None:
+                progress(f"epoch {epoch + 1}/{options.epochs}", step + 1, steps)
+        record = {"epoch": epoch + 1, "loss": loss_sum / len(order), "clip_acc": correct / len(order),
+                  "lr": lr, "seconds": timer()}
+        model.eval()
+        save_backbone(model, out / BACKBONE_FILE)
+        atomic_torch_save({"epoch": epoch + 1, "model": model.state_dict(), "optimizer": opt.state_dict(),
+                           "settings": settings}, out / STATE_FILE)
+        metrics.write(record)
+    model.eval()
+    if start_epoch >= options.epochs:
+        save_backbone(model, out / BACKBONE_FILE)
+    summary = {"weights": str(out / BACKBONE_FILE), "epochs": options.epochs, "last": record,
+               "seconds": total(), "environment": environment()}
+    (out / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+    return summary
