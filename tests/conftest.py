@@ -34,3 +34,70 @@ def make_video(tmp_path: Path) -> Callable[..., Path]:
         return write_counter_video(path, frames, size, fps, gop=gop, codec=codec)
 
     return _make
+
+
+@pytest.fixture(scope="session")
+def tiny_trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A tiny synthetic dataset and a slow8x8_tiny backbone trained one epoch on it (short side 32).
+
+    Keys: ``data`` (dataset dir), ``train``/``test`` (CSV files), ``backbone`` (the weights, loadable
+    with ``checkpoint=``). Session-scoped: training and evaluation tests share it; do not modify it.
+    """
+    from sfc_deploy.data.datasets import read_csv_list
+    from sfc_deploy.data.synth import SynthOptions, write_synth_dataset
+    from sfc_deploy.train.backbone import BackboneTrainOptions, train_backbone
+
+    root = tmp_path_factory.mktemp("tiny_trained")
+    options = SynthOptions(classes=3, train_per_class=2, test_per_class=1, frames=48, size=(32, 40), seed=5)
+    write_synth_dataset(root / "data", options)
+    train = root / "data" / "train.csv"
+    run = train_backbone(read_csv_list(train), root / "backbone",
+                         BackboneTrainOptions(short_side=32, epochs=1, batch_size=6, lr=0.01))
+    return {"data": root / "data", "train": train, "test": root / "data" / "test.csv", "backbone": Path(run["weights"])}
+
+
+# --- export / runtime fixtures (issue 3) -------------------------------------------------------
+# The dynamo ONNX exporter costs ~10 s per graph and AOTInductor ~1 min per part on 2 cores, so
+# the shared exports are as small as the tests allow: TorchScript (seconds) for everything that
+# is runtime-agnostic, ONNX for the SFC part only (its two graphs), AOTInductor in `slow` tests.
+SFC_TINY_SIZE = (32, 40)  # HxW of the frames SFC reads in tests
+SFC_TINY_RAW_FRAMES = 64  # -> 8 sampled frames at stride 8
+
+
+def sfc_tiny_model():
+    """slow8x8_tiny with 10 classes and 32x32 dense crops, seeded, in eval mode."""
+    import dataclasses
+
+    import torch
+
+    from sfc_deploy.models import create_model, get_config
+
+    config = get_config("slow8x8_tiny", num_classes=10)
+    config = config.replace(preprocess=dataclasses.replace(config.preprocess, short_side=32, crop=32))
+    torch.manual_seed(0)
+    return create_model(config, tau=2.0)
+
+
+def sfc_tiny_export(out: Path, formats: tuple[str, ...], precisions=("fp32",), parts=None) -> Path:
+    """Export :func:`sfc_tiny_model` (unverified: the tests check parity themselves)."""
+    from sfc_deploy.export.exporter import ExportOptions, export_model
+    from sfc_deploy.export.parts import PARTS
+
+    options = ExportOptions(
+        formats=formats, precisions=tuple(precisions), parts=tuple(parts or PARTS), frames=SFC_TINY_RAW_FRAMES // 8,
+        size=SFC_TINY_SIZE, raw_frames=SFC_TINY_RAW_FRAMES, verify=False,
+    )
+    export_model(sfc_tiny_model(), out, options)
+    return out
+
+
+@pytest.fixture(scope="session")
+def sfc_export_ts(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """TorchScript fp32 + fp16 of all four parts. Read-only: copy it before changing anything."""
+    return sfc_tiny_export(tmp_path_factory.mktemp("sfc_ts") / "export", ("torchscript",), ("fp32", "fp16"))
+
+
+@pytest.fixture(scope="session")
+def sfc_export_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """ONNX fp32 of the SFC part (portable and custom-op graphs). Read-only."""
+    return sfc_tiny_export(tmp_path_factory.mktemp("sfc_onnx") / "export", ("onnx",), parts=("sfc",))

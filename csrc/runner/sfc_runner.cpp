@@ -10,6 +10,7 @@
 #include <cstdio>
 #include <fstream>
 #include <iterator>
+#include <regex>
 #include <sstream>
 #include <sys/stat.h>
 
@@ -78,6 +79,17 @@ class Part {
   std::unique_ptr<torch::inductor::AOTIModelPackageLoader> package_;
 };
 
+// input.frames of manifest.json: the time length the TorchScript SFC part was traced with.
+// A regex over the exporter's fixed layout rather than a JSON dependency; -1 when absent.
+int64_t exported_frames(const std::string& manifest_path) {
+  const std::vector<char> bytes = read_bytes(manifest_path);
+  const std::string text(bytes.begin(), bytes.end());
+  static const std::regex pattern("\"input\"\\s*:\\s*\\{[^}]*?\"frames\"\\s*:\\s*(\\d+)");
+  std::smatch m;
+  if (!std::regex_search(text, m, pattern)) return -1;
+  return std::stoll(m[1].str());
+}
+
 }  // namespace
 
 ArtifactFormat parse_format(const std::string& name) {
@@ -136,6 +148,7 @@ void write_raw(const std::string& path, const std::vector<float>& data) {
 
 struct Classifier::Impl {
   std::vector<std::string> files;
+  int64_t static_time = -1;  // the traced SFC's time length; -1: any
   std::unique_ptr<Part> head, sfc, tail;
 };
 
@@ -149,6 +162,12 @@ Classifier::Classifier(const ClassifierOptions& options) : impl_(std::make_uniqu
   const std::string dir = options.export_dir.empty() ? "." : options.export_dir;
   if (!is_file(dir + "/manifest.json")) {
     throw RunnerError(dir + " has no manifest.json; pass a folder written by `sfc-deploy export`");
+  }
+  if (options.format == ArtifactFormat::kTorchScript) {
+    impl_->static_time = exported_frames(dir + "/manifest.json");
+    if (impl_->static_time < 1) {
+      throw RunnerError(dir + "/manifest.json has no input.frames; re-run sfc-deploy export");
+    }
   }
   for (const char* part : {"head", "sfc", "tail"}) {
     const std::string path = dir + "/" + part + "." + options.precision + suffix;
@@ -178,6 +197,13 @@ Prediction Classifier::classify(const HostTensor& video) {
     throw RunnerError("video data has " + std::to_string(video.data.size()) + " values, shape " +
                       shape_string(video.shape) + " needs " + std::to_string(count));
   }
+  if (impl_->static_time > 0 && video.shape[2] != impl_->static_time) {
+    // A trace freezes TopK's k: another length would run, with the wrong compression ratio.
+    throw RunnerError("video has " + std::to_string(video.shape[2]) +
+                      " frames, but the TorchScript SFC part was traced for " +
+                      std::to_string(impl_->static_time) +
+                      " (manifest.json input.frames); resample the video or use --format aoti");
+  }
   c10::InferenceMode guard;
   // from_blob does not copy; clone so libtorch owns the memory the graphs read.
   at::Tensor x = at::from_blob(const_cast<float*>(video.data.data()), video.shape, at::kFloat).clone();
@@ -191,8 +217,7 @@ Prediction Classifier::classify(const HostTensor& video) {
   } catch (const std::exception& e) {
     const std::string what = e.what();
     throw RunnerError("inference failed for video shape " + shape_string(video.shape) + ": " +
-                      what.substr(0, what.find('\n')) +
-                      " (the TorchScript SFC part only accepts the exported time length)");
+                      what.substr(0, what.find('\n')));
   }
   Prediction p;
   p.logits_shape.assign(logits.sizes().begin(), logits.sizes().end());

@@ -5,7 +5,7 @@
 // environment it was written in (no TensorRT headers there). See the header.
 //
 // Registration, two routes (pick one per process, registering the same creator twice fails):
-//   * static: REGISTER_TENSORRT_PLUGIN below registers the creator when the library is loaded,
+//   * static: a registrar object below registers the creator (namespace "sfc") when the library is loaded,
 //     which is what sfc_deploy.export.tensorrt_plugin.load_plugin_library relies on
 //     (ctypes.CDLL with RTLD_GLOBAL after `import tensorrt`);
 //   * dynamic: getCreators()/setLoggerFinder() are the entry points of
@@ -308,7 +308,23 @@ nvinfer1::IPluginV3* TopKTemporalPoolPluginCreator::createPlugin(
 }
 
 #ifndef SFC_TRT_NO_STATIC_REGISTRATION
-REGISTER_TENSORRT_PLUGIN(TopKTemporalPoolPluginCreator);
+namespace {
+// Registers the creator when the library is loaded. Not REGISTER_TENSORRT_PLUGIN: its
+// PluginRegistrar passes the namespace "" to registerCreator, and whether the registry keys a
+// creator on that argument or on getPluginNamespace() is not documented. Passing "sfc" here
+// makes both readings agree with the ONNX node's plugin_namespace and with
+// getCreator("TopKTemporalPool", "1", "sfc").
+struct StaticRegistration {
+  StaticRegistration() {
+    if (!getPluginRegistry()->registerCreator(creator, kTopKPluginNamespace)) {
+      logError("registerCreator failed: sfc::TopKTemporalPool v1 is already registered "
+               "(library loaded twice, or by both getCreators() and static registration?)");
+    }
+  }
+  TopKTemporalPoolPluginCreator creator;
+};
+StaticRegistration gStaticRegistration;
+}  // namespace
 #endif
 
 }  // namespace trt

@@ -20,6 +20,8 @@ COMMAND_MODULES: tuple[str, ...] = (
     "sfc_deploy.cli.export",
     "sfc_deploy.cli.convert",
     "sfc_deploy.cli.train",
+    "sfc_deploy.cli.eval",
+    "sfc_deploy.cli.bench",
 )
 
 

@@ -36,7 +36,8 @@ def register(app: typer.Typer) -> None:
         tau: TauOpt = "2",
         split: SplitOpt = "res3",
         format: Annotated[list[str], typer.Option("--format", "-f", help="onnx, torchscript, aoti, tensorrt (repeat or comma-separate).")] = ["onnx"],  # noqa: A002, B006
-        precision: Annotated[list[str], typer.Option("--precision", "-p", help="fp32 and/or fp16.")] = ["fp32"],  # noqa: B006
+        precision: Annotated[list[str], typer.Option("--precision", "-p", help="fp32 and/or fp16 (repeat or comma-separate).")] = ["fp32"],  # noqa: B006
+        parts: Annotated[list[str], typer.Option("--parts", help="Parts to export: head, sfc, tail, clip (default all; clip is the dense baseline).")] = ["head,sfc,tail,clip"],  # noqa: B006
         frames: FramesOpt = 288,
         size: SizeOpt = "256x312",
         num_classes: Annotated[int | None, typer.Option("--num-classes", min=1, help="Classifier size without a checkpoint.")] = None,
@@ -45,15 +46,16 @@ def register(app: typer.Typer) -> None:
         trust_checkpoint: TrustOpt = False,
     ) -> None:
         """Export head, SFC and tail (and the whole backbone for the dense baseline) with a manifest."""
-        from sfc_deploy.export.exporter import ExportOptions, export_model
-        from sfc_deploy.export.formats import parse_formats
+        from sfc_deploy.export.exporter import ExportOptions, check_options, export_model
+        from sfc_deploy.export.formats import parse_formats, parse_precisions
         from sfc_deploy.models import create_model, get_config
 
         config = get_config(backbone)
         hw = parse_size(size)
         options = ExportOptions(
             formats=tuple(parse_formats(format)),
-            precisions=tuple(dict.fromkeys(p.lower() for p in precision)),
+            precisions=tuple(parse_precisions(precision)),
+            parts=tuple(_split(parts)),
             frames=math.ceil(frames / config.stride),
             size=hw,
             raw_frames=frames,
@@ -62,10 +64,7 @@ def register(app: typer.Typer) -> None:
             sfc_checkpoint=str(sfc_checkpoint) if sfc_checkpoint else None,
             verify=not no_verify,
         )
-        if out.exists() and not force:
-            from sfc_deploy.errors import ConfigError
-
-            raise ConfigError(f"{out} already exists; pass --force to replace it or choose another --out")
+        check_options(out, options, force)
         if checkpoint is None:
             console.print(
                 "[bold yellow]WARNING: no --checkpoint: exporting RANDOM backbone weights. "
@@ -78,7 +77,7 @@ def register(app: typer.Typer) -> None:
             num_classes=num_classes, trust_checkpoint=trust_checkpoint,
         )
         with console.status("exporting") as status:
-            manifest = export_model(model, out, options, force=force, progress=lambda m: status.update(m))
+            manifest = export_model(model, out, options, force=force, progress=lambda m: _step(status, m))
         console.print(f"wrote {len(manifest.artifacts)} artifacts and manifest.json to {out}")
         parity = manifest.data.get("parity")
         if parity is not None:
@@ -91,17 +90,22 @@ def register(app: typer.Typer) -> None:
         root: Annotated[Path, typer.Argument(help="An export folder (with manifest.json).")],
         runtime: Annotated[list[str] | None, typer.Option("--runtime", "-r", help="Runtimes to check (default: every exported format).")] = None,
         precision: Annotated[list[str] | None, typer.Option("--precision", "-p", help="Precisions to check (default: all exported).")] = None,
+        graph: Annotated[list[str] | None, typer.Option("--graph", "-g", help="ONNX SFC graphs to check: portable, custom (default both).")] = None,
         record: Annotated[bool, typer.Option("--record/--no-record", help="Store the results in manifest.json.")] = True,
     ) -> None:
         """Run every artifact this machine can run against PyTorch; exit 1 when a tolerance is exceeded."""
-        from sfc_deploy.export.formats import check_runtime
+        from sfc_deploy.export.formats import check_runtime, parse_precisions
         from sfc_deploy.export.manifest import load_manifest
         from sfc_deploy.export.verify import verify as run_verify
 
+        runtimes = [check_runtime(r.strip()) for r in _split(runtime)] if runtime else None
+        precisions = parse_precisions(precision) if precision else None
         manifest = load_manifest(root)
-        runtimes = [check_runtime(r) for r in runtime] if runtime else None
-        with console.status("verifying against PyTorch"):
-            report = run_verify(manifest, runtimes=runtimes, precisions=precision).to_dict()
+        with console.status("verifying against PyTorch") as status:
+            report = run_verify(
+                manifest, runtimes=runtimes, precisions=precisions, graphs=_split(graph) if graph else None,
+                progress=lambda m: status.update(m),
+            ).to_dict()
         if record:
             manifest.data["parity"] = report
             manifest.save()
@@ -110,7 +114,19 @@ def register(app: typer.Typer) -> None:
             raise typer.Exit(1)
 
 
+def _step(status, message: str) -> None:
+    """Show the current step and keep a log line of each finished one (exports take minutes)."""
+    console.log(message)
+    status.update(message)
+
+
+def _split(values: list[str]) -> list[str]:
+    """Repeated and comma-separated option values as one list."""
+    return [v.strip().lower() for s in values for v in s.split(",") if v.strip()]
+
+
 def print_report(report: dict) -> None:
+    """The parity table, the tolerances, what was not run and why, and the pass/fail count."""
     table = Table(title="parity against PyTorch")
     for col in ("runtime", "prec", "graph", "part", "input", "max abs", "max rel", "top-1", "top-5", "result"):
         table.add_column(col)

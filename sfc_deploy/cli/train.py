@@ -108,6 +108,7 @@ def train_cmd(
     clip_grad: Annotated[float, typer.Option(min=0.0, help="Max gradient norm (0: off; training diverges without it).")] = 1.0,
     cache_views: Annotated[int, typer.Option(min=0, help="Fixed augmented views per video whose head features are cached (0: run the head every step).")] = 4,
     max_frames: Annotated[int | None, typer.Option(min=1, help="Most sampled frames per video (default: all).")] = None,
+    cache_file: Annotated[Path | None, typer.Option(help="Keep the feature cache in this file; reused when built for the same backbone, views and videos.")] = None,
     scale: ScaleOpt = "1.0,1.25",
     crop_fraction: CropOpt = 0.875,
     flip: FlipOpt = True,
@@ -134,10 +135,11 @@ def train_cmd(
     with progress_bar("train") as report:
         summary = train_sfc(videos, out, options, backbone=backbone, checkpoint=checkpoint,
                             trust_checkpoint=trust_checkpoint, resume=resume, force=force, threads=threads,
-                            progress=report)
+                            cache_file=cache_file, progress=report)
     last = summary["last"]
     shown = f"; last epoch loss {last['loss']:.3f}, train accuracy {last['train_acc']:.1%}" if last else ""
-    typer.echo(f"wrote {summary['checkpoint']} (cache {summary['cache_seconds']:.0f} s, "
+    cache = "loaded" if summary["cache_loaded"] else f"{summary['cache_seconds']:.0f} s"
+    typer.echo(f"wrote {summary['checkpoint']} (cache {cache}, "
                f"training {summary['train_seconds']:.0f} s{shown})")
 
 

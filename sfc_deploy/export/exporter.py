@@ -31,9 +31,14 @@ DTYPES = {"fp32": torch.float32, "fp16": torch.float16}
 
 @dataclass
 class ExportOptions:
-    """What to export. ``frames``/``size`` are the sampled frames and HxW the SFC graphs are built for."""
+    """What to export. ``frames``/``size`` are the sampled frames and HxW the SFC graphs are built for.
+
+    ``parts`` defaults to all four (head, sfc, tail and the clip model of the dense baseline); a
+    subset serves a deployment that needs only some of them (and keeps tests fast).
+    """
 
     formats: tuple[str, ...] = ("onnx",)
+    parts: tuple[str, ...] = PARTS
     precisions: tuple[str, ...] = ("fp32",)
     frames: int = 36
     size: tuple[int, int] = (256, 312)
@@ -81,6 +86,10 @@ def _variants(fmt: str, part: str) -> list[tuple[str, bool]]:
         return [("portable", False), ("custom", True)]
     if fmt == "torchscript" and part == "sfc":
         return [("default", True)]  # a trace freezes the size arithmetic of TopK's k
+    if fmt == "aoti" and part == "sfc":
+        # the aten TopK (stable sort, narrow to k = round(T/tau)) raises guards on T that
+        # torch.export cannot prove for every T, so the package is specialised to the export's T
+        return [("default", True)]
     return [("default", False)]
 
 
@@ -117,7 +126,7 @@ def export_model(
     """Export ``model`` into ``out_dir``; returns the manifest (with parity results if verified)."""
     out_dir = Path(out_dir)
     say = progress or (lambda _msg: None)
-    _check_options(out_dir, options, force)
+    check_options(out_dir, options, force)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.partial-"))
     try:
@@ -126,7 +135,7 @@ def export_model(
             from sfc_deploy.export.verify import verify
 
             say("verifying every artifact against PyTorch")
-            report = verify(manifest)
+            report = verify(manifest, progress=say)
             manifest.data["parity"] = report.to_dict()
             manifest.save()
         _replace_dir(work, out_dir)
@@ -137,12 +146,20 @@ def export_model(
             shutil.rmtree(work, ignore_errors=True)
 
 
-def _check_options(out_dir: Path, options: ExportOptions, force: bool) -> None:
+def check_options(out_dir: Path, options: ExportOptions, force: bool) -> None:
+    """Refuse bad options before any work: an existing folder without ``force``, unknown
+    precision / format / part, TensorRT where it cannot be built."""
     if out_dir.exists() and not force:
         raise ConfigError(f"{out_dir} already exists; pass --force to replace it or choose another --out")
     for precision in options.precisions:
         if precision not in PRECISIONS:
             raise ConfigError(f"unknown precision {precision!r}; expected one of {', '.join(PRECISIONS)}")
+    for fmt in options.formats:
+        if fmt not in FORMATS:
+            raise ConfigError(f"unknown format {fmt!r}; expected any of {', '.join(FORMATS)}")
+    unknown = [p for p in options.parts if p not in PARTS]
+    if unknown or not options.parts:
+        raise ConfigError(f"unknown or no parts {unknown or list(options.parts)}; expected any of {', '.join(PARTS)}")
     if "tensorrt" in options.formats:
         from sfc_deploy.export.tensorrt import check_available
 
@@ -186,7 +203,7 @@ def _export_into(model: SFCModel, work: Path, options: ExportOptions, say) -> Ma
                 )
                 for static in (False, True)
             }
-            for part_name in PARTS:
+            for part_name in (p for p in PARTS if p in options.parts):
                 for variant, static in _variants(fmt, part_name):
                     part = by_static[static][part_name]
                     name = _file_name(part_name, fmt, precision, variant)
@@ -217,6 +234,7 @@ def _export_into(model: SFCModel, work: Path, options: ExportOptions, say) -> Ma
             "dense": {"clips": 10, "crops": 3, "frames": cfg.frames, "crop": cfg.preprocess.crop},
         },
         "formats": list(options.formats),
+        "parts": [p for p in PARTS if p in options.parts],
         "precisions": list(options.precisions),
         "artifacts": [a.to_dict() for a in artifacts],
         "libraries": library_versions(),

@@ -12,6 +12,8 @@ from sfc_deploy.errors import ConfigError
 
 @dataclass(frozen=True)
 class Format:
+    """One export format: its file suffix, whether building it needs a GPU, the runtime that runs it."""
+
     name: str
     suffix: str
     needs_gpu: bool
@@ -46,7 +48,24 @@ def parse_formats(values: list[str] | str) -> list[str]:
     return out
 
 
+def parse_precisions(values: list[str] | str) -> list[str]:
+    """'fp32,fp16' or ['fp32', 'fp16'] -> validated list, order kept, duplicates dropped."""
+    from sfc_deploy.export.manifest import PRECISIONS
+
+    items = values.split(",") if isinstance(values, str) else [v for s in values for v in s.split(",")]
+    out: list[str] = []
+    for item in (i.strip().lower() for i in items if i.strip()):
+        if item not in PRECISIONS:
+            raise ConfigError(f"unknown precision {item!r}; expected any of {', '.join(PRECISIONS)}")
+        if item not in out:
+            out.append(item)
+    if not out:
+        raise ConfigError(f"no precision given; expected any of {', '.join(PRECISIONS)}")
+    return out
+
+
 def check_runtime(runtime: str) -> str:
+    """The runtime name itself, or a one-line error listing the known ones."""
     if runtime not in RUNTIME_FORMAT:
         raise ConfigError(f"unknown runtime {runtime!r}; expected one of {', '.join(RUNTIME_FORMAT)}")
     return runtime

@@ -14,12 +14,17 @@ reason, never as passed.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 import torch
 
-from sfc_deploy.errors import BackendUnavailableError
+from sfc_deploy.errors import BackendUnavailableError, ConfigError
 from sfc_deploy.export.manifest import Manifest
+from sfc_deploy.export.parts import PARTS
+
+#: runtimes that run ONNX graphs, and so have both SFC graph variants
+ONNX_RUNTIMES = ("onnxruntime", "tensorrt")
 
 #: (rtol, atol as a fraction of max |reference|) per precision. fp16 is compared with the fp32 model.
 TOLERANCES = {"fp32": (1e-3, 1e-4), "fp16": (5e-2, 2e-2)}
@@ -106,13 +111,42 @@ def synthetic_video(raw_frames: int, size: tuple[int, int], preprocess, *, seed:
 
 
 def verify(
-    manifest: Manifest, *, runtimes: list[str] | None = None, precisions: list[str] | None = None, batch: int = 2
+    manifest: Manifest,
+    *,
+    runtimes: list[str] | None = None,
+    precisions: list[str] | None = None,
+    graphs: list[str] | None = None,
+    batch: int = 2,
+    progress: Callable[[str], None] | None = None,
 ) -> VerifyReport:
-    """Run every artifact this machine can run against the PyTorch reference."""
-    from sfc_deploy.export.exporter import model_from_manifest
-    from sfc_deploy.export.formats import FORMATS
-    from sfc_deploy.runtime.pipeline import Deployment
+    """Run every artifact this machine can run against the PyTorch reference.
 
+    Args:
+        runtimes: runtimes to check (default: the runtime of every exported format).
+        precisions: precisions to check (default: every exported one).
+        graphs: SFC graph variants for the ONNX runtimes, "portable" and/or "custom" (default both);
+            other runtimes have one SFC artifact.
+        batch: batch size of the random input (the synthetic video is batch 1), so both a batch of
+            several and of one go through the dynamic batch axis.
+        progress: called with a short message before each runtime/precision/graph.
+    """
+    from sfc_deploy.export.exporter import model_from_manifest
+    from sfc_deploy.export.formats import FORMATS, check_runtime, parse_precisions
+    from sfc_deploy.runtime.pipeline import SFC_VARIANTS, Deployment
+
+    say = progress or (lambda _msg: None)
+    runtimes = [check_runtime(r) for r in runtimes] if runtimes else [FORMATS[f].runtime for f in manifest.data["formats"]]
+    precisions = parse_precisions(precisions) if precisions else list(manifest.data["precisions"])
+    graphs = list(graphs or SFC_VARIANTS)
+    for g in graphs:
+        if g not in SFC_VARIANTS:
+            raise ConfigError(f"unknown SFC graph {g!r}; expected any of {', '.join(SFC_VARIANTS)}")
+    if "custom" in graphs and "portable" not in graphs and not set(runtimes) & set(ONNX_RUNTIMES):
+        raise ConfigError(
+            f"the custom-op SFC graph is ONNX-only, but the runtimes are {', '.join(runtimes)}; "
+            "add --runtime onnxruntime or drop --graph custom"
+        )
+    say("running the PyTorch reference")
     reference = model_from_manifest(manifest)
     cfg = reference.config
     inp = manifest.data["input"]
@@ -124,23 +158,23 @@ def verify(
     inputs = {"random": torch.randn(batch, 3, frames, *size), "synthetic": sfc_frames}
     with torch.no_grad():
         refs = {name: _sfc_intermediates(reference, x) for name, x in inputs.items()}
-        dense_ref = _dense_reference(reference, dense_video)
+        dense_ref = _dense_reference(reference, dense_video) if "clip" in manifest.data.get("parts", PARTS) else None
     short_t = max(frames // 2 + 1, 2)
-    runtimes = runtimes or [FORMATS[f].runtime for f in manifest.data["formats"]]
-    precisions = precisions or manifest.data["precisions"]
     checks: list[Check] = []
     not_run: list[NotRun] = []
     for runtime in runtimes:
         for precision in precisions:
-            variants = ("portable", "custom") if runtime in ("onnxruntime", "tensorrt") else ("portable",)
+            variants = [g for g in SFC_VARIANTS if g in graphs] if runtime in ONNX_RUNTIMES else ["portable"]
             for variant in variants:
+                label = variant if runtime in ONNX_RUNTIMES else "default"
+                say(f"verifying {runtime} {precision} ({label} SFC graph)")
                 try:
                     with Deployment(manifest, runtime, precision=precision, sfc_variant=variant) as dep:
-                        checks += _check_deployment(
-                            dep, variant, inputs, refs, dense_video, dense_ref, reference, short_t
+                        _check_deployment(
+                            checks, dep, label, inputs, refs, dense_video, dense_ref, reference, short_t
                         )
                 except BackendUnavailableError as exc:
-                    not_run.append(NotRun(runtime, precision, f"{variant} graph: {exc}"))
+                    not_run.append(NotRun(runtime, precision, f"{label} graph: {exc}"))
     return VerifyReport(checks, not_run, dict(TOLERANCES))
 
 
@@ -167,9 +201,14 @@ def _dense_reference(model, video: torch.Tensor) -> torch.Tensor:
     return dense_logits(model.backbone, video)
 
 
-def _check_deployment(dep, variant, inputs, refs, dense_video, dense_ref, reference, short_t) -> list[Check]:
+def _check_deployment(out, dep, variant, inputs, refs, dense_video, dense_ref, reference, short_t) -> None:
+    """Append to ``out`` the per-part and end-to-end checks of one opened deployment.
+
+    Parts the folder lacks (an export with ``parts`` a subset) are skipped; the end-to-end SFC
+    check needs head, sfc and tail, the dense one the clip model.
+    """
     precision, runtime, dtype = dep.precision, dep.runtime, dep.dtype
-    out: list[Check] = []
+    have = {part for part in PARTS if dep.has(part)}
 
     def record(part, input_name, got, ref, logits=False):
         stats = compare(got, ref, precision)
@@ -179,23 +218,25 @@ def _check_deployment(dep, variant, inputs, refs, dense_video, dense_ref, refere
         out.append(check)
 
     for name, ref in refs.items():
-        if variant == "portable" or name == "random":
-            head = dep.runner("head").infer({"video": ref["video"].to(dtype)})["f_head"]
-            record("head", name, head, ref["f_head"])
-            tail = dep.runner("tail").infer({"f_sfc": ref["f_sfc"].to(dtype)})["logits"]
-            record("tail", name, tail, ref["logits"], logits=True)
-        sfc = dep.runner("sfc").infer({"f_head": ref["f_head"].to(dtype)})
-        record("sfc", name, sfc["f_sfc"], ref["f_sfc"])
-        record("sfc.attention", name, sfc["attention"], ref["attention"])
-        logits, _ = dep.predict_with_attention(ref["video"])
-        record("sfc_pipeline", name, logits, ref["logits"], logits=True)
+        if variant != "custom" or name == "random":  # head and tail are shared by both graphs
+            if "head" in have:
+                head = dep.runner("head").infer({"video": ref["video"].to(dtype)})["f_head"]
+                record("head", name, head, ref["f_head"])
+            if "tail" in have:
+                tail = dep.runner("tail").infer({"f_sfc": ref["f_sfc"].to(dtype)})["logits"]
+                record("tail", name, tail, ref["logits"], logits=True)
+        if "sfc" in have:
+            sfc = dep.runner("sfc").infer({"f_head": ref["f_head"].to(dtype)})
+            record("sfc", name, sfc["f_sfc"], ref["f_sfc"])
+            record("sfc.attention", name, sfc["attention"], ref["attention"])
+        if {"head", "sfc", "tail"} <= have:
+            logits, _ = dep.predict_with_attention(ref["video"])
+            record("sfc_pipeline", name, logits, ref["logits"], logits=True)
     # a different video length, where the artifacts have a dynamic time axis
-    sfc_art = dep.artifact("sfc")
-    if isinstance(sfc_art.inputs[0].shape[2], str):
+    if {"head", "sfc", "tail"} <= have and isinstance(dep.artifact("sfc").inputs[0].shape[2], str):
         x = refs["synthetic"]["video"][:, :, :short_t]
         with torch.no_grad():
             ref_logits = reference(x)
         record("sfc_pipeline", f"synthetic[T={short_t}]", dep.predict(x), ref_logits, logits=True)
-    if variant == "portable":
+    if variant != "custom" and "clip" in have:
         record("dense_pipeline", "synthetic", dep.predict_dense(dense_video), dense_ref, logits=True)
-    return out

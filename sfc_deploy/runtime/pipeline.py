@@ -156,6 +156,14 @@ class Deployment:
         variant = self.sfc_variant if part == "sfc" and self.runtime in ("onnxruntime", "tensorrt") else None
         return self.manifest.find(part, RUNTIME_FORMAT[self.runtime], self.precision, variant)
 
+    def has(self, part: str) -> bool:
+        """Whether the folder has ``part`` for this runtime and precision (exports may be partial)."""
+        try:
+            self.artifact(part)
+        except ArtifactError:
+            return False
+        return True
+
     def runner(self, part: str) -> Runner:
         if part not in self._runners:
             runner = make_runner(self.manifest, self.artifact(part), self.runtime, **dict(self.runner_options))

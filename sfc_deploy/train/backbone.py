@@ -171,7 +171,7 @@ def train_backbone(
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            loss_sum += float(loss) * len(batch)
+            loss_sum += float(loss.detach()) * len(batch)
             correct += int((logits.argmax(-1) == y).sum())
             if progress is not None:
                 progress(f"epoch {epoch + 1}/{options.epochs}", step + 1, steps)

@@ -12,11 +12,16 @@ is identical to the first one.
 
 from __future__ import annotations
 
+import dataclasses
+import json
+from collections.abc import Callable
+from pathlib import Path
+
 import torch
 
 from sfc_deploy.data.crops import full_video_indices
 from sfc_deploy.models.sfc_model import SFCModel
-from sfc_deploy.train.common import Progress, epoch_generator
+from sfc_deploy.train.common import Progress, atomic_torch_save, epoch_generator
 from sfc_deploy.train.views import Augment, FrameStore, View, crop_size, render
 
 #: Stream id of the cache's generators, apart from the epoch streams.
@@ -80,3 +85,37 @@ def build_cache(
         if progress is not None:
             progress("cache head features", i + 1, len(store))
     return cache
+
+
+def cache_key(model: SFCModel, videos: list[str], checkpoint: str | None, views: list[list[View]],
+              max_frames: int | None) -> dict:
+    """Everything the cached features depend on: a cache file is reused only when all of it matches."""
+    digest = None
+    if checkpoint is not None:
+        import hashlib
+
+        digest = hashlib.sha256(Path(checkpoint).read_bytes()).hexdigest()
+    return {"backbone": model.config.to_json(), "checkpoint_sha256": digest, "split": model.split,
+            "views": [[dataclasses.astuple(v) for v in vs] for vs in views], "max_frames": max_frames,
+            "videos": list(videos)}
+
+
+def load_or_build_cache(path: Path | None, key: dict, build: Callable[[], list[list[torch.Tensor]]],
+                        ) -> tuple[list[list[torch.Tensor]], bool]:
+    """The cache stored at ``path`` if it was built with exactly ``key``, else a new one (saved there).
+
+    Several SFC variants trained on the same backbone, views and videos (pooling or prior
+    ablations, seeds of the same views) then pay for the head once. Returns (cache, loaded).
+    """
+    key = json.loads(json.dumps(key))  # tuples become lists, as they come back from any file
+    if path is not None and path.is_file():
+        try:
+            saved = torch.load(path, weights_only=True)
+        except Exception:  # noqa: BLE001 - an unreadable cache is rebuilt, never trusted
+            saved = None
+        if isinstance(saved, dict) and saved.get("key") == key:
+            return saved["features"], True
+    cache = build()
+    if path is not None:
+        atomic_torch_save({"key": key, "features": cache}, path)
+    return cache, False

@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from sfc_deploy.data.datasets import VideoList
 from sfc_deploy.errors import ConfigError
 from sfc_deploy.models.sfc_model import SFCModel, create_model, save_sfc_checkpoint
-from sfc_deploy.train.cache import build_cache, cache_views, head_features, render_view
+from sfc_deploy.train.cache import build_cache, cache_key, cache_views, head_features, load_or_build_cache, render_view
 from sfc_deploy.train.common import (
     METRICS_FILE, STATE_FILE, Metrics, Progress, Schedule, Timer, atomic_torch_save, check_resume, check_same_run,
     environment, epoch_generator, make_optimizer, set_threads,
@@ -123,7 +123,7 @@ def sfc_step(model: SFCModel, feats: list[torch.Tensor], labels: list[int], opt:
         logits = model.tail(model.sfc(x))
         loss = F.cross_entropy(logits, y, reduction="sum")
         (loss / len(feats)).backward()
-        loss_sum += float(loss)
+        loss_sum += float(loss.detach())
         correct += int((logits.argmax(-1) == y).sum())
     params = [p for p in model.sfc.parameters() if p.grad is not None]
     norm = torch.nn.utils.clip_grad_norm_(params, clip_grad if clip_grad > 0 else float("inf"))
@@ -142,9 +142,14 @@ def train_sfc(
     resume: bool = False,
     force: bool = False,
     threads: int | None = None,
+    cache_file: str | Path | None = None,
     progress: Progress | None = None,
 ) -> dict[str, Any]:
     """Train SFC; write ``sfc.safetensors`` (every epoch), the training state and metrics under ``out``.
+
+    Args:
+        cache_file: keep the head-feature cache in this file and reuse it when it was built for the
+            same backbone weights, views and videos (other SFC variants then skip the head).
 
     Returns:
         A summary: checkpoint path, the last epoch's metrics, the seconds spent caching and training.
@@ -178,10 +183,15 @@ def train_sfc(
     store = FrameStore(videos, preload=not cached, progress=progress)
     stride = model.config.stride
     cache_timer = Timer()
-    cache = None
+    cache, cache_loaded = None, False
     if cached:
         views = cache_views(options.augment, options.seed, len(store), options.cache_views, stride)
-        cache = build_cache(model, store, views, options.augment, max_frames=options.max_frames, progress=progress)
+        key = cache_key(model, [str(p) for p, _ in videos], str(checkpoint) if checkpoint else None, views,
+                        options.max_frames)
+        cache, cache_loaded = load_or_build_cache(
+            Path(cache_file) if cache_file else None, key,
+            lambda: build_cache(model, store, views, options.augment, max_frames=options.max_frames, progress=progress),
+        )
     cache_seconds = cache_timer() if cached else 0.0
     record: dict[str, Any] = {}
     train_seconds = 0.0
@@ -221,6 +231,7 @@ def train_sfc(
         save_sfc_checkpoint(model, out / SFC_FILE, extra={"epoch": options.epochs, "train": settings})
     summary = {"checkpoint": str(out / SFC_FILE), "epochs": options.epochs, "last": record,
                "cache_seconds": cache_seconds, "train_seconds": train_seconds, "cached": cached,
+               "cache_loaded": cache_loaded,
                "environment": environment()}
     (out / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
     return summary

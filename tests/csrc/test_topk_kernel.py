@@ -192,6 +192,31 @@ def test_host_check_under_nvcc(tmp_path: Path) -> None:
     assert "cases passed" in _run([str(exe)]).stdout
 
 
+@needs_nvcc
+@pytest.mark.skipif(CMAKE is None, reason="cmake not on PATH")
+@pytest.mark.skipif(torch.cuda.is_available(), reason="launches on host pointers: only where no GPU can run it")
+def test_kernel_library_links_and_reports_no_gpu() -> None:
+    """libsfc_topk_kernel.so links (CUDA runtime static), loads through the project's ctypes
+    signatures, checks its arguments before CUDA, and on a machine without a usable GPU returns
+    a code that cuda_kernel.py maps to BackendUnavailableError rather than crashing.
+    The build is cached in build/pytest-topk-cuda (git-ignored)."""
+    from sfc_deploy.ops.cuda_kernel import _UNAVAILABLE_CODES, load_library
+
+    build = REPO / "build" / "pytest-topk-cuda"
+    if not (build / "CMakeCache.txt").is_file():
+        _run([CMAKE, "-S", str(CSRC), "-B", str(build), "-DCMAKE_BUILD_TYPE=Release",
+              "-DCMAKE_CUDA_ARCHITECTURES=80", "-DSFC_WITH_TORCH_RUNNER=OFF"])
+    _run([CMAKE, "--build", str(build), "-j", "2", "--target", "sfc_topk_kernel"])
+    lib = load_library(build / "topk_kernel" / "libsfc_topk_kernel.so")
+    launch = lib.sfc_topk_temporal_pool_launch
+    assert launch(None, None, 0, 1, 1, 4, 1, 5, None) == 1  # k > T: cudaErrorInvalidValue
+    assert launch(None, None, 3, 1, 1, 4, 1, 2, None) == 1  # unknown dtype
+    assert launch(None, None, 0, 0, 1, 4, 1, 2, None) == 0  # empty tensor: nothing to launch
+    buf = (ctypes.c_float * 16)()
+    code = launch(ctypes.addressof(buf), ctypes.addressof(buf), 0, 1, 1, 4, 4, 2, None)
+    assert code in _UNAVAILABLE_CODES, (code, lib.sfc_topk_error_string(code))
+
+
 # --- CUDA kernel through ctypes (no GPU needed for the argument checks) ----------------------
 
 

@@ -1,0 +1,188 @@
+"""``sfc-deploy bench`` as a library: export (or reuse) the model, run each strategy in a fresh worker,
+and assemble the report.
+
+Order of work: machine matrix-multiply peak, dense 30-crop baseline, SFC for every tau, then the
+optional memory-against-length sweep. Every worker is a fresh process (see
+:mod:`sfc_deploy.bench.worker`) so one measurement cannot pollute the next.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sfc_deploy.bench.report import build_report
+from sfc_deploy.bench.worker import WorkerJob, run_in_fresh_process
+from sfc_deploy.errors import ConfigError
+
+#: Raw-frame lengths of the memory-against-length sweep recorded in benchmarks/ (x0.5 .. x8 the paper's).
+DEFAULT_LENGTHS = (144, 288, 576, 1152, 2304)
+Progress = Callable[[str, dict], None]
+
+
+@dataclass
+class BenchOptions:
+    """What ``sfc-deploy bench`` measures. Defaults fit the README's 10-minute budget on 2 CPU cores."""
+
+    export_dir: Path | None = None
+    backbone: str = "slow8x8"
+    taus: tuple[float, ...] = (2.0,)
+    raw_frames: int = 288
+    size: tuple[int, int] = (256, 312)
+    runtime: str = "onnxruntime"
+    precision: str = "fp32"
+    threads: int | None = None
+    videos: int = 2
+    warmup: int = 1
+    repeats: int = 1
+    batch_sizes: tuple[int, ...] = (30, 10)
+    head_chunk: int | None = 4
+    video_files: tuple[Path, ...] = ()
+    lengths: tuple[int, ...] = ()
+    cache_dir: Path | None = None
+    verify_export: bool = True
+    seed: int = 0
+    extra: dict = field(default_factory=dict)
+
+    def check(self) -> None:
+        if self.export_dir is not None and len(self.taus) > 1:
+            raise ConfigError(
+                f"a tau sweep ({', '.join(f'{t:g}' for t in self.taus)}) needs one export per tau; drop DIR so bench "
+                "exports each into its cache, or pass a single --tau"
+            )
+        for name, value in (("videos", self.videos), ("repeats", self.repeats), ("warmup", self.warmup)):
+            if value < 1:
+                raise ConfigError(f"--{name} must be >= 1, got {value}")
+        if self.threads is not None and self.threads < 1:
+            raise ConfigError(f"--threads must be >= 1, got {self.threads}")
+        if not self.batch_sizes or any(b < 1 or b > 30 for b in self.batch_sizes):
+            raise ConfigError(f"--batch-size values must be 1..30 crops, got {list(self.batch_sizes)}; e.g. 30,10,5")
+        if self.head_chunk is not None and self.head_chunk < 2:
+            raise ConfigError(f"--head-chunk must be >= 2 frames (or 0 to disable), got {self.head_chunk}")
+        for f in self.video_files:
+            if not Path(f).is_file():
+                raise ConfigError(f"--video {f} does not exist; pass existing video files or leave it out for synthetic input")
+        if any(n < 1 for n in self.lengths):
+            raise ConfigError(f"--lengths must be positive raw-frame counts, got {list(self.lengths)}")
+
+
+def cache_root(cache_dir: Path | None = None) -> Path:
+    """Where default exports live: --cache, else $SFC_DEPLOY_CACHE, else ./cache."""
+    return Path(cache_dir or os.environ.get("SFC_DEPLOY_CACHE") or "cache")
+
+
+def _format_for(runtime: str) -> str | None:
+    from sfc_deploy.export.formats import RUNTIME_FORMAT, check_runtime
+
+    fmt = RUNTIME_FORMAT[check_runtime(runtime)]
+    return None if fmt == "pytorch" else fmt
+
+
+def ensure_export(opts: BenchOptions, tau: float, say: Callable[[str], None] = lambda m: None) -> Path:
+    """The cached export for ``tau`` at the bench settings: reused when its manifest matches, else built."""
+    from sfc_deploy.export.exporter import ExportOptions, export_model
+    from sfc_deploy.export.manifest import load_manifest
+    from sfc_deploy.errors import ArtifactError
+    from sfc_deploy.models import create_model, get_config
+
+    config = get_config(opts.backbone)
+    frames = math.ceil(opts.raw_frames / config.stride)
+    fmt = _format_for(opts.runtime)
+    h, w = opts.size
+    name = f"{opts.backbone}-tau{tau:.4g}-{opts.raw_frames}f-{h}x{w}-{fmt or 'weights'}-{opts.precision}"
+    out = cache_root(opts.cache_dir) / name
+    if (out / "manifest.json").is_file():
+        try:
+            m = load_manifest(out)
+            ok = (
+                m.data["backbone"]["name"] == opts.backbone
+                and abs(m.data["tau"] - tau) < 1e-6
+                and m.data["input"]["frames"] == frames
+                and tuple(m.data["input"]["size"]) == (h, w)
+                and (fmt is None or (fmt in m.data["formats"] and opts.precision in m.data["precisions"]))
+                and m.data.get("parity", {"passed": True}).get("passed", True)
+            )
+            if ok:
+                say(f"reusing the export in {out}")
+                return out
+        except ArtifactError:
+            pass
+    import torch
+
+    say(f"exporting {opts.backbone} tau={tau:g} ({fmt or 'weights'}, {opts.precision}) to {out}")
+    torch.manual_seed(opts.seed)  # every tau of a sweep gets the same backbone weights
+    model = create_model(config, tau=tau, split="res3")
+    export_model(
+        model,
+        out,
+        ExportOptions(formats=(fmt,) if fmt else (), precisions=(opts.precision,), frames=frames, size=(h, w),
+                      raw_frames=opts.raw_frames, verify=opts.verify_export),
+        force=True,
+        progress=say,
+    )
+    return out
+
+
+def run_bench(opts: BenchOptions, progress: Progress = lambda kind, data: None) -> dict:
+    """Measure dense 30-crop sampling and SFC (for each tau) and return the report dict.
+
+    ``progress(kind, data)`` is called with ``("message", {"text"})`` for phases and with
+    ``("event", worker_event)`` for every video a worker finishes, so a CLI can drive a bar.
+    """
+    from sfc_deploy.bench.machine import default_threads
+
+    opts.check()
+    _format_for(opts.runtime)
+    threads = opts.threads or default_threads()
+    say = lambda text: progress("message", {"text": text})  # noqa: E731
+    if opts.export_dir is not None:
+        exports = {opts.taus[0]: Path(opts.export_dir)}
+    else:
+        exports = {tau: ensure_export(opts, tau, say) for tau in opts.taus}
+    first = exports[opts.taus[0]]
+    files = [str(f) for f in opts.video_files]
+    common = dict(runtime=opts.runtime, precision=opts.precision, threads=threads, seed=opts.seed, video_files=files)
+
+    def work(label: str, job: WorkerJob) -> dict:
+        say(label)
+        return run_in_fresh_process(job, lambda e: progress("event", {**e, "label": label}))
+
+    matmul = work("matrix-multiply peak", WorkerJob(strategy="matmul", threads=threads, precision=opts.precision))
+    dense = work(
+        "dense 30-crop",
+        WorkerJob(strategy="dense", export_dir=str(first), videos=opts.videos, warmup=opts.warmup,
+                  repeats=opts.repeats, batch_sizes=list(opts.batch_sizes), **common),
+    )
+    sfc_runs = {
+        tau: work(
+            f"SFC tau={tau:g}",
+            WorkerJob(strategy="sfc", export_dir=str(path), videos=opts.videos, warmup=opts.warmup,
+                      repeats=opts.repeats, head_chunk=opts.head_chunk, **common),
+        )
+        for tau, path in exports.items()
+    }
+    lengths = []
+    if opts.lengths:
+        from sfc_deploy.export.manifest import load_manifest
+
+        stride = load_manifest(first).data["input"]["stride"]
+        chunks = [opts.head_chunk, None] if opts.head_chunk else [None]
+        for raw in opts.lengths:
+            row = {"raw_frames": raw, "frames": math.ceil(raw / stride), "dense_peak_mb": dense["peak_rss_mb"],
+                   "dense_video_mem_mb": dense["video_mem_mb"]}
+            for chunk in chunks:
+                key = "sfc_streamed" if chunk else "sfc_whole"
+                r = work(
+                    f"memory at {raw} raw frames ({'streamed' if chunk else 'whole head'})",
+                    WorkerJob(strategy="sfc", export_dir=str(first), memory_only=True, frames=row["frames"],
+                              head_chunk=chunk, **{**common, "video_files": []}),
+                )
+                row[f"{key}_peak_mb"], row[f"{key}_video_mem_mb"] = r["peak_rss_mb"], r["video_mem_mb"]
+            lengths.append(row)
+    return build_report(
+        exports={tau: str(p) for tau, p in exports.items()}, matmul=matmul, dense=dense, sfc_runs=sfc_runs,
+        lengths=lengths, options=opts, threads=threads,
+    )

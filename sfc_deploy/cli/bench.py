@@ -1,0 +1,135 @@
+"""``sfc-deploy bench``: SFC against 30-crop dense sampling, side by side, on one runtime."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from sfc_deploy.cli.options import BackboneOpt, FramesOpt, SizeOpt, parse_size
+from sfc_deploy.errors import ConfigError
+
+
+def parse_int_list(value: str, option: str) -> tuple[int, ...]:
+    """'30,10,5' -> (30, 10, 5); anything else is a one-line error naming the option."""
+    try:
+        items = tuple(int(v) for v in value.replace(" ", "").split(",") if v)
+    except ValueError:
+        raise ConfigError(f"{option} takes comma-separated integers like 30,10,5, got {value!r}") from None
+    if not items:
+        raise ConfigError(f"{option} is empty; give comma-separated integers like 30,10,5")
+    return items
+
+
+def parse_taus(value: str) -> tuple[float, ...]:
+    """'1,4/3,2,4' -> (1.0, 1.333, 2.0, 4.0), each checked like --tau everywhere else."""
+    from sfc_deploy.models.sfc import parse_tau
+
+    taus = tuple(parse_tau(v) for v in value.replace(" ", "").split(",") if v)
+    if not taus:
+        raise ConfigError(f"--tau is empty; give one value or a sweep like 1,4/3,2,4, got {value!r}")
+    return tuple(dict.fromkeys(taus))
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    def bench(
+        export_dir: Annotated[Path | None, typer.Argument(help="An export folder; default: export slow8x8 at the paper's settings into the cache.")] = None,
+        runtime: Annotated[str, typer.Option("--runtime", "-r", help="onnxruntime, pytorch, torchscript, aoti, tensorrt.")] = "onnxruntime",
+        precision: Annotated[str, typer.Option("--precision", "-p", help="fp32 or fp16 (both strategies).")] = "fp32",
+        threads: Annotated[int | None, typer.Option("--threads", "-t", help="Intra-op threads for both strategies (default: physical cores).")] = None,
+        videos: Annotated[int, typer.Option("--videos", "-n", help="Timed videos per repeat and strategy.")] = 2,
+        warmup: Annotated[int, typer.Option("--warmup", help="Warm-up videos (the first is the memory measurement).")] = 1,
+        repeats: Annotated[int, typer.Option("--repeats", help="Times the timed videos are run.")] = 1,
+        batch_size: Annotated[str, typer.Option("--batch-size", help="Dense crops per batch to try; the fastest is kept.")] = "30,10",
+        head_chunk: Annotated[int, typer.Option("--head-chunk", help="Stream SFC's head over time in chunks of N frames (0: whole video).")] = 4,
+        tau: Annotated[str, typer.Option("--tau", help="SFC compression ratio, or a sweep like 1,4/3,2,4 (default export only).")] = "2",
+        video: Annotated[list[Path] | None, typer.Option("--video", help="Real video files (decode included in the timing); repeatable.")] = None,
+        lengths: Annotated[str | None, typer.Option("--lengths", help="Also measure peak memory at these raw-frame lengths, e.g. 144,288,576,1152.")] = None,
+        backbone: BackboneOpt = "slow8x8",
+        frames: FramesOpt = 288,
+        size: SizeOpt = "256x312",
+        cache: Annotated[Path | None, typer.Option("--cache", help="Folder for default exports (default: $SFC_DEPLOY_CACHE or ./cache).")] = None,
+        json_out: Annotated[Path | None, typer.Option("--json", help="Write the full report as JSON.")] = None,
+        markdown_out: Annotated[Path | None, typer.Option("--markdown", help="Write the table as Markdown.")] = None,
+        plot_out: Annotated[Path | None, typer.Option("--plot", help="Write a PNG: throughput, memory, and sweeps.")] = None,
+        no_verify: Annotated[bool, typer.Option("--no-verify", help="Skip the parity check when exporting the default.")] = False,
+    ) -> None:
+        """Videos/s, latency, peak memory and GMACs of SFC against 30-crop dense sampling, same weights and runtime."""
+        from sfc_deploy.bench.suite import BenchOptions
+        from sfc_deploy.export.formats import check_runtime
+        from sfc_deploy.export.manifest import PRECISIONS
+
+        check_runtime(runtime)
+        if precision not in PRECISIONS:
+            raise ConfigError(f"--precision {precision!r} is not one of {', '.join(PRECISIONS)}")
+        if export_dir is not None and not (export_dir / "manifest.json").is_file():
+            raise ConfigError(f"{export_dir} is not an export folder (no manifest.json); run sfc-deploy export --out {export_dir} first, or omit it")
+        for out in (json_out, markdown_out, plot_out):
+            if out is not None and out.is_dir():
+                raise ConfigError(f"{out} is a folder; --json/--markdown/--plot take a file path")
+        opts = BenchOptions(
+            export_dir=export_dir,
+            backbone=backbone,
+            taus=parse_taus(tau),
+            raw_frames=frames,
+            size=parse_size(size),
+            runtime=runtime,
+            precision=precision,
+            threads=threads,
+            videos=videos,
+            warmup=warmup,
+            repeats=repeats,
+            batch_sizes=parse_int_list(batch_size, "--batch-size"),
+            head_chunk=head_chunk or None,
+            video_files=tuple(video or ()),
+            lengths=parse_int_list(lengths, "--lengths") if lengths else (),
+            cache_dir=cache,
+            verify_export=not no_verify,
+        )
+        opts.check()
+        run_and_report(opts, json_out=json_out, markdown_out=markdown_out, plot_out=plot_out)
+
+
+def run_and_report(opts, *, json_out: Path | None = None, markdown_out: Path | None = None,
+                   plot_out: Path | None = None) -> dict:
+    """Run the bench with a rich progress bar, write the requested files, end with the table."""
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from sfc_deploy.bench.report import print_table, write_json, write_markdown
+    from sfc_deploy.bench.suite import run_bench
+
+    err = Console(stderr=True)
+    # videos per worker: memory video + extra warm-ups + (dense) batch trials + timed
+    per_sfc = opts.warmup + opts.videos * opts.repeats
+    per_dense = per_sfc + (len(opts.batch_sizes) if len(opts.batch_sizes) > 1 else 0)
+    total = per_dense + per_sfc * len(opts.taus) + len(opts.lengths) * (2 if opts.head_chunk else 1)
+    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total} videos"),
+                  TimeElapsedColumn(), console=err, transient=False) as bar:
+        task = bar.add_task("starting", total=total)
+
+        def progress(kind: str, data: dict) -> None:
+            if kind == "message":
+                bar.update(task, description=data["text"])
+            elif data.get("event") == "video" or (data.get("event") == "phase" and data["name"] == "memory video"
+                                                  and "memory at" in data.get("label", "")):
+                bar.advance(task)
+                if data.get("event") == "video":
+                    bar.update(task, description=f"{data['label']}: {data['kind']} video {data['seconds']:.2f} s")
+
+        report = run_bench(opts, progress)
+    if json_out:
+        write_json(report, json_out)
+    if markdown_out:
+        write_markdown(report, markdown_out)
+    if plot_out:
+        from sfc_deploy.bench.plot import write_plot
+
+        write_plot(report, plot_out)
+    for label, path in (("JSON", json_out), ("Markdown", markdown_out), ("plot", plot_out)):
+        if path:
+            err.print(f"wrote {label} to {path}")
+    print_table(report)
+    return report

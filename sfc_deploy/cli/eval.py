@@ -1,0 +1,59 @@
+"""``sfc-deploy eval``: top-1/top-5 and GMACs of single, uniform, dense 30-crop and SFC at several tau."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from sfc_deploy.cli.options import BackboneOpt, CheckpointOpt, TrustOpt
+from sfc_deploy.cli.train import ThreadsOpt, progress_bar
+from sfc_deploy.data.datasets import load_video_list
+from sfc_deploy.errors import ConfigError
+from sfc_deploy.eval.evaluate import STRATEGIES, evaluate, parse_sfc_entries
+from sfc_deploy.eval.report import write_report
+from sfc_deploy.models.sfc import parse_tau
+from sfc_deploy.train.common import set_threads
+
+
+def eval_cmd(
+    data: Annotated[Path, typer.Argument(help="Labelled videos: a CSV, UCF101 split folder or class-folder tree.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Directory for NAME.json, NAME.md and NAME.png.")],
+    backbone: BackboneOpt = "slow8x8",
+    checkpoint: CheckpointOpt = None,
+    trust_checkpoint: TrustOpt = False,
+    sfc: Annotated[list[str] | None, typer.Option("--sfc", help="SFC checkpoint as NAME=PATH (repeatable).")] = None,
+    tau: Annotated[str, typer.Option("--tau", help="Comma-separated tau values SFC runs at, e.g. 2,4.")] = "2",
+    strategies: Annotated[str, typer.Option(help=f"Comma-separated, some of {','.join(STRATEGIES)}.")] = ",".join(STRATEGIES),
+    num_clips: Annotated[int, typer.Option(min=1, help="Temporal clips of uniform and dense sampling.")] = 10,
+    max_frames: Annotated[int | None, typer.Option(min=1, help="SFC: most sampled frames (default: all).")] = None,
+    limit: Annotated[int | None, typer.Option(min=1, help="Evaluate only the first N videos.")] = None,
+    name: Annotated[str, typer.Option(help="Report file name stem.")] = "eval",
+    runtime: Annotated[str, typer.Option(help="pytorch (exported artifacts: not yet).")] = "pytorch",
+    threads: ThreadsOpt = None,
+) -> None:
+    """Evaluate inference strategies on a labelled dataset; write JSON + Markdown + a speed/accuracy plot."""
+    if runtime != "pytorch":
+        raise ConfigError(f"--runtime {runtime!r} is not supported by eval yet; expected pytorch")
+    set_threads(threads)
+    taus = [parse_tau(t) for t in tau.split(",") if t.strip()]
+    if not taus or any(t < 1 for t in taus):
+        raise ConfigError(f"--tau must list values >= 1 such as 2,4, got {tau!r}")
+    chosen = [s.strip() for s in strategies.split(",") if s.strip()]
+    videos = load_video_list(data, subset="test")
+    if limit is not None:
+        videos = type(videos)(items=videos.items[:limit], class_names=videos.class_names)
+    with progress_bar("eval") as report:
+        result = evaluate(videos, backbone=backbone, checkpoint=checkpoint, sfc_checkpoints=parse_sfc_entries(sfc or []),
+                          taus=taus, strategies=chosen, num_clips=num_clips, max_frames=max_frames,
+                          trust_checkpoint=trust_checkpoint, progress=report)
+    paths = write_report(result, out, name=name)
+    for r in result["results"]:
+        typer.echo(f"{r['method']:<28} top-1 {r['top1']:6.1%}  top-5 {r['top5']:6.1%}  {r['gmacs']:9.3f} GMACs/video")
+    typer.echo(f"wrote {paths['json']}, {paths['md']}, {paths['png']}")
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``eval`` to the ``sfc-deploy`` app."""
+    app.command("eval")(eval_cmd)

@@ -1,0 +1,179 @@
+"""Top-1/top-5 of every inference strategy on a labelled dataset, with the cost of each.
+
+Every video is decoded once; each strategy then samples its input from the same frames
+(:func:`~sfc_deploy.data.samplers.sample_tensor`), so the strategies differ only in what they
+feed the network: ``single`` (one centre clip), ``uniform`` (N centre clips, logits averaged),
+``dense`` (10 clips x 3 crops, logits averaged: the baseline SFC replaces) and SFC (the whole
+video, one pass) for each trained SFC checkpoint at each requested tau.
+
+SFC weights do not depend on tau (k only sets how many query steps the pooling keeps, and the
+prior's centres), so one checkpoint can be evaluated at several tau; each result records the tau
+it was trained at.
+
+Cost is GMACs per video (multiply-accumulates, counted by :mod:`sfc_deploy.bench.flops` on the
+meta device), averaged over the videos.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from sfc_deploy.bench.flops import dense_cost, sfc_cost
+from sfc_deploy.data.datasets import VideoList
+from sfc_deploy.data.samplers import sample_tensor
+from sfc_deploy.errors import ConfigError
+from sfc_deploy.models.sfc import SFC
+from sfc_deploy.models.sfc_model import SFCModel, create_model, read_sfc_checkpoint
+from sfc_deploy.train.common import Progress, environment
+from sfc_deploy.train.views import FrameStore
+
+STRATEGIES = ("single", "uniform", "dense", "sfc")
+
+
+@dataclass(frozen=True)
+class Method:
+    """One evaluated configuration: a strategy, and for SFC the checkpoint and tau."""
+
+    name: str
+    strategy: str
+    tau: float | None = None
+    sfc_name: str | None = None
+
+
+@dataclass
+class _Tally:
+    method: Method
+    top5: list[list[int]] = dataclasses.field(default_factory=list)
+    gmacs: list[float] = dataclasses.field(default_factory=list)
+
+
+def parse_sfc_entries(values: Sequence[str]) -> dict[str, Path]:
+    """``["topk=runs/topk/sfc.safetensors", "runs/avg/sfc.safetensors"]`` -> name -> path."""
+    out: dict[str, Path] = {}
+    for value in values:
+        name, sep, path = value.partition("=")
+        if not sep:
+            path, name = value, Path(value).parent.name or Path(value).stem
+        if not name or not path:
+            raise ConfigError(f"--sfc must be NAME=PATH or PATH, got {value!r}")
+        if name in out:
+            raise ConfigError(f"--sfc name {name!r} is used twice; give each checkpoint its own NAME=PATH")
+        out[name] = Path(path)
+    return out
+
+
+def _sfc_at_tau(base: SFCModel, tau: float) -> SFCModel:
+    """The same trained SFC weights run at another tau (a new module sharing the backbone)."""
+    if tau == base.sfc.config.tau:
+        return base
+    sfc = SFC(dataclasses.replace(base.sfc.config, tau=tau))
+    sfc.load_state_dict(base.sfc.state_dict())
+    return SFCModel(base.backbone, sfc, split=base.split).eval()
+
+
+def evaluate(
+    videos: VideoList,
+    *,
+    backbone: str,
+    checkpoint: str | Path | None,
+    sfc_checkpoints: dict[str, Path] | None = None,
+    taus: Sequence[float] = (2.0,),
+    strategies: Sequence[str] = STRATEGIES,
+    num_clips: int = 10,
+    max_frames: int | None = None,
+    trust_checkpoint: bool = False,
+    progress: Progress | None = None,
+) -> dict[str, Any]:
+    """Evaluate on PyTorch (CPU); returns the report (see :func:`sfc_deploy.eval.report.write_report`).
+
+    Raises:
+        ConfigError: unknown strategy, ``sfc`` without checkpoints, an empty list, or class counts
+            that do not match the data.
+    """
+    unknown = [s for s in strategies if s not in STRATEGIES]
+    if unknown:
+        raise ConfigError(f"unknown strategy {', '.join(unknown)}; expected some of {', '.join(STRATEGIES)}")
+    sfc_checkpoints = dict(sfc_checkpoints or {})
+    if "sfc" in strategies and not sfc_checkpoints:
+        raise ConfigError("strategy sfc needs at least one --sfc NAME=PATH (a checkpoint from `sfc-deploy train`)")
+    if not len(videos):
+        raise ConfigError("the evaluation list is empty; pass a CSV/folder with labelled videos")
+    if num_clips < 1:
+        raise ConfigError(f"num_clips must be >= 1, got {num_clips}")
+    base = create_model(backbone, checkpoint=checkpoint, trust_checkpoint=trust_checkpoint,
+                        num_classes=None if checkpoint else len(videos.class_names))
+    config = base.config
+    if config.num_classes != len(videos.class_names):
+        raise ConfigError(f"the backbone has {config.num_classes} classes but the data has "
+                          f"{len(videos.class_names)}; evaluate on the label set it was trained on")
+    methods: list[tuple[Method, SFCModel | None]] = []
+    for strategy in strategies:
+        if strategy == "sfc":
+            continue
+        label = {"single": "single", "uniform": f"uniform-{num_clips}", "dense": f"dense-{num_clips * 3}"}[strategy]
+        methods.append((Method(label, strategy), None))
+    sfc_meta: dict[str, dict[str, Any]] = {}
+    if "sfc" in strategies:
+        for name, path in sfc_checkpoints.items():
+            _, meta = read_sfc_checkpoint(path)
+            sfc_meta[name] = {"checkpoint": str(path), **meta["sfc_config"], "split": meta["split"]}
+            trained = create_model(backbone, checkpoint=checkpoint, sfc_checkpoint=path, trust_checkpoint=trust_checkpoint,
+                                   num_classes=None if checkpoint else config.num_classes)
+            for tau in taus:
+                methods.append((Method(f"sfc:{name}@tau={tau:g}", "sfc", tau, name), _sfc_at_tau(trained, tau)))
+    tallies = [_Tally(m) for m, _ in methods]
+    store = FrameStore(videos, preload=False)
+    clip_costs = {s: dense_cost(base, num_clips=n, num_crops=c).gmacs
+                  for s, (n, c) in {"single": (1, 1), "uniform": (num_clips, 1), "dense": (num_clips, 3)}.items()}
+    sfc_costs: dict[tuple[int, tuple[int, ...]], float] = {}
+    opts = {"single": {}, "uniform": {"num_clips": num_clips}, "dense": {"num_clips": num_clips},
+            "sfc": {"max_frames": max_frames}}
+    with torch.no_grad():
+        for i in range(len(store)):
+            frames = store.all_frames(i)
+            inputs = {s: sample_tensor(frames, s, config, **opts[s]).tensor for s in {m.strategy for m, _ in methods}}
+            for (method, model), tally in zip(methods, tallies):
+                x = inputs[method.strategy]
+                if model is None:
+                    logits = base.backbone(x).mean(0)
+                    tally.gmacs.append(clip_costs[method.strategy])
+                else:
+                    logits = model(x)[0]
+                    key = (id(model), tuple(x.shape))
+                    if key not in sfc_costs:
+                        sfc_costs[key] = sfc_cost(model, frames=x.shape[2], size=tuple(x.shape[-2:])).gmacs
+                    tally.gmacs.append(sfc_costs[key])
+                tally.top5.append(logits.topk(min(5, logits.numel())).indices.tolist())
+            if progress is not None:
+                progress("evaluate", i + 1, len(store))
+    labels = videos.labels
+    results = []
+    for tally in tallies:
+        m = tally.method
+        top1 = sum(p[0] == y for p, y in zip(tally.top5, labels)) / len(labels)
+        top5 = sum(y in p for p, y in zip(tally.top5, labels)) / len(labels)
+        row = {"method": m.name, "strategy": m.strategy, "top1": top1, "top5": top5,
+               "gmacs": sum(tally.gmacs) / len(tally.gmacs), "videos": len(labels)}
+        if m.sfc_name is not None:
+            meta = sfc_meta[m.sfc_name]
+            row.update({"sfc": m.sfc_name, "tau": m.tau, "trained_tau": meta["tau"], "pool": meta["pool"],
+                        "prior": meta["prior"], "logit_scale": meta["logit_scale"], "sfc_checkpoint": meta["checkpoint"]})
+        results.append(row)
+    return {
+        "runtime": "pytorch",
+        "precision": "fp32",
+        "environment": environment(),
+        "backbone": {"name": config.name, "checkpoint": str(checkpoint) if checkpoint else None,
+                     "short_side": config.preprocess.short_side, "frames": config.frames, "stride": config.stride},
+        "class_names": list(videos.class_names),
+        "videos": [str(p) for p, _ in videos],
+        "labels": labels,
+        "results": results,
+        "predictions": {t.method.name: [p[0] for p in t.top5] for t in tallies},
+    }

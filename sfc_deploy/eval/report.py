@@ -1,0 +1,80 @@
+"""Evaluation reports: JSON (everything), Markdown (the table) and a speed/accuracy plot.
+
+Each file is written to a temporary sibling and renamed, so a crash never leaves half a report.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def markdown(report: dict[str, Any], *, title: str = "Accuracy and cost per strategy") -> str:
+    """The results table; GMACs are multiply-accumulates per video, relative to dense where present."""
+    rows = report["results"]
+    dense = next((r["gmacs"] for r in rows if r["strategy"] == "dense"), None)
+    bb = report["backbone"]
+    env = report["environment"]
+    lines = [
+        f"## {title}", "",
+        f"{len(report['labels'])} videos, {len(report['class_names'])} classes; backbone {bb['name']} "
+        f"({bb['checkpoint'] or 'random weights'}), short side {bb['short_side']}; runtime {report['runtime']} "
+        f"{report['precision']} on {env['device']} (torch {env['torch']}).", "",
+        "| method | top-1 | top-5 | GMACs/video | x dense cost |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        rel = f"{r['gmacs'] / dense:.3f}" if dense else "-"
+        lines.append(f"| {r['method']} | {r['top1']:.1%} | {r['top5']:.1%} | {r['gmacs']:.3f} | {rel} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(report: dict[str, Any], path: str | Path, *, title: str = "Speed/accuracy") -> Path:
+    """GMACs per video (log x) against top-1, one labelled point per method."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    colours = {"single": "tab:gray", "uniform": "tab:blue", "dense": "tab:red", "sfc": "tab:green"}
+    for r in report["results"]:
+        ax.scatter(r["gmacs"], 100 * r["top1"], color=colours[r["strategy"]], s=30)
+        ax.annotate(r["method"], (r["gmacs"], 100 * r["top1"]), fontsize=7, xytext=(4, 2), textcoords="offset points")
+    ax.set_xscale("log")
+    ax.set_xlabel("GMACs per video (log scale)")
+    ax.set_ylabel("top-1 (%)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        fig.savefig(tmp, format="png", dpi=120)
+        os.replace(tmp, path)
+    finally:
+        plt.close(fig)
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def write_report(report: dict[str, Any], out: str | Path, *, name: str = "eval") -> dict[str, Path]:
+    """Write ``NAME.json``, ``NAME.md`` and ``NAME.png`` under ``out``; returns their paths."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {"json": out / f"{name}.json", "md": out / f"{name}.md", "png": out / f"{name}.png"}
+    _atomic_write_text(paths["json"], json.dumps(report, indent=2, sort_keys=True) + "\n")
+    _atomic_write_text(paths["md"], markdown(report))
+    plot(report, paths["png"])
+    return paths

@@ -1,0 +1,84 @@
+"""Evaluation: the report's content agrees with its own predictions; the files it writes; bad input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from sfc_deploy.data.datasets import read_csv_list
+from sfc_deploy.data.samplers import sample_video
+from sfc_deploy.errors import ConfigError
+from sfc_deploy.eval.evaluate import evaluate, parse_sfc_entries
+from sfc_deploy.eval.report import markdown, write_report
+from sfc_deploy.models import create_backbone, create_model
+from sfc_deploy.train.sfc import SFCTrainOptions, train_sfc
+from sfc_deploy.train.views import Augment
+
+
+@pytest.fixture(scope="module")
+def sfc_ckpt(tiny_trained, tmp_path_factory):
+    out = tmp_path_factory.mktemp("eval_sfc")
+    options = SFCTrainOptions(epochs=1, batch_size=3, cache_views=1, augment=Augment(flip=False))
+    return train_sfc(read_csv_list(tiny_trained["train"]), out, options, backbone="slow8x8_tiny",
+                     checkpoint=tiny_trained["backbone"], threads=1)["checkpoint"]
+
+
+@pytest.fixture(scope="module")
+def report(tiny_trained, sfc_ckpt):
+    return evaluate(read_csv_list(tiny_trained["test"]), backbone="slow8x8_tiny", checkpoint=tiny_trained["backbone"],
+                    sfc_checkpoints={"topk": sfc_ckpt}, taus=(2.0, 4.0), num_clips=2)
+
+
+def test_report_lists_every_method_with_consistent_accuracy(report, tiny_trained):
+    assert {"runtime", "precision", "environment", "backbone", "class_names", "labels", "results", "predictions"} <= set(report)
+    names = [r["method"] for r in report["results"]]
+    assert names == ["single", "uniform-2", "dense-6", "sfc:topk@tau=2", "sfc:topk@tau=4"]
+    labels = report["labels"]
+    assert labels == read_csv_list(tiny_trained["test"]).labels
+    for r in report["results"]:
+        preds = report["predictions"][r["method"]]
+        assert len(preds) == len(labels) == r["videos"]
+        assert r["top1"] == pytest.approx(sum(p == y for p, y in zip(preds, labels)) / len(labels))
+        assert r["top1"] <= r["top5"] == 1.0  # 3 classes: the true one is always in the top 5
+        assert r["gmacs"] > 0
+    sfc2, sfc4 = report["results"][3:]
+    assert sfc2["trained_tau"] == sfc4["trained_tau"] == 2.0 and sfc4["tau"] == 4.0
+    assert sfc4["gmacs"] < sfc2["gmacs"]  # fewer frames through the tail
+    dense = report["results"][2]
+    assert dense["gmacs"] == pytest.approx(3 * report["results"][1]["gmacs"])
+
+
+def test_predictions_match_the_models_run_directly(report, tiny_trained, sfc_ckpt):
+    videos = read_csv_list(tiny_trained["test"])
+    backbone = create_backbone("slow8x8_tiny", checkpoint=tiny_trained["backbone"])
+    model = create_model("slow8x8_tiny", checkpoint=tiny_trained["backbone"], sfc_checkpoint=sfc_ckpt)
+    with torch.no_grad():
+        for i, (path, _) in enumerate(videos):
+            dense = backbone(sample_video(path, "dense", backbone.config, num_clips=2).tensor).mean(0)
+            assert int(dense.argmax()) == report["predictions"]["dense-6"][i]
+            sfc = model(sample_video(path, "sfc", model.config).tensor)[0]
+            assert int(sfc.argmax()) == report["predictions"]["sfc:topk@tau=2"][i]
+
+
+def test_write_report_writes_json_markdown_and_png(report, tmp_path):
+    paths = write_report(report, tmp_path, name="r")
+    assert json.loads(paths["json"].read_text())["results"] == report["results"]
+    md = paths["md"].read_text()
+    assert md == markdown(report) and "| dense-6 |" in md and "| sfc:topk@tau=4 |" in md
+    assert paths["png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_bad_requests_are_refused(tiny_trained, sfc_ckpt):
+    videos = read_csv_list(tiny_trained["test"])
+    kw = dict(backbone="slow8x8_tiny", checkpoint=tiny_trained["backbone"])
+    with pytest.raises(ConfigError, match="unknown strategy dence"):
+        evaluate(videos, strategies=("dence",), **kw)
+    with pytest.raises(ConfigError, match="needs at least one --sfc"):
+        evaluate(videos, strategies=("sfc",), **kw)
+    with pytest.raises(ConfigError, match="used twice"):
+        parse_sfc_entries([f"a={sfc_ckpt}", f"a={sfc_ckpt}"])
+    assert parse_sfc_entries([f"x={sfc_ckpt}"]) == {"x": Path(sfc_ckpt)}
