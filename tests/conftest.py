@@ -92,6 +92,15 @@ def sfc_tiny_export(out: Path, formats: tuple[str, ...], precisions=("fp32",), p
 
 
 @pytest.fixture(scope="session")
+def sfc_tiny():
+    """The helpers above, for test modules (conftest is not importable under importlib mode):
+    ``sfc_tiny.model()``, ``sfc_tiny.export(out, formats, precisions, parts)``, ``.size``, ``.raw_frames``."""
+    from types import SimpleNamespace
+
+    return SimpleNamespace(model=sfc_tiny_model, export=sfc_tiny_export, size=SFC_TINY_SIZE, raw_frames=SFC_TINY_RAW_FRAMES)
+
+
+@pytest.fixture(scope="session")
 def sfc_export_ts(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """TorchScript fp32 + fp16 of all four parts. Read-only: copy it before changing anything."""
     return sfc_tiny_export(tmp_path_factory.mktemp("sfc_ts") / "export", ("torchscript",), ("fp32", "fp16"))

@@ -50,7 +50,7 @@ def run(cmd: list[str], log: Path) -> float:
     if done.returncode:
         sys.exit(f"step failed ({done.returncode}): {' '.join(cmd)}; see {log}")
     seconds = time.perf_counter() - start
-    print(f"{seconds:7.1f} s  {' '.join(cmd[1:3])} {cmd[-1] if cmd[-1].startswith('--') is False else ''}", flush=True)
+    print(f"{seconds:7.1f} s  sfc-deploy {' '.join(cmd[1:5])} ...", flush=True)
     return seconds
 
 
@@ -58,7 +58,11 @@ def subset_csv(src: Path, dst: Path, per_class: int) -> Path:
     """The first ``per_class`` rows of each label: a small list for the uncached timing run."""
     rows = list(csv.DictReader(src.open()))
     seen: dict[str, int] = {}
-    keep = [r for r in rows if seen.setdefault(r["label"], 0) < per_class and not seen.update({r["label"]: seen[r["label"]] + 1})]
+    keep = []
+    for row in rows:
+        seen[row["label"]] = seen.get(row["label"], 0) + 1
+        if seen[row["label"]] <= per_class:
+            keep.append(row)
     with dst.open("w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=list(rows[0]), lineterminator="\n")
         writer.writeheader()

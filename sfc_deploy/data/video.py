@@ -382,7 +382,10 @@ def write_video(
         stream.codec_context.gop_size = gop or 2 * int(fps)
         stream.codec_context.thread_count = 1  # bit-exact output whatever the machine's core count
         if codec in ("libx264", "h264"):
-            stream.options = {"crf": "17", "preset": "veryfast"}
+            # mbtree=0: x264's macroblock-tree rate control reads memory it never initialised on
+            # small frames (its lowres propagation buffers), so the same frames could encode to
+            # different bytes, and decode to different pixels, depending on the heap's contents.
+            stream.options = {"crf": "17", "preset": "veryfast", "x264-params": "mbtree=0"}
         elif codec.startswith("libvpx"):
             stream.options = {"crf": "20", "b": "0", "deadline": "good", "cpu-used": "4"}
         else:

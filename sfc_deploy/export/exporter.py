@@ -7,10 +7,13 @@ never leaves a half-written folder behind.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import json
+import signal
 import shutil
 import tempfile
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -130,20 +133,39 @@ def export_model(
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.partial-"))
     try:
-        manifest = _export_into(model, work, options, say)
-        if options.verify:
-            from sfc_deploy.export.verify import verify
+        with _terminate_as_exit():
+            manifest = _export_into(model, work, options, say)
+            if options.verify:
+                from sfc_deploy.export.verify import verify
 
-            say("verifying every artifact against PyTorch")
-            report = verify(manifest, progress=say)
-            manifest.data["parity"] = report.to_dict()
-            manifest.save()
-        _replace_dir(work, out_dir)
+                say("verifying every artifact against PyTorch")
+                report = verify(manifest, progress=say)
+                manifest.data["parity"] = report.to_dict()
+                manifest.save()
+            _replace_dir(work, out_dir)
         manifest.root = out_dir
         return manifest
     finally:
         if work.exists():
             shutil.rmtree(work, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _terminate_as_exit():
+    """Turn SIGTERM into SystemExit while exporting, so ``finally`` removes the work folder
+    (the default action would kill the process and leave a partial folder behind)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def _raise(signum, _frame):
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, _raise)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def check_options(out_dir: Path, options: ExportOptions, force: bool) -> None:

@@ -31,7 +31,9 @@ def export_torchscript(part: Part, path: Path, *, metadata: dict | None = None) 
     os.close(fd)
     try:
         extra = {EXTRA_FILE: json.dumps({"part": part.name, **(metadata or {})})}
-        torch.jit.save(traced, tmp, _extra_files=extra)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # C++ loaders still read TorchScript
+            torch.jit.save(traced, tmp, _extra_files=extra)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

@@ -3,8 +3,20 @@
 Each check runs the same input through an artifact's runner and through the PyTorch model the
 folder was exported from (rebuilt from ``model.safetensors``), and reports max abs / max rel /
 mean / median error, and for logits the top-1 and top-5 agreement. Inputs: random normal tensors
-and a synthetic video (rendered by :mod:`sfc_deploy.data.synth`, preprocessed like real input).
-Dynamic-time artifacts are also checked at a second, different length.
+(batch 2) and a synthetic video (batch 1, rendered by :mod:`sfc_deploy.data.synth`, preprocessed
+like real input).
+
+What runs, per runtime, precision and SFC graph (the cost is in units of one full-size SFC pass):
+
+* per part, isolated (each part gets the reference's input, so errors do not compound): head,
+  sfc and tail on the random batch; sfc and tail on the synthetic video;
+* end to end, through the same :class:`~sfc_deploy.runtime.pipeline.SFCPipeline` users call:
+  the synthetic video, and a shorter one where the time axis is dynamic;
+* the dense pipeline (:class:`~sfc_deploy.runtime.pipeline.DensePipeline`, same code as the
+  30-crop baseline) on ``dense_clips`` temporal clips x 3 crops: 2 by default, because at the
+  paper's size the full 10 clips cost ~7 SFC passes per runtime while checking no extra code.
+  The custom-op graph shares head, tail and clip with the portable one, so only its SFC part and
+  the end-to-end pipeline are rerun.
 
 A check passes when every element satisfies ``|out - ref| <= atol * max|ref| + rtol * |ref|``
 (the atol is scaled by the reference's magnitude because random-weight activations span orders
@@ -117,6 +129,7 @@ def verify(
     precisions: list[str] | None = None,
     graphs: list[str] | None = None,
     batch: int = 2,
+    dense_clips: int = 2,
     progress: Callable[[str], None] | None = None,
 ) -> VerifyReport:
     """Run every artifact this machine can run against the PyTorch reference.
@@ -128,11 +141,12 @@ def verify(
             other runtimes have one SFC artifact.
         batch: batch size of the random input (the synthetic video is batch 1), so both a batch of
             several and of one go through the dynamic batch axis.
-        progress: called with a short message before each runtime/precision/graph.
+        dense_clips: temporal clips of the dense pipeline check (10 is the full 30-crop protocol).
+        progress: called with a short message before each stage.
     """
     from sfc_deploy.export.exporter import model_from_manifest
     from sfc_deploy.export.formats import FORMATS, check_runtime, parse_precisions
-    from sfc_deploy.runtime.pipeline import SFC_VARIANTS, Deployment
+    from sfc_deploy.runtime.pipeline import SFC_VARIANTS
 
     say = progress or (lambda _msg: None)
     runtimes = [check_runtime(r) for r in runtimes] if runtimes else [FORMATS[f].runtime for f in manifest.data["formats"]]
@@ -141,25 +155,15 @@ def verify(
     for g in graphs:
         if g not in SFC_VARIANTS:
             raise ConfigError(f"unknown SFC graph {g!r}; expected any of {', '.join(SFC_VARIANTS)}")
-    if "custom" in graphs and "portable" not in graphs and not set(runtimes) & set(ONNX_RUNTIMES):
+    if "portable" not in graphs and not set(runtimes) & set(ONNX_RUNTIMES):
         raise ConfigError(
             f"the custom-op SFC graph is ONNX-only, but the runtimes are {', '.join(runtimes)}; "
             "add --runtime onnxruntime or drop --graph custom"
         )
-    say("running the PyTorch reference")
-    reference = model_from_manifest(manifest)
-    cfg = reference.config
-    inp = manifest.data["input"]
-    frames, size, stride = inp["frames"], tuple(inp["size"]), inp["stride"]
-    torch.manual_seed(0)
-    video = synthetic_video(frames * stride, size, cfg.preprocess)
-    sfc_frames = video[:, :, ::stride][:, :, :frames]
-    dense_video = _resize_short(video, cfg.preprocess.crop)
-    inputs = {"random": torch.randn(batch, 3, frames, *size), "synthetic": sfc_frames}
-    with torch.no_grad():
-        refs = {name: _sfc_intermediates(reference, x) for name, x in inputs.items()}
-        dense_ref = _dense_reference(reference, dense_video) if "clip" in manifest.data.get("parts", PARTS) else None
-    short_t = max(frames // 2 + 1, 2)
+    if not 1 <= dense_clips <= 10:
+        raise ConfigError(f"dense_clips must be 1..10 (10 is the 30-crop protocol), got {dense_clips}")
+    say("rendering the synthetic video and running the PyTorch reference")
+    ref = _Reference(model_from_manifest(manifest), manifest, batch=batch, dense_clips=dense_clips)
     checks: list[Check] = []
     not_run: list[NotRun] = []
     for runtime in runtimes:
@@ -169,16 +173,77 @@ def verify(
                 label = variant if runtime in ONNX_RUNTIMES else "default"
                 say(f"verifying {runtime} {precision} ({label} SFC graph)")
                 try:
-                    with Deployment(manifest, runtime, precision=precision, sfc_variant=variant) as dep:
-                        _check_deployment(
-                            checks, dep, label, inputs, refs, dense_video, dense_ref, reference, short_t
-                        )
+                    _check_deployment(checks, manifest, runtime, precision, variant, label, ref)
                 except BackendUnavailableError as exc:
                     not_run.append(NotRun(runtime, precision, f"{label} graph: {exc}"))
     return VerifyReport(checks, not_run, dict(TOLERANCES))
 
 
+class _Reference:
+    """Inputs and the PyTorch model's outputs for them, computed once for every runtime."""
+
+    def __init__(self, model, manifest: Manifest, *, batch: int, dense_clips: int) -> None:
+        cfg = model.config
+        inp = manifest.data["input"]
+        frames, size, stride = inp["frames"], tuple(inp["size"]), inp["stride"]
+        self.model, self.dense_clips = model, dense_clips
+        torch.manual_seed(0)
+        video = synthetic_video(frames * stride, size, cfg.preprocess)
+        self.dense_video = _resize_short(video, cfg.preprocess.crop)
+        self.short_t = max(frames // 2 + 1, 2)
+        with torch.no_grad():
+            self.random = _sfc_intermediates(model, torch.randn(batch, 3, frames, *size))
+            self.synthetic = _sfc_intermediates(model, video[:, :, ::stride][:, :, :frames].contiguous())
+            self.short_video = self.synthetic["video"][:, :, : self.short_t].contiguous()
+            self.short_logits = model(self.short_video)
+            self.dense = None
+            if "clip" in manifest.data.get("parts", PARTS):
+                from sfc_deploy.models.dense import dense_logits
+
+                self.dense = dense_logits(model.backbone, self.dense_video, num_clips=dense_clips)
+
+
+def _check_deployment(out: list[Check], manifest, runtime, precision, variant, label, ref: _Reference) -> None:
+    """Append to ``out`` the per-part and end-to-end checks of one runtime/precision/graph.
+
+    Parts the folder lacks (an export of a subset of parts) are skipped; the end-to-end SFC check
+    needs head, sfc and tail, the dense one the clip model.
+    """
+    from sfc_deploy.runtime.pipeline import Deployment
+
+    def record(part, input_name, got, want, logits=False):
+        stats = compare(got, want, precision)
+        check = Check(runtime, precision, part, input_name, label, list(got.shape), **stats)
+        if logits:
+            check.top1_agree, check.top5_agree = topk_agreement(got.float(), want.float())
+        out.append(check)
+
+    with Deployment(manifest, runtime, precision=precision, sfc_variant=variant) as dep:
+        have = {part for part in PARTS if dep.has(part)}
+        dtype, shared = dep.dtype, variant != "custom"  # head, tail, clip: checked with the portable graph
+        for name, r in (("random", ref.random), ("synthetic", ref.synthetic)):
+            if "head" in have and shared and name == "random":
+                record("head", name, dep.runner("head").infer({"video": r["video"].to(dtype)})["f_head"], r["f_head"])
+            if "sfc" in have:
+                got = dep.runner("sfc").infer({"f_head": r["f_head"].to(dtype)})
+                record("sfc", name, got["f_sfc"], r["f_sfc"])
+                record("sfc.attention", name, got["attention"], r["attention"])
+            if "tail" in have and shared:
+                got = dep.runner("tail").infer({"f_sfc": r["f_sfc"].to(dtype)})["logits"]
+                record("tail", name, got, r["logits"], logits=True)
+        if {"head", "sfc", "tail"} <= have:
+            logits, attention = dep.predict_with_attention(ref.synthetic["video"])
+            record("sfc_pipeline", "synthetic", logits, ref.synthetic["logits"], logits=True)
+            record("sfc_pipeline.attention", "synthetic", attention, ref.synthetic["attention"])
+            if isinstance(dep.artifact("sfc").inputs[0].shape[2], str):  # dynamic time: another length
+                record("sfc_pipeline", f"synthetic[T={ref.short_t}]", dep.predict(ref.short_video), ref.short_logits, logits=True)
+        if "clip" in have and shared and ref.dense is not None:
+            got = dep.predict_dense(ref.dense_video, num_clips=ref.dense_clips)
+            record("dense_pipeline", f"synthetic[{ref.dense_clips}x3 crops]", got, ref.dense, logits=True)
+
+
 def _resize_short(video: torch.Tensor, short: int) -> torch.Tensor:
+    """Resize (N, 3, T, H, W) frames so that the short side is ``short`` (dense sampling's input)."""
     n, c, t, h, w = video.shape
     if min(h, w) == short:
         return video
@@ -190,53 +255,7 @@ def _resize_short(video: torch.Tensor, short: int) -> torch.Tensor:
 
 
 def _sfc_intermediates(model, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Every tensor the SFC parts exchange, from the PyTorch model."""
     f_head = model.head(x)
     f_sfc, attention = model.sfc(f_head, return_attention=True)
     return {"video": x, "f_head": f_head, "f_sfc": f_sfc, "attention": attention, "logits": model.tail(f_sfc)}
-
-
-def _dense_reference(model, video: torch.Tensor) -> torch.Tensor:
-    from sfc_deploy.models.dense import dense_logits
-
-    return dense_logits(model.backbone, video)
-
-
-def _check_deployment(out, dep, variant, inputs, refs, dense_video, dense_ref, reference, short_t) -> None:
-    """Append to ``out`` the per-part and end-to-end checks of one opened deployment.
-
-    Parts the folder lacks (an export with ``parts`` a subset) are skipped; the end-to-end SFC
-    check needs head, sfc and tail, the dense one the clip model.
-    """
-    precision, runtime, dtype = dep.precision, dep.runtime, dep.dtype
-    have = {part for part in PARTS if dep.has(part)}
-
-    def record(part, input_name, got, ref, logits=False):
-        stats = compare(got, ref, precision)
-        check = Check(runtime, precision, part, input_name, variant, list(got.shape), **stats)
-        if logits:
-            check.top1_agree, check.top5_agree = topk_agreement(got.float(), ref.float())
-        out.append(check)
-
-    for name, ref in refs.items():
-        if variant != "custom" or name == "random":  # head and tail are shared by both graphs
-            if "head" in have:
-                head = dep.runner("head").infer({"video": ref["video"].to(dtype)})["f_head"]
-                record("head", name, head, ref["f_head"])
-            if "tail" in have:
-                tail = dep.runner("tail").infer({"f_sfc": ref["f_sfc"].to(dtype)})["logits"]
-                record("tail", name, tail, ref["logits"], logits=True)
-        if "sfc" in have:
-            sfc = dep.runner("sfc").infer({"f_head": ref["f_head"].to(dtype)})
-            record("sfc", name, sfc["f_sfc"], ref["f_sfc"])
-            record("sfc.attention", name, sfc["attention"], ref["attention"])
-        if {"head", "sfc", "tail"} <= have:
-            logits, _ = dep.predict_with_attention(ref["video"])
-            record("sfc_pipeline", name, logits, ref["logits"], logits=True)
-    # a different video length, where the artifacts have a dynamic time axis
-    if {"head", "sfc", "tail"} <= have and isinstance(dep.artifact("sfc").inputs[0].shape[2], str):
-        x = refs["synthetic"]["video"][:, :, :short_t]
-        with torch.no_grad():
-            ref_logits = reference(x)
-        record("sfc_pipeline", f"synthetic[T={short_t}]", dep.predict(x), ref_logits, logits=True)
-    if variant != "custom" and "clip" in have:
-        record("dense_pipeline", "synthetic", dep.predict_dense(dense_video), dense_ref, logits=True)

@@ -209,6 +209,7 @@ def build_kernel(
         str(out_dir),
         f"-DCMAKE_BUILD_TYPE={build_type}",
         f"-DCMAKE_CUDA_ARCHITECTURES={cuda_arch or _default_cuda_arch()}",
+        "-DSFC_WITH_TORCH_RUNNER=OFF",  # the libtorch C++ runner is not needed for the kernel
     ]
     if tensorrt_root is not None:
         configure.append(f"-DTENSORRT_ROOT={Path(tensorrt_root)}")

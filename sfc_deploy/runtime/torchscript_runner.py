@@ -1,6 +1,8 @@
-"""TorchScript runner (``torch.jit.load``)."""
+"""TorchScript runner (``torch.jit.load``): the same file the C++ runner loads."""
 
 from __future__ import annotations
+
+import warnings
 
 import torch
 
@@ -8,6 +10,8 @@ from sfc_deploy.runtime.base import Runner
 
 
 class TorchScriptRunner(Runner):
+    """Runs a ``.ts`` trace; ``threads`` sets torch's intra-op threads (process-wide)."""
+
     name = "torchscript"
 
     def __init__(self, artifact, path, *, device: str = "cpu", threads: int | None = None) -> None:
@@ -19,7 +23,9 @@ class TorchScriptRunner(Runner):
     def activate(self) -> None:
         if self.threads:
             torch.set_num_threads(self.threads)
-        self.module = torch.jit.load(str(self.path), map_location=self.device).eval()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # TorchScript stays: C++ loads it
+            self.module = torch.jit.load(str(self.path), map_location=self.device).eval()
 
     def deactivate(self) -> None:
         self.module = None

@@ -1,8 +1,8 @@
 """The C++ runner (csrc/runner): built against the libtorch inside the torch wheel, it loads an
 export folder's head, SFC and tail and must return the logits PyTorch returns.
 
-The CMake build lives in ``build/pytest-cpp-runner`` (git-ignored) so that reruns only relink:
-the first build costs about 40 s on 2 cores (one libtorch translation unit), later ones ~1 s.
+The CMake build is shared and cached (tests/csrc/conftest.py) so that reruns only relink: the
+first build of the runner costs about 35 s on 2 cores (one libtorch translation unit).
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ import pytest
 import torch
 
 REPO = Path(__file__).resolve().parents[2]
-BUILD = REPO / "build" / "pytest-cpp-runner"
 CMAKE = shutil.which("cmake")
 # Explicit tolerance: the same fp32 graphs run by libtorch in two processes; only thread-count
 # dependent reduction order differs.
@@ -26,22 +25,12 @@ RTOL, ATOL = 1e-4, 1e-5
 pytestmark = pytest.mark.skipif(CMAKE is None, reason="cmake not on PATH")
 
 
-def _run(cmd: list[str], **kwargs) -> subprocess.CompletedProcess:
-    proc = subprocess.run(cmd, capture_output=True, text=True, check=False, **kwargs)
-    assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
-    return proc
-
-
 @pytest.fixture(scope="module")
-def classify_exe() -> Path:
-    """Configure once, then build incrementally: the sfc_classify program."""
-    if not (BUILD / "CMakeCache.txt").is_file():
-        generator = ["-G", "Ninja"] if shutil.which("ninja") else []
-        _run([CMAKE, "-S", str(REPO / "csrc"), "-B", str(BUILD), *generator, "-DCMAKE_BUILD_TYPE=Release",
-              "-DSFC_WITH_CUDA=OFF", f"-DCMAKE_PREFIX_PATH={torch.utils.cmake_prefix_path}"])
-    _run([CMAKE, "--build", str(BUILD), "-j", "2", "--target", "sfc_classify"])
-    exe = BUILD / "runner" / "sfc_classify"
-    assert exe.is_file()
+def classify_exe(csrc_build) -> Path:
+    """The sfc_classify program, from the shared cached build (tests/csrc/conftest.py)."""
+    exe = csrc_build("sfc_classify") / "runner" / "sfc_classify"
+    if not exe.is_file():
+        pytest.skip("CMake did not configure the C++ runner (Torch not found; see the configure log)")
     return exe
 
 
@@ -114,7 +103,7 @@ def test_cpp_wrong_time_length_is_explained(classify_exe, exported, tmp_path) ->
 
 @pytest.mark.slow
 def test_cpp_aoti_logits_equal_pytorch(classify_exe, tmp_path) -> None:
-    """AOTInductor packages through AOTIModelPackageLoader (slow: ~1 min of compilation per part)."""
+    """AOTInductor packages through AOTIModelPackageLoader (slow: the AOTI export takes ~3 min on 2 cores)."""
     from sfc_deploy.export.exporter import ExportOptions, export_model
     from sfc_deploy.models.sfc_model import create_model
 

@@ -99,15 +99,12 @@ def test_local_oracle_matches_project_reference(kind: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def host_build(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Build the host check and the host twin library (CMake if present, else the compiler)."""
-    out = tmp_path_factory.mktemp("topk_host")
+def host_build(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Path:
+    """Build the host check and the host twin library (the shared CMake build, else the compiler)."""
     if CMAKE:
-        _run([CMAKE, "-S", str(CSRC), "-B", str(out), "-DSFC_WITH_CUDA=OFF",
-              "-DCMAKE_BUILD_TYPE=Release"])
-        _run([CMAKE, "--build", str(out), "-j", "2", "--target",
-              "sfc_topk_host_check", "sfc_topk_host"])
-        return out / "topk_kernel"
+        build = request.getfixturevalue("csrc_build")
+        return build("sfc_topk_host_check", "sfc_topk_host") / "topk_kernel"
+    out = tmp_path_factory.mktemp("topk_host")
     if not CXX:
         pytest.skip("neither cmake nor a C++ compiler on PATH")
     flags = ["-std=c++17", "-O2", "-Wall", "-Wextra", f"-I{KERNEL_DIR}"]
@@ -193,20 +190,14 @@ def test_host_check_under_nvcc(tmp_path: Path) -> None:
 
 
 @needs_nvcc
-@pytest.mark.skipif(CMAKE is None, reason="cmake not on PATH")
 @pytest.mark.skipif(torch.cuda.is_available(), reason="launches on host pointers: only where no GPU can run it")
-def test_kernel_library_links_and_reports_no_gpu() -> None:
+def test_kernel_library_links_and_reports_no_gpu(csrc_build) -> None:
     """libsfc_topk_kernel.so links (CUDA runtime static), loads through the project's ctypes
     signatures, checks its arguments before CUDA, and on a machine without a usable GPU returns
-    a code that cuda_kernel.py maps to BackendUnavailableError rather than crashing.
-    The build is cached in build/pytest-topk-cuda (git-ignored)."""
+    a code that cuda_kernel.py maps to BackendUnavailableError rather than crashing."""
     from sfc_deploy.ops.cuda_kernel import _UNAVAILABLE_CODES, load_library
 
-    build = REPO / "build" / "pytest-topk-cuda"
-    if not (build / "CMakeCache.txt").is_file():
-        _run([CMAKE, "-S", str(CSRC), "-B", str(build), "-DCMAKE_BUILD_TYPE=Release",
-              "-DCMAKE_CUDA_ARCHITECTURES=80", "-DSFC_WITH_TORCH_RUNNER=OFF"])
-    _run([CMAKE, "--build", str(build), "-j", "2", "--target", "sfc_topk_kernel"])
+    build = csrc_build("sfc_topk_kernel")
     lib = load_library(build / "topk_kernel" / "libsfc_topk_kernel.so")
     launch = lib.sfc_topk_temporal_pool_launch
     assert launch(None, None, 0, 1, 1, 4, 1, 5, None) == 1  # k > T: cudaErrorInvalidValue

@@ -246,3 +246,131 @@ def test_engines_match_pytorch(tiny, tmp_path, precision, tol) -> None:
             logits = tail.infer({"f_sfc": out["f_sfc"]})["logits"]
         torch.cuda.synchronize()
         np.testing.assert_allclose(logits.float().cpu().numpy(), want, rtol=tol, atol=tol)
+
+
+# --- the build flow against a recording stand-in for the documented API ------------------------
+# Not a TensorRT result: it runs build_engines' own control flow (typing mode, flags, fp32 pins,
+# profiles, timing cache, artifact records, plugin refusal) against the calls the TensorRT 10/11
+# Python API documents, so that code has executed at least once before it meets a real TensorRT.
+
+
+class _Layer:
+    def __init__(self, kind: str, dtype: str) -> None:
+        self.type, self._out, self.precision, self.output_types = kind, SimpleNamespace(dtype=dtype), None, {}
+        self.num_outputs = 1
+
+    def get_output(self, i):
+        return self._out
+
+    def set_output_type(self, i, dtype) -> None:
+        self.output_types[i] = dtype
+
+
+def _fake_tensorrt(version: str, calls: dict):
+    layers = [_Layer("CONVOLUTION", "f16"), _Layer("CAST", "f32"), _Layer("MATRIX_MULTIPLY", "f32"),
+              _Layer("SOFTMAX", "f32"), _Layer("CONSTANT", "f32")]
+    calls["layers"] = layers
+
+    class Config:
+        def __init__(self) -> None:
+            self.flags, self.profiles = set(), []
+            calls.setdefault("configs", []).append(self)
+
+        def set_memory_pool_limit(self, pool, size) -> None:
+            self.workspace = size
+
+        def create_timing_cache(self, data):
+            return SimpleNamespace(serialize=lambda: b"timing:" + bytes(data))
+
+        def set_timing_cache(self, cache, ignore_mismatch) -> None:
+            self.cache = cache
+
+        def set_flag(self, flag) -> None:
+            self.flags.add(flag)
+
+        def clear_flag(self, flag) -> None:
+            self.flags.add(f"cleared:{flag}")
+
+        def add_optimization_profile(self, profile) -> None:
+            self.profiles.append(profile)
+
+    class Profile(dict):
+        def set_shape(self, name, lo, opt, hi) -> None:
+            self[name] = (lo, opt, hi)
+
+    class Builder:
+        def __init__(self, logger) -> None:
+            pass
+
+        def create_network(self, flags):
+            calls.setdefault("network_flags", []).append(flags)
+            return SimpleNamespace(num_layers=len(layers), get_layer=lambda i: layers[i])
+
+        create_builder_config = staticmethod(lambda: Config())
+        create_optimization_profile = staticmethod(lambda: Profile())
+
+        def build_serialized_network(self, network, config):
+            return b"engine"
+
+    class Parser:
+        def __init__(self, network, logger) -> None:
+            self.num_errors = 0
+
+        def parse_from_file(self, path) -> bool:
+            calls.setdefault("parsed", []).append(Path(path).name)
+            return True
+
+    class Logger:
+        WARNING = "warning"
+
+        def __init__(self, level) -> None:
+            pass
+
+    return SimpleNamespace(
+        __version__=version, Logger=Logger, Builder=Builder, OnnxParser=Parser,
+        NetworkDefinitionCreationFlag=SimpleNamespace(STRONGLY_TYPED=5),
+        MemoryPoolType=SimpleNamespace(WORKSPACE="workspace"),
+        BuilderFlag=SimpleNamespace(FP16="FP16", OBEY_PRECISION_CONSTRAINTS="OBEY", TF32="TF32"),
+        LayerType=SimpleNamespace(CONSTANT="CONSTANT", SHAPE="SHAPE", CAST="CAST"),
+        float32="f32", float16="f16",
+    )
+
+
+@pytest.mark.parametrize("version,precision", [("10.13.3.9", "fp16"), ("11.0.0", "fp16"), ("10.13.3.9", "fp32")])
+def test_build_flow_against_the_documented_calls(monkeypatch, tmp_path, onnx_artifacts, version, precision) -> None:
+    import sys
+
+    calls: dict = {}
+    monkeypatch.setitem(sys.modules, "tensorrt", _fake_tensorrt(version, calls))
+    monkeypatch.setattr(trt_export, "check_available", lambda: None)
+    monkeypatch.setattr(trt_export, "gpu_info", lambda: {"gpu": "Stand-in GPU", "compute_capability": "9.0"})
+    monkeypatch.setenv("SFC_TRT_PLUGIN_LIB", str(tmp_path / "libmissing.so"))
+    model = onnx.helper.make_model(onnx.helper.make_graph([], "g", [], []))
+    model.metadata_props.add(key="sfc_deploy.sfc", value=json.dumps({"tau": 2.0}))
+    for art in onnx_artifacts:
+        onnx.save(model, tmp_path / art.file)
+    cache = tmp_path / "cache" / "t.timing"
+    options = SimpleNamespace(precisions=(precision,), frames=FRAMES, tensorrt=TensorRTOptions(timing_cache=str(cache)))
+    said: list[str] = []
+
+    arts = trt_export.build_engines(tmp_path, onnx_artifacts, options, said.append)
+
+    assert any("skipping the custom-op SFC engines" in s and "libmissing.so" in s for s in said)
+    assert sorted(a.file for a in arts) == sorted(f"{p}.{precision}.engine" for p in ("head", "sfc", "tail", "clip"))
+    assert all((tmp_path / a.file).read_bytes() == b"engine" and a.format == "tensorrt" for a in arts)
+    strong = version.startswith("11")
+    for a in arts:
+        assert a.extra["tensorrt"] == version and a.extra["gpu"] == "Stand-in GPU"
+        assert a.extra["typing"] == ("strong" if strong else "weak") and a.extra["plugin"] is None
+    assert calls["network_flags"] == [(1 << 5) if strong else 0] * 4
+    configs = calls["configs"][1:]  # the first one only creates the shared timing cache
+    weak_fp16 = not strong and precision == "fp16"
+    for cfg in configs:
+        assert ({"FP16", "OBEY"} <= cfg.flags) is weak_fp16
+        assert ("cleared:TF32" in cfg.flags) is (precision == "fp32")
+        assert len(cfg.profiles) == 1 and cfg.cache is configs[0].cache
+    pinned = {layer.type for layer in calls["layers"] if layer.precision == "f32"}
+    assert pinned == ({"MATRIX_MULTIPLY", "SOFTMAX"} if weak_fp16 else set())
+    head_profile = configs[[a.part for a in arts].index("head")].profiles[0]["video"]
+    assert head_profile[1][2] == FRAMES
+    assert cache.read_bytes() == b"timing:"

@@ -1,0 +1,124 @@
+"""``verify``: per-part and end-to-end parity with PyTorch, explicit tolerances, honest "not run"."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from sfc_deploy.errors import BackendUnavailableError, ConfigError
+from sfc_deploy.export.manifest import load_manifest, sha256_of
+from sfc_deploy.export.verify import TOLERANCES, compare, topk_agreement, verify
+
+
+@pytest.fixture(scope="module")
+def ts_report(sfc_export_ts: Path):
+    return verify(load_manifest(sfc_export_ts), dense_clips=1)
+
+
+def test_verify_passes_every_part_end_to_end_in_both_precisions(ts_report) -> None:
+    report = ts_report.to_dict()
+    assert report["passed"] and not report["not_run"]
+    assert report["tolerances"] == {p: {"rtol": r, "atol_scaled": a} for p, (r, a) in TOLERANCES.items()}
+    seen = {(c["precision"], c["part"], c["input"]) for c in report["checks"]}
+    for precision in ("fp32", "fp16"):
+        for part, inp in [
+            ("head", "random"), ("sfc", "random"), ("sfc", "synthetic"), ("sfc.attention", "synthetic"),
+            ("tail", "random"), ("tail", "synthetic"), ("sfc_pipeline", "synthetic"),
+            ("dense_pipeline", "synthetic[1x3 crops]"),
+        ]:
+            assert (precision, part, inp) in seen, (precision, part, inp)
+    for c in report["checks"]:
+        assert c["runtime"] == "torchscript" and c["variant"] == "default"
+        if c["part"] in ("tail", "sfc_pipeline", "dense_pipeline"):
+            assert c["top1_agree"] == 1.0 and c["top5_agree"] is not None
+    fp32 = [c for c in report["checks"] if c["precision"] == "fp32"]
+    assert max(c["max_abs"] for c in fp32) < 1e-3
+
+
+def test_compare_fails_outside_tolerance_and_on_shape_or_nan() -> None:
+    ref = torch.tensor([1.0, -2.0, 4.0])
+    rtol, atol = TOLERANCES["fp32"]
+    assert compare(ref * (1 + rtol / 2), ref, "fp32")["passed"]
+    bad = ref.clone()
+    bad[0] += 0.01
+    stats = compare(bad, ref, "fp32")
+    assert not stats["passed"] and stats["max_abs"] == pytest.approx(0.01, rel=1e-3)
+    assert stats["max_rel"] == pytest.approx(0.01, rel=1e-3)
+    assert compare(bad, ref, "fp16")["passed"]  # within the fp16 tolerance
+    assert not compare(ref[:2], ref, "fp32")["passed"]
+    assert not compare(torch.tensor([float("nan"), -2.0, 4.0]), ref, "fp32")["passed"]
+
+
+def test_topk_agreement_counts_rows() -> None:
+    ref = torch.tensor([[0.0, 1, 2, 3, 4, 5], [5.0, 4, 3, 2, 1, 0]])
+    same = ref.clone()
+    swapped = ref.clone()
+    swapped[0, 5], swapped[0, 4] = 4.0, 5.0  # top-1 changes, the top-5 set does not
+    assert topk_agreement(same, ref) == (1.0, 1.0)
+    assert topk_agreement(swapped, ref) == (0.5, 1.0)
+    swapped[1, 5] = 9.0
+    assert topk_agreement(swapped, ref) == (0.0, 0.5)
+
+
+def test_an_artifact_from_other_weights_fails(sfc_export_ts: Path, tmp_path: Path, sfc_tiny) -> None:
+    """Swap the tail for one traced from perturbed weights (sha256 updated): verify must fail it."""
+    import json
+
+    from sfc_deploy.export.exporter import _copy_for_export
+    from sfc_deploy.export.parts import build_parts
+    from sfc_deploy.export.torchscript import export_torchscript
+
+    folder = tmp_path / "export"
+    shutil.copytree(sfc_export_ts, folder)
+    model = sfc_tiny.model()
+    with torch.no_grad():
+        model.backbone.fc.bias.add_(0.5 * model.backbone.fc.bias.abs().max() + 0.1)
+    part = build_parts(_copy_for_export(model, torch.float32, topk_impl="aten"), frames=8, size=sfc_tiny.size)["tail"]
+    export_torchscript(part, folder / "tail.fp32.ts")
+    data = json.loads((folder / "manifest.json").read_text())
+    for art in data["artifacts"]:
+        if art["file"] == "tail.fp32.ts":
+            art["sha256"] = sha256_of(folder / "tail.fp32.ts")
+    (folder / "manifest.json").write_text(json.dumps(data))
+    report = verify(load_manifest(folder), precisions=["fp32"], dense_clips=1)
+    assert not report.passed
+    failed = {(c.part, c.input) for c in report.checks if not c.passed}
+    assert ("tail", "random") in failed and ("sfc_pipeline", "synthetic") in failed
+    assert all(c.passed for c in report.checks if c.part in ("head", "sfc", "dense_pipeline"))
+
+
+def test_a_runtime_that_cannot_run_is_not_run_never_passed(
+    sfc_export_ts: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sfc_deploy.runtime.torchscript_runner import TorchScriptRunner
+
+    real = TorchScriptRunner.activate
+
+    def activate(self):
+        if self.artifact.precision == "fp16":
+            raise BackendUnavailableError("fp16 convolution is not implemented on this CPU")
+        real(self)
+
+    monkeypatch.setattr(TorchScriptRunner, "activate", activate)
+    manifest = load_manifest(sfc_export_ts)
+    report = verify(manifest, precisions=["fp16"], dense_clips=1)
+    assert not report.passed and report.checks == []
+    (entry,) = report.not_run
+    assert entry.precision == "fp16" and "not implemented on this CPU" in entry.reason
+    both = verify(manifest, dense_clips=1)
+    assert both.passed and {c.precision for c in both.checks} == {"fp32"} and len(both.not_run) == 1
+
+
+def test_bad_verify_options_are_refused(sfc_export_ts: Path) -> None:
+    manifest = load_manifest(sfc_export_ts)
+    with pytest.raises(ConfigError, match="custom-op SFC graph is ONNX-only"):
+        verify(manifest, runtimes=["torchscript"], graphs=["custom"])
+    with pytest.raises(ConfigError, match="unknown SFC graph 'fast'"):
+        verify(manifest, graphs=["fast"])
+    with pytest.raises(ConfigError, match="unknown runtime 'tvm'"):
+        verify(manifest, runtimes=["tvm"])
+    with pytest.raises(ConfigError, match="unknown precision 'bf16'"):
+        verify(manifest, precisions=["bf16"])
