@@ -269,6 +269,7 @@ def main(argv: list[str] | None = None) -> int:
         result = run_job(job, emit)
     except SfcError as exc:
         result = {"error": str(exc), "error_type": type(exc).__name__}
+    result["pid"] = os.getpid()  # lets the caller (and the tests) see it really was a fresh process
     tmp = Path(out_path).with_suffix(".tmp")
     tmp.write_text(json.dumps(result))
     os.replace(tmp, out_path)

@@ -139,6 +139,8 @@ def print_report(report: dict) -> None:
             "[green]pass[/]" if c["passed"] else "[red]FAIL[/]",
         )
     out = Console()
+    if not out.is_terminal:  # logs and pipes: do not truncate the table to 80 columns
+        out = Console(width=170)
     out.print(table)
     tol = ", ".join(f"{p}: rtol {t['rtol']:g}, atol {t['atol_scaled']:g} x max|ref|" for p, t in report["tolerances"].items())
     out.print(f"tolerances: {tol}")

@@ -252,7 +252,7 @@ def gpu_info() -> dict[str, str]:
 
 def build_engines(
     work: Path, artifacts: list[Artifact], options: Any, say: Callable[[str], None]
-) -> list[Artifact]:  # pragma: no cover - needs TensorRT and a GPU
+) -> list[Artifact]:
     """Build every planned engine into ``work``; called by the exporter after the ONNX parts.
 
     ``options`` is the exporter's ExportOptions; its optional ``tensorrt`` attribute (a
@@ -332,7 +332,7 @@ def _build_one(
     strong: bool,
     settings: TensorRTOptions,
     timing_cache: Any,
-) -> tuple[bytes, int]:  # pragma: no cover - needs TensorRT
+) -> tuple[bytes, int]:
     """Parse one ONNX file and build its serialized engine; returns (plan bytes, fp32-pinned layers)."""
     flags = 0
     if strong and hasattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED"):
@@ -369,7 +369,7 @@ def _build_one(
     return bytes(serialized), pinned
 
 
-def _pin_fp32_layers(trt: Any, network: Any) -> int:  # pragma: no cover - needs TensorRT
+def _pin_fp32_layers(trt: Any, network: Any) -> int:
     """Weak typing: keep every layer the ONNX graph computes in fp32 (attention, softmax) in fp32."""
     skip = {getattr(trt.LayerType, name) for name in ("CONSTANT", "SHAPE", "CAST") if hasattr(trt.LayerType, name)}
     pinned = 0

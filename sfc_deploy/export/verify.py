@@ -162,6 +162,8 @@ def verify(
         )
     if not 1 <= dense_clips <= 10:
         raise ConfigError(f"dense_clips must be 1..10 (10 is the 30-crop protocol), got {dense_clips}")
+    for art in manifest.artifacts:  # refuse a tampered folder before minutes of work
+        manifest.path_of(art)
     say("rendering the synthetic video and running the PyTorch reference")
     ref = _Reference(model_from_manifest(manifest), manifest, batch=batch, dense_clips=dense_clips)
     checks: list[Check] = []

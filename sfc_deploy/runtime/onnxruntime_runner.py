@@ -23,11 +23,12 @@ class OnnxRuntimeRunner(Runner):
     name = "onnxruntime"
 
     def __init__(self, artifact, path, *, threads: int | None = None, providers: list[str] | None = None,
-                 optimization: str = "all") -> None:
+                 optimization: str = "all", fold_time: bool = True) -> None:
         super().__init__(artifact, path)
         self.threads = threads
         self.providers = providers
         self.optimization = optimization
+        self.fold_time = fold_time  # run unit-time-kernel 3D convs on ORT's fast 2D path (ort_fold.py)
         self.session = None
 
     def activate(self) -> None:
@@ -51,6 +52,12 @@ class OnnxRuntimeRunner(Runner):
 
             model, library = load_custom_graph(str(self.path))
             opts.register_custom_ops_library(library)
+        elif self.fold_time and self.optimization != "none":
+            import onnx
+
+            from sfc_deploy.runtime.ort_fold import fold_time
+
+            model = fold_time(onnx.load(str(self.path))).SerializeToString()
         providers = self.providers or available_providers()
         try:
             self.session = ort.InferenceSession(model, sess_options=opts, providers=providers)

@@ -64,14 +64,15 @@ def fold_time(model):
                 return False
             # a weight shared with a node that stays 3D cannot be squeezed in place
             return n.op_type != "Conv" or all(u.op_type == "Conv" and _kernel_t1(u, inits) for u in uses[n.input[1]])
-        return n.op_type in ELEMENTWISE and all(i not in inits for i in n.input if i)
+        # element-wise: only between tensors that are already folded (never a scalar or a constant)
+        return n.op_type in ELEMENTWISE and all(i in folded for i in n.input if i)
 
-    plan = [foldable(n) for n in g.node]
-    if not any(p for p, n in zip(plan, g.node) if n.op_type in FOLDABLE_SPATIAL):
+    if not any(n.op_type in FOLDABLE_SPATIAL and foldable(n) for n in g.node):
         return model
     const = lambda name, vals: numpy_helper.from_array(np.asarray(vals, dtype=np.int64), name)  # noqa: E731
-    g.initializer.extend([const("__fold_nt_idx", [0, 2]), const("__fold_chw", [1, 4]), const("__fold_neg1", [-1]),
-                          const("__fold_c_idx", [1]), const("__fold_hw_idx", [3, 4]), const("__fold_zero", [0])])
+    g.initializer.extend([const("__fold_nt_idx", [0, 2]), const("__fold_end4", [4]), const("__fold_neg1", [-1]),
+                          const("__fold_c_idx", [1]), const("__fold_hw_idx", [3, 4]), const("__fold_zero", [0]),
+                          const("__fold_three", [3]), const("__fold_end5", [5])])
     folded: dict[str, tuple[str, str]] = {}  # 3D name -> (folded name, its N,T shape tensor)
     plain: set[str] = {i.name for i in g.input} | set(inits)  # names available in 5D layout
     out_nodes = []
@@ -101,7 +102,7 @@ def fold_time(model):
             shape, rest, tgt, t = f"__unfold_shape{k}", f"__unfold_rest{k}", f"__unfold_tgt{k}", f"__unfold_t{k}"
             out_nodes.extend([
                 helper.make_node("Shape", [f], [shape]),
-                helper.make_node("Slice", [shape, "__fold_c_idx", "__fold_chw"], [rest]),
+                helper.make_node("Slice", [shape, "__fold_c_idx", "__fold_end4"], [rest]),
                 helper.make_node("Concat", [nt, rest], [tgt], axis=0),
                 helper.make_node("Reshape", [f, tgt], [t]),
                 helper.make_node("Transpose", [t], [name], perm=[0, 2, 1, 3, 4]),
@@ -110,10 +111,13 @@ def fold_time(model):
         return name
 
     squeezed: set[str] = set()
-    for n, ok in zip(list(g.node), plan):
-        if not ok:
+    for n in list(g.node):
+        if not foldable(n):
             n.input[:] = [unfold(i) if i and i not in plain else i for i in n.input]
-            out_nodes.append(n)
+            if _temporal_only(n, inits, uses):
+                _temporal_to_2d(n, inits, out_nodes, next(counter))
+            else:
+                out_nodes.append(n)
             plain.update(n.output)
             continue
         acts = [i for i in n.input if i and i not in inits]
@@ -133,6 +137,46 @@ def fold_time(model):
     g.node.extend(out_nodes)
     del g.value_info[:]
     return model
+
+
+def _temporal_only(node, inits: dict, uses: dict) -> bool:
+    """A Conv with kernel (kt, 1, 1), unit strides and dilations, and no spatial padding."""
+    if node.op_type != "Conv" or not node.input[1] in inits:
+        return False
+    w = inits[node.input[1]]
+    a = _attrs(node)
+    if len(w.dims) != 5 or list(w.dims[3:]) != [1, 1] or a.get("auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET"):
+        return False
+    pads = list(a.get("pads", [0] * 6))
+    ok = all(v == 1 for v in list(a.get("strides", [1] * 3)) + list(a.get("dilations", [1] * 3)))
+    return ok and pads[1:3] == [0, 0] and pads[4:6] == [0, 0] and len(uses[node.input[1]]) == 1
+
+
+def _temporal_to_2d(node, inits: dict, out_nodes: list, k: int) -> None:
+    """(kt,1,1) Conv on (N,C,T,H,W) = (kt,1) Conv2D on the free reshape (N,C,T,H*W)."""
+    from onnx import helper, numpy_helper
+
+    x, y = node.input[0], node.output[0]
+    shape, nct, hw, tgt, x4, y4 = (f"__tconv_{s}{k}" for s in ("shape", "nct", "hw", "tgt", "x4", "y4"))
+    yshape, ynct, ytgt = f"__tconv_yshape{k}", f"__tconv_ynct{k}", f"__tconv_ytgt{k}"
+    w = inits[node.input[1]]
+    w.CopyFrom(numpy_helper.from_array(np.ascontiguousarray(numpy_helper.to_array(w)[:, :, :, :, 0]), w.name))
+    p = list(_attrs(node).get("pads", [0] * 6))
+    group = _attrs(node).get("group", 1)
+    conv = helper.make_node("Conv", [x4, *node.input[1:]], [y4], kernel_shape=[w.dims[2], 1],
+                            pads=[p[0], 0, p[3], 0], group=group)
+    out_nodes.extend([
+        helper.make_node("Shape", [x], [shape]),
+        helper.make_node("Slice", [shape, "__fold_zero", "__fold_three"], [nct]),
+        helper.make_node("Slice", [shape, "__fold_three", "__fold_end5"], [hw]),
+        helper.make_node("Concat", [nct, "__fold_neg1"], [tgt], axis=0),
+        helper.make_node("Reshape", [x, tgt], [x4]),
+        conv,
+        helper.make_node("Shape", [y4], [yshape]),
+        helper.make_node("Slice", [yshape, "__fold_zero", "__fold_three"], [ynct]),
+        helper.make_node("Concat", [ynct, hw], [ytgt], axis=0),
+        helper.make_node("Reshape", [y4, ytgt], [y]),
+    ])
 
 
 def _to_2d(node, inits: dict, squeezed: set[str]) -> None:

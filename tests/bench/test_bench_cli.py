@@ -1,0 +1,76 @@
+"""``sfc-deploy bench`` through typer's CliRunner: a tiny end-to-end run, and bad options failing with
+one-line messages and exit code 2 before any work starts."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from sfc_deploy.cli import app
+
+runner = CliRunner()
+
+
+def _bench(*args: str):
+    return runner.invoke(app, ["bench", *args])
+
+
+def test_bench_on_an_export_ends_with_the_table(tiny_export, tmp_path):
+    out = tmp_path / "r.json"
+    md = tmp_path / "r.md"
+    res = _bench(str(tiny_export), "--runtime", "torchscript", "--threads", "1", "--videos", "1",
+                 "--batch-size", "30", "--json", str(out), "--markdown", str(md))
+    assert res.exit_code == 0, res.output
+    tail = res.output.strip().splitlines()
+    assert any("SFC vs dense" in line for line in tail[-6:])  # the table and its ratios come last
+    assert "sfc-deploy bench" in res.output and "dense 30-crop" in res.output
+    report = json.loads(out.read_text())
+    assert report["runtime"] == "torchscript"
+    assert report["dense"]["batch_size"] == 30 and report["dense"]["batch_trials_s"] == {}
+    assert report["speedup"] == pytest.approx(report["sfc"]["videos_per_s"] / report["dense"]["videos_per_s"])
+    assert md.read_text().startswith("## sfc-deploy bench")
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--runtime", "tensorflow"], "unknown runtime 'tensorflow'"),
+        (["--precision", "int8"], "--precision 'int8'"),
+        (["--batch-size", "30,ten"], "--batch-size takes comma-separated integers"),
+        (["--batch-size", "31"], "--batch-size values must be 1..30"),
+        (["--videos", "0"], "--videos must be >= 1"),
+        (["--warmup", "0"], "--warmup must be >= 1"),
+        (["--threads", "0"], "--threads must be >= 1"),
+        (["--head-chunk", "1"], "--head-chunk must be >= 2"),
+        (["--tau", "0.5"], "tau"),
+        (["--lengths", "288,-1"], "--lengths must be positive"),
+        (["--video", "/no/such/file.mp4"], "/no/such/file.mp4 does not exist"),
+        (["--size", "256by312"], "--size must look like 256x312"),
+    ],
+)
+def test_bad_options_fail_in_one_line(args, message, tmp_path):
+    res = _bench("--cache", str(tmp_path / "cache"), *args)
+    assert res.exit_code == 2, res.output
+    lines = [line for line in res.output.strip().splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), res.output
+    assert message in lines[0]
+    assert not (tmp_path / "cache").exists()  # nothing exported before the options were checked
+
+
+def test_not_an_export_folder(tmp_path):
+    res = _bench(str(tmp_path))
+    assert res.exit_code == 2
+    assert "no manifest.json" in res.output and len(res.output.strip().splitlines()) == 1
+
+
+def test_tau_sweep_needs_the_cache(tiny_export):
+    res = _bench(str(tiny_export), "--tau", "1,2,4")
+    assert res.exit_code == 2
+    assert "a tau sweep (1, 2, 4) needs one export per tau" in res.output
+
+
+def test_output_path_that_is_a_folder(tiny_export, tmp_path):
+    res = _bench(str(tiny_export), "--json", str(tmp_path))
+    assert res.exit_code == 2 and "is a folder" in res.output

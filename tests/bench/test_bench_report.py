@@ -1,0 +1,111 @@
+"""The bench report contract on the tiny model: keys, ratios consistent with the raw timings and
+memory readings, the fresh-worker memory measurement, and the renderings. No timing is asserted."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+
+import pytest
+
+from sfc_deploy.bench.report import BUDGET_MB, latency_stats, to_markdown, write_json
+from sfc_deploy.bench.suite import BenchOptions, run_bench
+from sfc_deploy.bench.worker import WorkerJob, run_in_fresh_process
+from sfc_deploy.errors import ArtifactError, ConfigError
+
+
+@pytest.fixture(scope="module")
+def report(tiny_export):
+    opts = BenchOptions(export_dir=tiny_export, runtime="pytorch", threads=1, videos=2, warmup=1, repeats=1,
+                        batch_sizes=(30, 10), head_chunk=4, lengths=(32, 64))
+    events = []
+    rep = run_bench(opts, lambda kind, data: events.append((kind, data)))
+    rep["_events"] = events
+    return rep
+
+
+def test_report_has_the_contract_keys(report):
+    for key in ("speedup", "memory_ratio", "machine", "runtime", "precision", "libraries", "threads", "matmul_peak_gflops"):
+        assert key in report, key
+    for strategy in ("sfc", "dense"):
+        for key in ("videos_per_s", "peak_mem_mb", "gmacs", "params_m", "latency_ms", "videos_per_16gb", "peak_fraction"):
+            assert key in report[strategy], f"{strategy}.{key}"
+        assert set(report[strategy]["latency_ms"]) >= {"p50", "p90", "p99"}
+    assert report["runtime"] == "pytorch" and report["precision"] == "fp32"
+    assert {"torch", "python"} <= set(report["libraries"])
+    assert report["machine"]["cpu"]
+    json.dumps({k: v for k, v in report.items() if k != "_events"})  # JSON-ready
+
+
+def test_ratios_follow_from_the_raw_measurements(report):
+    sfc, dense = report["sfc"], report["dense"]
+    for row in (sfc, dense):
+        lat = row["latencies_s"]
+        assert len(lat) == 2  # videos x repeats
+        assert row["videos_per_s"] == pytest.approx(len(lat) / sum(lat))
+        assert row["latency_ms"]["p50"] <= row["latency_ms"]["p90"] <= row["latency_ms"]["p99"]
+        assert row["latency_ms"]["p99"] == pytest.approx(1e3 * max(lat), rel=0.05)
+        assert row["achieved_gflops"] == pytest.approx(2 * row["gmacs"] * row["videos_per_s"])
+        assert row["peak_fraction"] == pytest.approx(row["achieved_gflops"] / report["matmul_peak_gflops"])
+        assert row["video_mem_mb"] == pytest.approx(max(row["peak_mem_mb"] - row["base_mem_mb"], 0.0))
+        assert row["videos_per_16gb"] == math.floor((BUDGET_MB - row["base_mem_mb"]) / max(row["video_mem_mb"], 1e-6))
+    assert report["speedup"] == pytest.approx(sfc["videos_per_s"] / dense["videos_per_s"])
+    assert report["memory_ratio"] == pytest.approx(dense["video_mem_mb"] / max(sfc["video_mem_mb"], 1e-6))
+    assert report["peak_rss_ratio"] == pytest.approx(dense["peak_mem_mb"] / sfc["peak_mem_mb"])
+    assert report["gmacs_ratio"] == pytest.approx(dense["gmacs"] / sfc["gmacs"])
+    assert dense["gmacs"] > sfc["gmacs"] > 0  # 30 crops cost more than one pass, even on the tiny model
+    assert dense["batch_size"] in (30, 10) and set(dense["batch_trials_s"]) == {"30", "10"}
+    assert dense["batch_size"] == int(min(dense["batch_trials_s"], key=dense["batch_trials_s"].get))
+    for name, t in report["targets"].items():
+        assert t["met"] == (t["value"] >= t["target"]), name
+
+
+def test_memory_against_length_and_progress_events(report):
+    rows = report["memory_vs_length"]
+    assert [r["raw_frames"] for r in rows] == [32, 64]
+    assert [r["frames"] for r in rows] == [4, 8]
+    for r in rows:
+        assert r["sfc_streamed_peak_mb"] > 0 and r["sfc_whole_peak_mb"] > 0 and r["dense_peak_mb"] > 0
+    videos = [d for k, d in report["_events"] if k == "event" and d.get("event") == "video"]
+    # dense: memory video + 2 batch trials + 2 timed; SFC: memory video + 2 timed
+    assert len(videos) == 5 + 3
+
+
+def test_markdown_and_json_and_plot(report, tmp_path):
+    from sfc_deploy.bench.plot import write_plot
+
+    rep = {k: v for k, v in report.items() if k != "_events"}
+    md = to_markdown(rep)
+    assert "| dense 30-crop |" in md and "| SFC tau=2 |" in md and "pytorch" in md
+    assert f"{rep['speedup']:.2f}x" in md
+    write_json(rep, tmp_path / "out" / "bench.json")
+    assert json.loads((tmp_path / "out" / "bench.json").read_text())["speedup"] == pytest.approx(rep["speedup"])
+    png = write_plot(rep, tmp_path / "bench.png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not [p for p in os.listdir(tmp_path) if p.startswith(".")]  # no temp files left behind
+
+
+def test_each_strategy_gets_its_own_fresh_process(tiny_export):
+    """Peak RSS is a per-process high-water mark: a worker that allocates must not raise the next one's."""
+    big = run_in_fresh_process(WorkerJob(strategy="dense", runtime="pytorch", export_dir=str(tiny_export), threads=1,
+                                         memory_only=True))
+    small = run_in_fresh_process(WorkerJob(strategy="sfc", runtime="pytorch", export_dir=str(tiny_export), threads=1,
+                                           memory_only=True, frames=4, head_chunk=2))
+    for r in (big, small):
+        assert r["peak_rss_mb"] >= r["base_rss_mb"] > 50  # a real interpreter with torch loaded
+        assert "latencies_s" not in r  # memory_only stops after the memory video
+    assert os.getpid() not in (big.get("pid"), small.get("pid"))
+    assert big["pid"] != small["pid"]
+
+
+def test_latency_stats_percentiles():
+    s = latency_stats([0.1, 0.2, 0.3, 0.4])
+    assert s["p50"] == pytest.approx(250.0) and s["n"] == 4 and s["p99"] <= 400.0
+
+
+def test_worker_errors_come_back_typed(tmp_path):
+    with pytest.raises(ArtifactError, match="manifest.json"):
+        run_in_fresh_process(WorkerJob(strategy="sfc", runtime="pytorch", export_dir=str(tmp_path), threads=1))
+    with pytest.raises(ConfigError, match="unknown strategy"):
+        run_in_fresh_process(WorkerJob(strategy="both", export_dir=str(tmp_path)))
