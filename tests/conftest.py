@@ -57,6 +57,7 @@ def tiny_trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 # --- export / runtime fixtures (issue 3) -------------------------------------------------------
+import contextlib  # noqa: E402
 # The dynamo ONNX exporter costs ~10 s per graph and AOTInductor ~1 min per part on 2 cores, so
 # the shared exports are as small as the tests allow: TorchScript (seconds) for everything that
 # is runtime-agnostic, ONNX for the SFC part only (its two graphs), AOTInductor in `slow` tests.
@@ -87,8 +88,29 @@ def sfc_tiny_export(out: Path, formats: tuple[str, ...], precisions=("fp32",), p
         formats=formats, precisions=tuple(precisions), parts=tuple(parts or PARTS), frames=SFC_TINY_RAW_FRAMES // 8,
         size=SFC_TINY_SIZE, raw_frames=SFC_TINY_RAW_FRAMES, verify=False,
     )
-    export_model(sfc_tiny_model(), out, options)
+    with _torch_threads(1):
+        export_model(sfc_tiny_model(), out, options)
     return out
+
+
+@contextlib.contextmanager
+def _torch_threads(n: int):
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def sfc_one_thread():
+    """One torch thread for a module of tiny-model tests: with other work on a 2-core machine, two
+    OpenMP threads per process oversubscribe it (verify of the tiny export: 6 s vs 29 s measured)."""
+    with _torch_threads(1):
+        yield
 
 
 @pytest.fixture(scope="session")

@@ -79,6 +79,17 @@ def _peak_rss_mb() -> float:
     return peak / 2**20 if sys.platform == "darwin" else peak / 2**10
 
 
+def _release_free_heap() -> None:
+    """Hand freed heap pages back to the OS (glibc keeps them), so loading transients such as a
+    parsed ONNX graph do not sit in the base RSS. A no-op where there is no glibc."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
 class _Inputs:
     """Produces the model input of one video: synthetic tensors made once, or decoded files each time."""
 
@@ -151,6 +162,7 @@ def run_job(job: WorkerJob, emit: Callable[[dict], None] = lambda e: None) -> di
         clip = dep.runner("clip")
         run = lambda x, b: _dense_video(clip, x, b)  # noqa: E731
     inputs = _Inputs(job, dep)
+    _release_free_heap()
     base_mb = _rss_mb()
     full_batch = 30
 

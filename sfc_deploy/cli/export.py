@@ -92,6 +92,7 @@ def register(app: typer.Typer) -> None:
         precision: Annotated[list[str] | None, typer.Option("--precision", "-p", help="Precisions to check (default: all exported).")] = None,
         graph: Annotated[list[str] | None, typer.Option("--graph", "-g", help="ONNX SFC graphs to check: portable, custom (default both).")] = None,
         dense_clips: Annotated[int, typer.Option("--dense-clips", min=1, max=10, help="Temporal clips x 3 crops in the dense pipeline check (10 = the full 30-crop protocol).")] = 2,
+        threads: Annotated[int | None, typer.Option("--threads", min=1, help="Intra-op threads of every runtime (default: the runtime's choice).")] = None,
         record: Annotated[bool, typer.Option("--record/--no-record", help="Store the results in manifest.json.")] = True,
     ) -> None:
         """Run every artifact this machine can run against PyTorch; exit 1 when a tolerance is exceeded."""
@@ -105,7 +106,7 @@ def register(app: typer.Typer) -> None:
         with console.status("verifying against PyTorch") as status:
             report = run_verify(
                 manifest, runtimes=runtimes, precisions=precisions, graphs=_split(graph) if graph else None,
-                dense_clips=dense_clips, progress=lambda m: _step(status, m),
+                dense_clips=dense_clips, threads=threads, progress=lambda m: _step(status, m),
             ).to_dict()
         if record:
             manifest.data["parity"] = report

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
-import json
 import signal
 import shutil
 import tempfile
@@ -20,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from sfc_deploy.errors import ArtifactError, BackendUnavailableError, ConfigError
+from sfc_deploy.errors import ArtifactError, ConfigError
 from sfc_deploy.export.formats import FORMATS
 from sfc_deploy.export.manifest import MANIFEST_VERSION, PRECISIONS, Artifact, Manifest, library_versions, sha256_of
 from sfc_deploy.export.parts import PARTS, Part, build_parts
@@ -53,6 +52,7 @@ class ExportOptions:
 
 
 def save_weights(model: SFCModel, path: Path) -> None:
+    """The exact weights every artifact came from: verify's reference and the pytorch runtime."""
     from safetensors.torch import save_file
 
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
@@ -218,7 +218,7 @@ def _export_into(model: SFCModel, work: Path, options: ExportOptions, say) -> Ma
         if fmt == "tensorrt":
             continue  # built from the ONNX files below
         for precision in options.precisions:
-            exported = _copy_for_export(model, DTYPES[precision], topk_impl="op" if fmt == "onnx" else "aten")
+            exported = copy_for_export(model, DTYPES[precision], topk_impl="op" if fmt == "onnx" else "aten")
             by_static = {
                 static: build_parts(
                     exported, frames=options.frames, size=options.size, dtype=DTYPES[precision], static_time=static
@@ -266,7 +266,9 @@ def _export_into(model: SFCModel, work: Path, options: ExportOptions, say) -> Ma
     return manifest
 
 
-def _copy_for_export(model: SFCModel, dtype: torch.dtype, *, topk_impl: str) -> SFCModel:
+def copy_for_export(model: SFCModel, dtype: torch.dtype, *, topk_impl: str) -> SFCModel:
+    """A copy in ``dtype`` whose TopK is the custom op ("op", for ONNX) or plain aten ops ("aten",
+    for TorchScript/AOTInductor, which C++ loads without the Python op). The original is untouched."""
     import copy
 
     clone = copy.deepcopy(model).to(dtype)
@@ -275,6 +277,7 @@ def _copy_for_export(model: SFCModel, dtype: torch.dtype, *, topk_impl: str) -> 
 
 
 def _record(work, name, part, fmt, precision, inputs, outputs, variant="default", extra=None) -> Artifact:
+    """The manifest record of a written file, with its sha256 (checked before every load)."""
     path = work / name
     if not path.is_file():
         raise ArtifactError(f"exporter did not write {name}")
@@ -292,8 +295,4 @@ def _record(work, name, part, fmt, precision, inputs, outputs, variant="default"
     )
 
 
-def describe_formats() -> str:
-    return json.dumps({k: v.description for k, v in FORMATS.items()})
-
-
-__all__ = ["ExportOptions", "export_model", "model_from_manifest", "BackendUnavailableError"]
+__all__ = ["ExportOptions", "check_options", "copy_for_export", "export_model", "model_from_manifest"]

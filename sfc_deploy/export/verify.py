@@ -130,6 +130,7 @@ def verify(
     graphs: list[str] | None = None,
     batch: int = 2,
     dense_clips: int = 2,
+    threads: int | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> VerifyReport:
     """Run every artifact this machine can run against the PyTorch reference.
@@ -142,6 +143,7 @@ def verify(
         batch: batch size of the random input (the synthetic video is batch 1), so both a batch of
             several and of one go through the dynamic batch axis.
         dense_clips: temporal clips of the dense pipeline check (10 is the full 30-crop protocol).
+        threads: intra-op threads of every runner (default: each runtime's own choice).
         progress: called with a short message before each stage.
     """
     from sfc_deploy.export.exporter import model_from_manifest
@@ -175,7 +177,7 @@ def verify(
                 label = variant if runtime in ONNX_RUNTIMES else "default"
                 say(f"verifying {runtime} {precision} ({label} SFC graph)")
                 try:
-                    _check_deployment(checks, manifest, runtime, precision, variant, label, ref)
+                    _check_deployment(checks, manifest, runtime, precision, variant, label, ref, threads)
                 except BackendUnavailableError as exc:
                     not_run.append(NotRun(runtime, precision, f"{label} graph: {exc}"))
     return VerifyReport(checks, not_run, dict(TOLERANCES))
@@ -205,7 +207,7 @@ class _Reference:
                 self.dense = dense_logits(model.backbone, self.dense_video, num_clips=dense_clips)
 
 
-def _check_deployment(out: list[Check], manifest, runtime, precision, variant, label, ref: _Reference) -> None:
+def _check_deployment(out: list[Check], manifest, runtime, precision, variant, label, ref: _Reference, threads) -> None:
     """Append to ``out`` the per-part and end-to-end checks of one runtime/precision/graph.
 
     Parts the folder lacks (an export of a subset of parts) are skipped; the end-to-end SFC check
@@ -220,7 +222,8 @@ def _check_deployment(out: list[Check], manifest, runtime, precision, variant, l
             check.top1_agree, check.top5_agree = topk_agreement(got.float(), want.float())
         out.append(check)
 
-    with Deployment(manifest, runtime, precision=precision, sfc_variant=variant) as dep:
+    options = {"threads": threads} if threads else {}
+    with Deployment(manifest, runtime, precision=precision, sfc_variant=variant, **options) as dep:
         have = {part for part in PARTS if dep.has(part)}
         dtype, shared = dep.dtype, variant != "custom"  # head, tail, clip: checked with the portable graph
         for name, r in (("random", ref.random), ("synthetic", ref.synthetic)):

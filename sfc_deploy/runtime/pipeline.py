@@ -24,14 +24,14 @@ SFC_VARIANTS = ("portable", "custom")
 def make_runner(manifest: Manifest, art: Artifact, runtime: str, **options) -> Runner:
     """Instantiate the runner class for ``runtime`` on one artifact (not yet activated)."""
     if runtime == "pytorch":
-        from sfc_deploy.export.exporter import _copy_for_export, model_from_manifest
+        from sfc_deploy.export.exporter import copy_for_export, model_from_manifest
         from sfc_deploy.export.parts import build_parts
         from sfc_deploy.runtime.torch_runner import PyTorchRunner
 
         model = options.pop("model", None) or model_from_manifest(manifest)
         dtype = TORCH_DTYPES[art.inputs[0].dtype]
         inp = manifest.data["input"]
-        parts = build_parts(_copy_for_export(model, dtype, topk_impl="op"), frames=inp["frames"], size=tuple(inp["size"]), dtype=dtype)
+        parts = build_parts(copy_for_export(model, dtype, topk_impl="op"), frames=inp["frames"], size=tuple(inp["size"]), dtype=dtype)
         return PyTorchRunner(art, None, module=parts[art.part].module, **options)
     path = manifest.path_of(art)
     options.pop("model", None)

@@ -11,6 +11,8 @@ from typer.testing import CliRunner
 
 from sfc_deploy.cli import app
 
+pytestmark = pytest.mark.usefixtures("sfc_one_thread")
+
 runner = CliRunner()
 TINY = ["--backbone", "slow8x8_tiny", "--frames", "64", "--size", "32x40", "--num-classes", "5"]
 

@@ -17,6 +17,8 @@ from sfc_deploy.export.manifest import MANIFEST_VERSION, load_manifest, sha256_o
 from sfc_deploy.export.onnx import DOMAIN, OP_TYPE, check_onnx
 from sfc_deploy.export.torchscript import EXTRA_FILE
 
+pytestmark = pytest.mark.usefixtures("sfc_one_thread")
+
 SIZE = (32, 40)  # tests/conftest.py SIZE
 
 

@@ -13,8 +13,10 @@ from sfc_deploy.export.manifest import load_manifest, sha256_of
 from sfc_deploy.export.verify import TOLERANCES, compare, topk_agreement, verify
 
 
+pytestmark = pytest.mark.usefixtures("sfc_one_thread")
+
 @pytest.fixture(scope="module")
-def ts_report(sfc_export_ts: Path):
+def ts_report(sfc_one_thread, sfc_export_ts: Path):
     return verify(load_manifest(sfc_export_ts), dense_clips=1)
 
 
@@ -67,7 +69,7 @@ def test_an_artifact_from_other_weights_fails(sfc_export_ts: Path, tmp_path: Pat
     """Swap the tail for one traced from perturbed weights (sha256 updated): verify must fail it."""
     import json
 
-    from sfc_deploy.export.exporter import _copy_for_export
+    from sfc_deploy.export.exporter import copy_for_export
     from sfc_deploy.export.parts import build_parts
     from sfc_deploy.export.torchscript import export_torchscript
 
@@ -76,7 +78,7 @@ def test_an_artifact_from_other_weights_fails(sfc_export_ts: Path, tmp_path: Pat
     model = sfc_tiny.model()
     with torch.no_grad():
         model.backbone.fc.bias.add_(0.5 * model.backbone.fc.bias.abs().max() + 0.1)
-    part = build_parts(_copy_for_export(model, torch.float32, topk_impl="aten"), frames=8, size=sfc_tiny.size)["tail"]
+    part = build_parts(copy_for_export(model, torch.float32, topk_impl="aten"), frames=8, size=sfc_tiny.size)["tail"]
     export_torchscript(part, folder / "tail.fp32.ts")
     data = json.loads((folder / "manifest.json").read_text())
     for art in data["artifacts"]:

@@ -13,8 +13,10 @@ from sfc_deploy.models.dense import dense_logits
 from sfc_deploy.runtime import DensePipeline, SFCPipeline, load, make_runner
 
 
+pytestmark = pytest.mark.usefixtures("sfc_one_thread")
+
 @pytest.fixture(scope="module")
-def reference(sfc_tiny):
+def reference(sfc_one_thread, sfc_tiny):
     """Model, an 8-frame batch of 2, a 64-raw-frame video at the crop size, and their logits."""
     torch.manual_seed(1)
     model = sfc_tiny.model()
@@ -27,7 +29,7 @@ def reference(sfc_tiny):
 @pytest.mark.parametrize("runtime", ["pytorch", "torchscript"])
 def test_predict_and_predict_dense_equal_pytorch(sfc_export_ts: Path, reference, runtime: str) -> None:
     model, frames, logits, video, dense = reference
-    with load(sfc_export_ts, runtime=runtime, threads=2) as dep:
+    with load(sfc_export_ts, runtime=runtime, threads=1) as dep:
         torch.testing.assert_close(dep.predict(frames), logits, rtol=1e-4, atol=1e-5)
         torch.testing.assert_close(dep.predict_dense(video), dense, rtol=1e-4, atol=1e-5)
         _, attention = dep.predict_with_attention(frames)
@@ -69,7 +71,7 @@ def test_sfc_pipeline_mixes_runners_of_any_backend(sfc_export_ts: Path, sfc_expo
     for variant in ("portable", "custom"):
         with (
             make_runner(ts, ts.find("head", "torchscript"), "torchscript") as head,
-            make_runner(onnx_dir, onnx_dir.find("sfc", "onnx", variant=variant), "onnxruntime") as sfc,
+            make_runner(onnx_dir, onnx_dir.find("sfc", "onnx", variant=variant), "onnxruntime", threads=1) as sfc,
             make_runner(ts, ts.find("tail", "torchscript"), "torchscript") as tail,
         ):
             got, attention = SFCPipeline(head, sfc, tail)(frames)

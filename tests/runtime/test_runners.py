@@ -19,6 +19,8 @@ from sfc_deploy.runtime import load, make_runner
 from sfc_deploy.runtime.base import check_feed
 
 
+pytestmark = pytest.mark.usefixtures("sfc_one_thread")
+
 @pytest.mark.parametrize("runtime", ["pytorch", "torchscript"])
 def test_runner_runs_the_part_and_matches_pytorch(sfc_export_ts: Path, sfc_tiny, runtime: str) -> None:
     manifest = load_manifest(sfc_export_ts)
@@ -45,7 +47,7 @@ def test_onnxruntime_runs_both_sfc_graphs(sfc_export_onnx: Path, sfc_tiny) -> No
         torch.testing.assert_close(got["f_sfc"], want, rtol=1e-4, atol=1e-5)
         torch.testing.assert_close(got["attention"], want_m, rtol=1e-4, atol=1e-6)
     # the portable graph's time axis is dynamic: another length runs too
-    with make_runner(manifest, manifest.find("sfc", "onnx", variant="portable"), "onnxruntime") as runner:
+    with make_runner(manifest, manifest.find("sfc", "onnx", variant="portable"), "onnxruntime", threads=1) as runner:
         f_head = torch.randn(1, 64, 11, 4, 5)
         with torch.no_grad():
             torch.testing.assert_close(runner.infer({"f_head": f_head})["f_sfc"], model.sfc(f_head), rtol=1e-4, atol=1e-5)
