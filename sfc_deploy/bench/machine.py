@@ -74,8 +74,51 @@ def matmul_peak_gflops(*, threads: int, precision: str = "fp32", size: int = 204
         torch.mm(a, b)
         best = min(best, time.perf_counter() - t0)
         reps += 1
-    return {"gflops": flops / best / 1e9, "size": size, "threads": threads, "precision": precision, "repeats": reps,
-            "library": f"torch {torch.__version__} ({_blas_name()})"}
+    result = {"gflops": flops / best / 1e9, "size": size, "threads": threads, "precision": precision, "repeats": reps,
+              "library": f"torch {torch.__version__} ({_blas_name()})", "by_library": {}}
+    result["by_library"]["torch"] = result["gflops"]
+    ort_gflops = _onnxruntime_matmul_gflops(a.numpy(), b.numpy(), threads=threads, seconds=seconds) if precision == "fp32" else None
+    if ort_gflops is not None:
+        result["by_library"]["onnxruntime"] = ort_gflops
+        if ort_gflops > result["gflops"]:  # the peak is the best this machine's libraries reach
+            result["gflops"], result["library"] = ort_gflops, f"onnxruntime MLAS {_ort_version()}"
+    return result
+
+
+def _ort_version() -> str:
+    import onnxruntime
+
+    return onnxruntime.__version__
+
+
+def _onnxruntime_matmul_gflops(a, b, *, threads: int, seconds: float) -> float | None:
+    """The same multiply through ONNX Runtime's MLAS GEMM, which has its own (AVX-512) kernels.
+
+    BLAS libraries can pick a slower code path on virtual CPUs with generic model names; taking
+    the best of both keeps "fraction of peak" from exceeding 100% for no physical reason.
+    """
+    try:
+        import onnxruntime as ort
+        from onnx import TensorProto, helper
+    except ImportError:
+        return None
+    n = a.shape[0]
+    graph = helper.make_graph([helper.make_node("MatMul", ["a", "b"], ["c"])], "mm",
+                              [helper.make_tensor_value_info(x, TensorProto.FLOAT, [n, n]) for x in ("a", "b")],
+                              [helper.make_tensor_value_info("c", TensorProto.FLOAT, [n, n])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
+    session = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    feed = {"a": a, "b": b}
+    session.run(None, feed)
+    best, reps, start = float("inf"), 0, time.perf_counter()
+    while reps < 3 or time.perf_counter() - start < seconds:
+        t0 = time.perf_counter()
+        session.run(None, feed)
+        best = min(best, time.perf_counter() - t0)
+        reps += 1
+    return 2.0 * n**3 / best / 1e9
 
 
 def _blas_name() -> str:

@@ -23,6 +23,8 @@ def write_plot(report: dict, path: str | Path, *, accuracy: dict[str, float] | N
     """
     import matplotlib
 
+    if accuracy is None and report["sfc"].get("top1") is not None:
+        accuracy = {"dense": report["dense"]["top1"], **{f"tau={r['tau']:g}": r["top1"] for r in report["tau_sweep"]}}
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 

@@ -93,6 +93,7 @@ def summarize(run: dict, cost: dict, matmul_gflops: float) -> dict:
         "input": run["input"],
         "latencies_s": lat,
         "first_video_s": run["first_video_s"],
+        "top1": run.get("top1"),
     }
 
 
@@ -127,6 +128,8 @@ def build_report(*, exports: dict, matmul: dict, dense: dict, sfc_runs: dict, le
         "libraries": library_versions(),
         "export_dirs": {f"{t:g}": d for t, d in exports.items()},
         "random_weights": manifest.get("random_weights"),
+        "parity": ("not checked (run `sfc-deploy verify DIR`)" if manifest.get("parity") is None
+                   else "passed" if manifest["parity"]["passed"] else "FAILED"),
         "input": {
             "source": sfc_row["input"],
             "sfc": f"{sfc_row['frames']} frames x {inp['size'][0]}x{inp['size'][1]} (tau {head_tau:g}, split {manifest['split']})",
@@ -148,7 +151,7 @@ def build_report(*, exports: dict, matmul: dict, dense: dict, sfc_runs: dict, le
         "tau_sweep": [
             {"tau": r["tau"], "videos_per_s": r["videos_per_s"], "gmacs": r["gmacs"], "video_mem_mb": r["video_mem_mb"],
              "peak_mem_mb": r["peak_mem_mb"], "speedup": r["videos_per_s"] / dense_row["videos_per_s"],
-             "peak_fraction": r["peak_fraction"]}
+             "peak_fraction": r["peak_fraction"], "top1": r["top1"]}
             for r in sweep
         ],
         "memory_vs_length": lengths,
@@ -202,9 +205,12 @@ def _targets_apply(report: dict) -> bool:
 
 def headline(report: dict) -> str:
     """One line with the ratios, the way the paper states them."""
+    acc = ""
+    if report["sfc"].get("top1") is not None:
+        acc = f"; top-1 SFC {report['sfc']['top1']:.1f}% vs dense {report['dense']['top1']:.1f}%"
     return (f"SFC vs dense: {report['speedup']:.2f}x videos/s, {report['memory_ratio']:.2f}x less memory per video "
             f"({report['peak_rss_ratio']:.2f}x lower process peak), {report['gmacs_ratio']:.2f}x fewer GMACs; "
-            f"matmul peak {report['matmul_peak_gflops']:.0f} GFLOP/s on {report['threads']} threads")
+            f"matmul peak {report['matmul_peak_gflops']:.0f} GFLOP/s on {report['threads']} threads{acc}")
 
 
 def context_line(report: dict) -> str:

@@ -52,6 +52,7 @@ class WorkerJob:
     head_chunk: int | None = None
     frames: int | None = None  # SFC sampled frames of a synthetic video (default: the export's)
     video_files: list[str] = field(default_factory=list)  # real input: decode included in the timing
+    labels: list[int] = field(default_factory=list)  # class of each video file: top-1 over the timed videos
     memory_only: bool = False  # stop after the first (memory) video
     seed: int = 0
 
@@ -104,6 +105,7 @@ class _Inputs:
         self.dtype = deployment.dtype
         self._tensor = None
         self._next = 0
+        self.label: int | None = None
         if not job.video_files:
             g = torch.Generator().manual_seed(job.seed)
             if job.strategy == "sfc":
@@ -120,13 +122,16 @@ class _Inputs:
 
         from sfc_deploy.data.samplers import sample_video
 
-        path = self.job.video_files[self._next % len(self.job.video_files)]
+        i = self._next % len(self.job.video_files)
+        path = self.job.video_files[i]
+        self.label = self.job.labels[i] if self.job.labels else None
         self._next += 1
         if self.job.strategy == "dense":
             return sample_video(path, "dense", self.dep.config).tensor.to(self.dtype)
         x = sample_video(path, "sfc", self.dep.config, max_frames=None).tensor
         if tuple(x.shape[-2:]) != self.size:  # the export's frame size is static; match it
             x = F.interpolate(x, size=(x.shape[2], *self.size), mode="trilinear", align_corners=False)
+        self.frames = int(x.shape[2])  # GMACs follow the decoded length
         return x.to(self.dtype)
 
 
@@ -166,12 +171,16 @@ def run_job(job: WorkerJob, emit: Callable[[dict], None] = lambda e: None) -> di
     base_mb = _rss_mb()
     full_batch = 30
 
-    def one(batch: int) -> float:
+    correct: list[bool] = []
+
+    def one(batch: int, *, score: bool = False) -> float:
         t0 = time.perf_counter()
         logits = run(inputs.next(), batch)
         elapsed = time.perf_counter() - t0
         if not bool(torch.isfinite(logits).all()):
             raise SfcError(f"{job.runtime} {job.strategy} produced non-finite logits; check the export with sfc-deploy verify")
+        if score and inputs.label is not None:
+            correct.append(int(logits.argmax(-1)[0]) == inputs.label)
         return elapsed
 
     emit({"event": "phase", "name": "memory video"})
@@ -206,9 +215,10 @@ def run_job(job: WorkerJob, emit: Callable[[dict], None] = lambda e: None) -> di
     elif job.strategy == "dense":
         best = job.batch_sizes[0]
     emit({"event": "phase", "name": "timing"})
+    inputs._next = 0  # timed videos walk the file list from its start, so each labelled file is scored
     latencies = []
     for _ in range(job.repeats * job.videos):
-        latencies.append(one(best))
+        latencies.append(one(best, score=True))
         emit({"event": "video", "kind": "timed", "seconds": latencies[-1]})
     dep.close()
     result.update(
@@ -216,6 +226,7 @@ def run_job(job: WorkerJob, emit: Callable[[dict], None] = lambda e: None) -> di
         batch_trials_s={str(k): v for k, v in trials.items()},
         latencies_s=latencies,
         peak_rss_end_mb=_peak_rss_mb(),
+        top1=100.0 * sum(correct) / len(correct) if correct else None,
     )
     return result
 

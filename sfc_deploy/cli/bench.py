@@ -46,6 +46,7 @@ def register(app: typer.Typer) -> None:
         head_chunk: Annotated[int, typer.Option("--head-chunk", help="Stream SFC's head over time in chunks of N frames (0: whole video).")] = 4,
         tau: Annotated[str, typer.Option("--tau", help="SFC compression ratio, or a sweep like 1,4/3,2,4 (default export only).")] = "2",
         video: Annotated[list[Path] | None, typer.Option("--video", help="Real video files (decode included in the timing); repeatable.")] = None,
+        labels: Annotated[Path | None, typer.Option("--labels", help="A labelled video list (dataset CSV, UCF101 split folder, class folders): decode included, adds top-1 (Figure 5 with --tau sweeps).")] = None,
         lengths: Annotated[str | None, typer.Option("--lengths", help="Also measure peak memory at these raw-frame lengths, e.g. 144,288,576,1152.")] = None,
         backbone: BackboneOpt = "slow8x8",
         frames: FramesOpt = 288,
@@ -54,7 +55,7 @@ def register(app: typer.Typer) -> None:
         json_out: Annotated[Path | None, typer.Option("--json", help="Write the full report as JSON.")] = None,
         markdown_out: Annotated[Path | None, typer.Option("--markdown", help="Write the table as Markdown.")] = None,
         plot_out: Annotated[Path | None, typer.Option("--plot", help="Write a PNG: throughput, memory, and sweeps.")] = None,
-        no_verify: Annotated[bool, typer.Option("--no-verify", help="Skip the parity check when exporting the default.")] = False,
+        verify: Annotated[bool, typer.Option("--verify/--no-verify", help="Check the default export against PyTorch (minutes at full size; `sfc-deploy verify DIR` does it later).")] = False,
     ) -> None:
         """Videos/s, latency, peak memory and GMACs of SFC against 30-crop dense sampling, same weights and runtime."""
         from sfc_deploy.bench.suite import BenchOptions
@@ -69,6 +70,17 @@ def register(app: typer.Typer) -> None:
         for out in (json_out, markdown_out, plot_out):
             if out is not None and out.is_dir():
                 raise ConfigError(f"{out} is a folder; --json/--markdown/--plot take a file path")
+        files, classes = tuple(video or ()), ()
+        if labels is not None:
+            from sfc_deploy.data.datasets import load_video_list
+
+            if files:
+                raise ConfigError("pass either --video files or a --labels list, not both")
+            listed = load_video_list(labels)
+            if not len(listed):
+                raise ConfigError(f"{labels} lists no videos; point --labels at a dataset CSV or folder with videos")
+            files, classes = tuple(p for p, _ in listed), tuple(c for _, c in listed)
+            videos = len(files)  # every labelled video is timed (and scored) once per repeat
         opts = BenchOptions(
             export_dir=export_dir,
             backbone=backbone,
@@ -83,10 +95,11 @@ def register(app: typer.Typer) -> None:
             repeats=repeats,
             batch_sizes=parse_int_list(batch_size, "--batch-size"),
             head_chunk=head_chunk or None,
-            video_files=tuple(video or ()),
+            video_files=files,
+            labels=classes,
             lengths=parse_int_list(lengths, "--lengths") if lengths else (),
             cache_dir=cache,
-            verify_export=not no_verify,
+            verify_export=verify,
         )
         opts.check()
         run_and_report(opts, json_out=json_out, markdown_out=markdown_out, plot_out=plot_out)
@@ -113,11 +126,9 @@ def run_and_report(opts, *, json_out: Path | None = None, markdown_out: Path | N
         def progress(kind: str, data: dict) -> None:
             if kind == "message":
                 bar.update(task, description=data["text"])
-            elif data.get("event") == "video" or (data.get("event") == "phase" and data["name"] == "memory video"
-                                                  and "memory at" in data.get("label", "")):
+            elif data.get("event") == "video":
                 bar.advance(task)
-                if data.get("event") == "video":
-                    bar.update(task, description=f"{data['label']}: {data['kind']} video {data['seconds']:.2f} s")
+                bar.update(task, description=f"{data['label']}: {data['kind']} video {data['seconds']:.2f} s")
 
         report = run_bench(opts, progress)
     if json_out:

@@ -8,6 +8,9 @@ from sfc_deploy.runtime.base import Runner
 
 
 class AOTIRunner(Runner):
+    """Runs a ``.pt2`` AOTInductor package (the same file the C++ runner loads); ``threads`` sets
+    torch's intra-op threads (process-wide)."""
+
     name = "aoti"
 
     def __init__(self, artifact, path, *, device: str = "cpu", threads: int | None = None) -> None:

@@ -9,6 +9,9 @@ from sfc_deploy.runtime.base import Runner
 
 
 class PyTorchRunner(Runner):
+    """Runs one part of the model rebuilt from ``model.safetensors`` in eager mode; ``threads`` sets
+    torch's intra-op threads (process-wide)."""
+
     name = "pytorch"
 
     def __init__(self, artifact, path, *, module: nn.Module, device: str = "cpu", threads: int | None = None) -> None:

@@ -44,7 +44,7 @@ def test_bench_on_an_export_ends_with_the_table(tiny_export, tmp_path):
         (["--warmup", "0"], "--warmup must be >= 1"),
         (["--threads", "0"], "--threads must be >= 1"),
         (["--head-chunk", "1"], "--head-chunk must be >= 2"),
-        (["--tau", "0.5"], "tau"),
+        (["--tau", "0.5"], "--tau must be >= 1"),
         (["--lengths", "288,-1"], "--lengths must be positive"),
         (["--video", "/no/such/file.mp4"], "/no/such/file.mp4 does not exist"),
         (["--size", "256by312"], "--size must look like 256x312"),
@@ -74,3 +74,28 @@ def test_tau_sweep_needs_the_cache(tiny_export):
 def test_output_path_that_is_a_folder(tiny_export, tmp_path):
     res = _bench(str(tiny_export), "--json", str(tmp_path))
     assert res.exit_code == 2 and "is a folder" in res.output
+
+
+def test_labelled_videos_are_decoded_timed_and_scored(tiny_export, make_video, tmp_path):
+    """--labels: real files through decode + sampling + both strategies, top-1 in the report and plot."""
+    a = make_video("a.mp4", frames=64, size=(48, 64))
+    b = make_video("b.mp4", frames=60, size=(48, 64))  # 8 sampled frames: the static-time graph's
+    (tmp_path / "list.csv").write_text(f"path,label\n{a.name},0\n{b.name},1\n")
+    out, png = tmp_path / "r.json", tmp_path / "r.png"
+    res = _bench(str(tiny_export), "--runtime", "torchscript", "--threads", "1", "--batch-size", "30",
+                 "--labels", str(tmp_path / "list.csv"), "--json", str(out), "--plot", str(png))
+    assert res.exit_code == 0, res.output
+    report = json.loads(out.read_text())
+    assert report["input"]["source"] == "video files (decode included)"
+    for strategy in ("sfc", "dense"):
+        assert len(report[strategy]["latencies_s"]) == 2  # every listed video timed once
+        assert report[strategy]["top1"] in (0.0, 50.0, 100.0)
+    assert "top-1 SFC" in res.output
+    assert png.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_labels_and_video_together_are_refused(tmp_path, make_video):
+    v = make_video("a.mp4", frames=16)
+    (tmp_path / "list.csv").write_text(f"path,label\n{v.name},0\n")
+    res = _bench("--labels", str(tmp_path / "list.csv"), "--video", str(v), "--cache", str(tmp_path / "c"))
+    assert res.exit_code == 2 and "either --video files or a --labels list" in res.output

@@ -51,6 +51,7 @@ def test_manifest_records_everything_a_runtime_needs(sfc_export_ts: Path) -> Non
     assert files["clip.fp32.ts"]["inputs"][0]["shape"] == ["batch", 3, 8, 32, 32]
 
 
+@pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:DeprecationWarning")
 def test_torchscript_carries_metadata_as_extra_file(sfc_export_ts: Path) -> None:
     extra = {EXTRA_FILE: ""}
     torch.jit.load(str(sfc_export_ts / "tail.fp32.ts"), _extra_files=extra)
@@ -59,6 +60,7 @@ def test_torchscript_carries_metadata_as_extra_file(sfc_export_ts: Path) -> None
     assert meta["sfc"]["tau"] == 2.0
 
 
+@pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:DeprecationWarning")
 def test_torchscript_has_no_python_custom_op(sfc_export_ts: Path) -> None:
     """C++ loads these files: the SFC's TopK must be plain aten ops, not torch.ops.sfc."""
     graph = str(torch.jit.load(str(sfc_export_ts / "sfc.fp32.ts")).inlined_graph)
