@@ -39,7 +39,7 @@ class BenchOptions:
     warmup: int = 1
     repeats: int = 1
     batch_sizes: tuple[int, ...] = (30, 10)
-    head_chunk: int | None = 4
+    head_chunk: int | None = 12
     video_files: tuple[Path, ...] = ()
     labels: tuple[int, ...] = ()  # class of each video file (from --labels): adds top-1 per strategy
     lengths: tuple[int, ...] = ()

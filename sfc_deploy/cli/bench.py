@@ -43,7 +43,7 @@ def register(app: typer.Typer) -> None:
         warmup: Annotated[int, typer.Option("--warmup", help="Warm-up videos (the first is the memory measurement).")] = 1,
         repeats: Annotated[int, typer.Option("--repeats", help="Times the timed videos are run.")] = 1,
         batch_size: Annotated[str, typer.Option("--batch-size", help="Dense crops per batch to try; the fastest is kept.")] = "30,10",
-        head_chunk: Annotated[int, typer.Option("--head-chunk", help="Stream SFC's head over time in chunks of N frames (0: whole video).")] = 4,
+        head_chunk: Annotated[int, typer.Option("--head-chunk", help="Stream SFC's head over time in chunks of N frames (0: whole video).")] = 12,
         tau: Annotated[str, typer.Option("--tau", help="SFC compression ratio, or a sweep like 1,4/3,2,4 (default export only).")] = "2",
         video: Annotated[list[Path] | None, typer.Option("--video", help="Real video files (decode included in the timing); repeatable.")] = None,
         labels: Annotated[Path | None, typer.Option("--labels", help="A labelled video list (dataset CSV, UCF101 split folder, class folders): decode included, adds top-1 (Figure 5 with --tau sweeps).")] = None,

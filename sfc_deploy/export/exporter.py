@@ -21,7 +21,15 @@ import torch
 
 from sfc_deploy.errors import ArtifactError, ConfigError
 from sfc_deploy.export.formats import FORMATS
-from sfc_deploy.export.manifest import MANIFEST_VERSION, PRECISIONS, Artifact, Manifest, library_versions, sha256_of
+from sfc_deploy.export.manifest import (
+    MANIFEST_VERSION,
+    PRECISIONS,
+    Artifact,
+    Manifest,
+    current_umask,
+    library_versions,
+    sha256_of,
+)
 from sfc_deploy.export.parts import PARTS, Part, build_parts
 from sfc_deploy.models.config import BackboneConfig
 from sfc_deploy.models.sfc import SFCConfig
@@ -142,6 +150,7 @@ def export_model(
                 report = verify(manifest, progress=say)
                 manifest.data["parity"] = report.to_dict()
                 manifest.save()
+            _normal_permissions(work)
             _replace_dir(work, out_dir)
         manifest.root = out_dir
         return manifest
@@ -186,6 +195,16 @@ def check_options(out_dir: Path, options: ExportOptions, force: bool) -> None:
         from sfc_deploy.export.tensorrt import check_available
 
         check_available()
+
+
+def _normal_permissions(work: Path) -> None:
+    """mkdtemp/mkstemp create 0700/0600 entries; give the finished folder the umask's permissions
+    like any other output, so other users and services (the C++ runner) can read it."""
+    mask = current_umask()
+    work.chmod(0o777 & ~mask)
+    for path in work.iterdir():
+        if path.is_file():
+            path.chmod(0o666 & ~mask)
 
 
 def _replace_dir(work: Path, out_dir: Path) -> None:

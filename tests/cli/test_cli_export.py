@@ -39,6 +39,10 @@ def test_export_writes_a_verified_folder(tmp_path: Path) -> None:
     assert data["parity"]["passed"] and data["input"]["raw_frames"] == 64 and data["input"]["frames"] == 8
     assert {a["file"] for a in data["artifacts"]} == {"model.safetensors", "sfc.fp32.ts", "tail.fp32.ts"}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["export"]  # no temp folder left beside it
+    from sfc_deploy.export.manifest import current_umask
+
+    assert (out.stat().st_mode & 0o777) == 0o777 & ~current_umask()  # not mkdtemp's private 0700
+    assert ((out / "manifest.json").stat().st_mode & 0o777) == 0o666 & ~current_umask()
 
 
 def test_existing_out_is_refused_without_force(tmp_path: Path) -> None:
