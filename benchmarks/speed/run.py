@@ -24,7 +24,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 CLI = str(Path(sys.executable).with_name("sfc-deploy"))
-LENGTHS = "144,288,576,1152,2304"
+LENGTHS = "144,288,576,1152"
 TAUS = "2,1,4/3,4"
 
 
@@ -44,11 +44,11 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="2 timed videos, no tau or length sweep")
     parser.add_argument("--cache", type=Path, default=Path("cache"), help="where the exports are cached")
-    parser.add_argument("--videos", type=int, default=None, help="timed videos per strategy (default 3, quick 2)")
+    parser.add_argument("--videos", type=int, default=None, help="timed videos per strategy (default 3, quick 1)")
     parser.add_argument("--runtimes", default="onnxruntime,pytorch", help="comma-separated runtimes to record")
     args = parser.parse_args()
-    videos = str(args.videos or (2 if args.quick else 3))
-    common = ["--videos", videos, "--warmup", "1", "--batch-size", "30,15,10,6"]
+    videos = str(args.videos or (1 if args.quick else 3))
+    common = ["--videos", videos, "--warmup", "1", "--batch-size", "30,10" if args.quick else "30,15,10,6"]
     runs = []
     for runtime in args.runtimes.split(","):
         extra = list(common)

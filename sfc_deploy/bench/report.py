@@ -94,6 +94,7 @@ def summarize(run: dict, cost: dict, matmul_gflops: float) -> dict:
         "latencies_s": lat,
         "first_video_s": run["first_video_s"],
         "top1": run.get("top1"),
+        "pid": run.get("pid"),
     }
 
 

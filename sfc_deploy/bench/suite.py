@@ -44,6 +44,7 @@ class BenchOptions:
     labels: tuple[int, ...] = ()  # class of each video file (from --labels): adds top-1 per strategy
     lengths: tuple[int, ...] = ()
     cache_dir: Path | None = None
+    peak_seconds: float = 2.0
     verify_export: bool = False  # full-size parity takes minutes; `sfc-deploy verify DIR` runs it on demand
     seed: int = 0
     extra: dict = field(default_factory=dict)
@@ -158,7 +159,8 @@ def run_bench(opts: BenchOptions, progress: Progress = lambda kind, data: None) 
         say(label)
         return run_in_fresh_process(job, lambda e: progress("event", {**e, "label": label}))
 
-    matmul = work("matrix-multiply peak", WorkerJob(strategy="matmul", threads=threads, precision=opts.precision))
+    matmul = work("matrix-multiply peak", WorkerJob(strategy="matmul", threads=threads, precision=opts.precision,
+                                                         peak_seconds=opts.peak_seconds))
     dense = work(
         "dense 30-crop",
         WorkerJob(strategy="dense", export_dir=str(first), videos=opts.videos, warmup=opts.warmup,

@@ -18,7 +18,7 @@ from sfc_deploy.errors import ArtifactError, ConfigError
 @pytest.fixture(scope="module")
 def report(tiny_export):
     opts = BenchOptions(export_dir=tiny_export, runtime="pytorch", threads=1, videos=2, warmup=1, repeats=1,
-                        batch_sizes=(30, 10), head_chunk=4, lengths=(64,))
+                        batch_sizes=(30, 10), head_chunk=4, lengths=(64,), peak_seconds=0.1)
     events = []
     rep = run_bench(opts, lambda kind, data: events.append((kind, data)))
     rep["_events"] = events
@@ -87,17 +87,19 @@ def test_markdown_and_json_and_plot(report, tmp_path):
     assert not [p for p in os.listdir(tmp_path) if p.startswith(".")]  # no temp files left behind
 
 
-def test_each_strategy_gets_its_own_fresh_process(tiny_export):
-    """Peak RSS is a per-process high-water mark: a worker that allocates must not raise the next one's."""
-    big = run_in_fresh_process(WorkerJob(strategy="dense", runtime="pytorch", export_dir=str(tiny_export), threads=1,
-                                         memory_only=True))
-    small = run_in_fresh_process(WorkerJob(strategy="sfc", runtime="pytorch", export_dir=str(tiny_export), threads=1,
-                                           memory_only=True, head_chunk=2))
-    for r in (big, small):
-        assert r["peak_rss_mb"] >= r["base_rss_mb"] > 50  # a real interpreter with torch loaded
-        assert "latencies_s" not in r  # memory_only stops after the memory video
-    assert os.getpid() not in (big.get("pid"), small.get("pid"))
-    assert big["pid"] != small["pid"]
+def test_each_strategy_gets_its_own_fresh_process(report):
+    """Peak RSS is a per-process high-water mark, so each strategy must run in a process of its own."""
+    sfc, dense = report["sfc"], report["dense"]
+    assert len({sfc["pid"], dense["pid"], report["matmul"]["pid"], os.getpid()}) == 4
+    for r in (sfc, dense):
+        assert r["peak_mem_mb"] >= r["base_mem_mb"] > 50  # a real interpreter with torch loaded
+    assert report["protocol"]["worker_allocator_env"] == {"MALLOC_MMAP_THRESHOLD_": str(1 << 20)}
+
+
+def test_memory_only_worker_stops_after_the_memory_video(tiny_export):
+    r = run_in_fresh_process(WorkerJob(strategy="sfc", runtime="pytorch", export_dir=str(tiny_export), threads=1,
+                                       memory_only=True, head_chunk=2))
+    assert r["peak_rss_mb"] >= r["base_rss_mb"] and "latencies_s" not in r and r["pid"] != os.getpid()
 
 
 def test_latency_stats_percentiles():
