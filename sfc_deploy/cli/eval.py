@@ -11,7 +11,7 @@ from sfc_deploy.cli.options import BackboneOpt, CheckpointOpt, TrustOpt
 from sfc_deploy.cli.train import ThreadsOpt, progress_bar
 from sfc_deploy.data.datasets import load_video_list
 from sfc_deploy.errors import ConfigError
-from sfc_deploy.eval.evaluate import STRATEGIES, evaluate, parse_sfc_entries
+from sfc_deploy.eval.evaluate import STRATEGIES, evaluate, evaluate_export, parse_sfc_entries
 from sfc_deploy.eval.report import write_report
 from sfc_deploy.models.sfc import parse_tau
 from sfc_deploy.train.common import set_threads
@@ -30,12 +30,16 @@ def eval_cmd(
     max_frames: Annotated[int | None, typer.Option(min=1, help="SFC: most sampled frames (default: all).")] = None,
     limit: Annotated[int | None, typer.Option(min=1, help="Evaluate only the first N videos.")] = None,
     name: Annotated[str, typer.Option(help="Report file name stem.")] = "eval",
-    runtime: Annotated[str, typer.Option(help="pytorch (exported artifacts: not yet).")] = "pytorch",
+    runtime: Annotated[str, typer.Option(help="pytorch (the models), or with --export: onnxruntime, torchscript, aoti, tensorrt, pytorch.")] = "pytorch",
+    export: Annotated[Path | None, typer.Option("--export", help="Evaluate an export folder's artifacts instead of checkpoints.")] = None,
+    precision: Annotated[str, typer.Option(help="With --export: fp32 or fp16.")] = "fp32",
     threads: ThreadsOpt = None,
 ) -> None:
     """Evaluate inference strategies on a labelled dataset; write JSON + Markdown + a speed/accuracy plot."""
-    if runtime != "pytorch":
-        raise ConfigError(f"--runtime {runtime!r} is not supported by eval yet; expected pytorch")
+    if export is None and runtime != "pytorch":
+        raise ConfigError(f"--runtime {runtime} runs exported artifacts; pass --export DIR (or use --runtime pytorch)")
+    if export is not None and (checkpoint or sfc):
+        raise ConfigError("--export evaluates the weights inside the export folder; drop --checkpoint/--sfc")
     set_threads(threads)
     taus = [parse_tau(t) for t in tau.split(",") if t.strip()]
     if not taus or any(t < 1 for t in taus):
@@ -45,9 +49,13 @@ def eval_cmd(
     if limit is not None:
         videos = type(videos)(items=videos.items[:limit], class_names=videos.class_names)
     with progress_bar("eval") as report:
-        result = evaluate(videos, backbone=backbone, checkpoint=checkpoint, sfc_checkpoints=parse_sfc_entries(sfc or []),
-                          taus=taus, strategies=chosen, num_clips=num_clips, max_frames=max_frames,
-                          trust_checkpoint=trust_checkpoint, progress=report)
+        if export is not None:
+            result = evaluate_export(videos, export, runtime=runtime, precision=precision, strategies=chosen,
+                                     num_clips=num_clips, max_frames=max_frames, progress=report)
+        else:
+            result = evaluate(videos, backbone=backbone, checkpoint=checkpoint, sfc_checkpoints=parse_sfc_entries(sfc or []),
+                              taus=taus, strategies=chosen, num_clips=num_clips, max_frames=max_frames,
+                              trust_checkpoint=trust_checkpoint, progress=report)
     paths = write_report(result, out, name=name)
     for r in result["results"]:
         typer.echo(f"{r['method']:<28} top-1 {r['top1']:6.1%}  top-5 {r['top5']:6.1%}  {r['gmacs']:9.3f} GMACs/video")

@@ -152,6 +152,18 @@ def evaluate(
                 tally.top5.append(logits.topk(min(5, logits.numel())).indices.tolist())
             if progress is not None:
                 progress("evaluate", i + 1, len(store))
+    return {
+        "runtime": "pytorch",
+        "precision": "fp32",
+        "environment": environment(),
+        "backbone": {"name": config.name, "checkpoint": str(checkpoint) if checkpoint else None,
+                     "short_side": config.preprocess.short_side, "frames": config.frames, "stride": config.stride},
+        **_scores(tallies, videos, sfc_meta),
+    }
+
+
+def _scores(tallies: list[_Tally], videos: VideoList, sfc_meta: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Top-1/top-5 and mean GMACs per method, and the per-video predictions behind them."""
     labels = videos.labels
     results = []
     for tally in tallies:
@@ -166,14 +178,82 @@ def evaluate(
                         "prior": meta["prior"], "logit_scale": meta["logit_scale"], "sfc_checkpoint": meta["checkpoint"]})
         results.append(row)
     return {
-        "runtime": "pytorch",
-        "precision": "fp32",
-        "environment": environment(),
-        "backbone": {"name": config.name, "checkpoint": str(checkpoint) if checkpoint else None,
-                     "short_side": config.preprocess.short_side, "frames": config.frames, "stride": config.stride},
         "class_names": list(videos.class_names),
         "videos": [str(p) for p, _ in videos],
         "labels": labels,
         "results": results,
         "predictions": {t.method.name: [p[0] for p in t.top5] for t in tallies},
+    }
+
+
+def evaluate_export(
+    videos: VideoList,
+    export_dir: str | Path,
+    *,
+    runtime: str = "onnxruntime",
+    precision: str = "fp32",
+    strategies: Sequence[str] = STRATEGIES,
+    num_clips: int = 10,
+    max_frames: int | None = None,
+    progress: Progress | None = None,
+) -> dict[str, Any]:
+    """The same evaluation on exported artifacts: what a deployment would score, not what PyTorch would.
+
+    Clip strategies (single, uniform, dense) run the exported clip model; ``sfc`` runs head -> SFC ->
+    tail of the export (its own trained SFC weights at its exported tau). The SFC graphs are built
+    for one frame size, so the data's frames must resize to the export's ``--size``.
+    """
+    from sfc_deploy.export.exporter import model_from_manifest
+    from sfc_deploy.runtime.pipeline import load
+
+    unknown = [s for s in strategies if s not in STRATEGIES]
+    if unknown:
+        raise ConfigError(f"unknown strategy {', '.join(unknown)}; expected some of {', '.join(STRATEGIES)}")
+    if not len(videos):
+        raise ConfigError("the evaluation list is empty; pass a CSV/folder with labelled videos")
+    with load(export_dir, runtime, precision=precision) as dep:
+        config, reference = dep.config, model_from_manifest(dep.manifest)
+        if config.num_classes != len(videos.class_names):
+            raise ConfigError(f"the export has {config.num_classes} classes but the data has "
+                              f"{len(videos.class_names)}; evaluate on the label set it was trained on")
+        data = dep.manifest.data
+        tau = float(data["tau"])
+        sfc_meta = {"export": {"checkpoint": data.get("sfc_checkpoint") or str(export_dir), **data["sfc"]}}
+        methods = [Method({"single": "single", "uniform": f"uniform-{num_clips}", "dense": f"dense-{num_clips * 3}"}[s], s)
+                   for s in strategies if s != "sfc"]
+        if "sfc" in strategies:
+            methods.append(Method(f"sfc:export@tau={tau:g}", "sfc", tau, "export"))
+        tallies = [_Tally(m) for m in methods]
+        clip_costs = {s: dense_cost(reference, num_clips=n, num_crops=c).gmacs
+                      for s, (n, c) in {"single": (1, 1), "uniform": (num_clips, 1), "dense": (num_clips, 3)}.items()}
+        opts = {"single": {}, "uniform": {"num_clips": num_clips}, "dense": {"num_clips": num_clips},
+                "sfc": {"max_frames": max_frames}}
+        store = FrameStore(videos, preload=False)
+        clip_runner = dep.runner("clip") if any(m.strategy != "sfc" for m in methods) else None
+        sfc_costs: dict[tuple[int, ...], float] = {}
+        for i in range(len(store)):
+            frames = store.all_frames(i)
+            for tally in tallies:
+                strategy = tally.method.strategy
+                x = sample_tensor(frames, strategy, config, **opts[strategy]).tensor.to(dep.dtype)
+                if strategy == "sfc":
+                    logits = dep.predict(x)[0]
+                    if tuple(x.shape) not in sfc_costs:
+                        sfc_costs[tuple(x.shape)] = sfc_cost(reference, frames=x.shape[2], size=tuple(x.shape[-2:])).gmacs
+                    tally.gmacs.append(sfc_costs[tuple(x.shape)])
+                else:
+                    logits = torch.cat([clip_runner.infer({"clip": c.contiguous()})["logits"]
+                                        for c in x.split(dep.dense_batch)]).float().mean(0)
+                    tally.gmacs.append(clip_costs[strategy])
+                tally.top5.append(logits.topk(min(5, logits.numel())).indices.tolist())
+            if progress is not None:
+                progress("evaluate", i + 1, len(store))
+    return {
+        "runtime": runtime,
+        "precision": precision,
+        "export": str(export_dir),
+        "environment": environment(),
+        "backbone": {"name": config.name, "checkpoint": data.get("checkpoint"), "short_side": config.preprocess.short_side,
+                     "frames": config.frames, "stride": config.stride},
+        **_scores(tallies, videos, sfc_meta),
     }

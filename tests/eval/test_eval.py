@@ -82,3 +82,21 @@ def test_bad_requests_are_refused(tiny_trained, sfc_ckpt):
     with pytest.raises(ConfigError, match="used twice"):
         parse_sfc_entries([f"a={sfc_ckpt}", f"a={sfc_ckpt}"])
     assert parse_sfc_entries([f"x={sfc_ckpt}"]) == {"x": Path(sfc_ckpt)}
+
+
+def test_exported_artifacts_score_like_the_models(report, tiny_trained, sfc_ckpt, tmp_path):
+    """`eval --export DIR`: the TorchScript artifacts predict what the PyTorch models predict."""
+    from sfc_deploy.eval.evaluate import evaluate_export
+    from sfc_deploy.export.exporter import ExportOptions, export_model
+
+    model = create_model("slow8x8_tiny", checkpoint=tiny_trained["backbone"], sfc_checkpoint=sfc_ckpt)
+    out = tmp_path / "export"
+    export_model(model, out, ExportOptions(formats=("torchscript",), frames=8, size=(32, 40), raw_frames=64, verify=False))
+    videos = read_csv_list(tiny_trained["test"])
+    got = evaluate_export(videos, out, runtime="torchscript", strategies=("dense", "sfc"), num_clips=2)
+    assert [r["method"] for r in got["results"]] == ["dense-6", "sfc:export@tau=2"]
+    assert got["runtime"] == "torchscript" and got["labels"] == report["labels"]
+    assert got["predictions"]["dense-6"] == report["predictions"]["dense-6"]
+    assert got["predictions"]["sfc:export@tau=2"] == report["predictions"]["sfc:topk@tau=2"]
+    with pytest.raises(ConfigError, match="unknown strategy"):
+        evaluate_export(videos, out, runtime="torchscript", strategies=("dence",))

@@ -74,7 +74,8 @@ def test_train_missing_data_and_backbone_errors(tmp_path):
         (["--strategies", "single,dence"], ("unknown strategy dence",)),
         (["--strategies", "sfc"], ("needs at least one --sfc",)),
         (["--tau", "0.5", "--strategies", "single"], ("--tau must list values >= 1",)),
-        (["--runtime", "tensorrt"], ("not supported by eval yet",)),
+        (["--runtime", "tensorrt"], ("runs exported artifacts; pass --export DIR",)),
+        (["--export", "somewhere"], ("drop --checkpoint/--sfc",)),
         (["--sfc", "=x"], ("--sfc must be NAME=PATH",)),
     ],
 )
