@@ -85,7 +85,8 @@ def _format_for(runtime: str) -> str | None:
     from sfc_deploy.export.formats import RUNTIME_FORMAT, check_runtime
 
     fmt = RUNTIME_FORMAT[check_runtime(runtime)]
-    return None if fmt == "pytorch" else fmt
+    # PyTorch serves the weights but takes each part's I/O record from an artifact: share the ONNX export
+    return "onnx" if fmt == "pytorch" else fmt
 
 
 def ensure_export(opts: BenchOptions, tau: float, say: Callable[[str], None] = lambda m: None) -> Path:
