@@ -17,7 +17,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 bench: setup
-	$(BIN)/sfc-deploy info
+	$(BIN)/sfc-deploy bench
 
 test: setup
 	$(BIN)/python -m pytest -q

@@ -68,12 +68,7 @@ def matmul_peak_gflops(*, threads: int, precision: str = "fp32", size: int = 204
     b = torch.randn(size, size).to(dtype)
     torch.mm(a, b)  # warm-up: page in, pick the kernel
     flops = 2.0 * size**3
-    best, reps, start = float("inf"), 0, time.perf_counter()
-    while reps < 3 or time.perf_counter() - start < seconds:
-        t0 = time.perf_counter()
-        torch.mm(a, b)
-        best = min(best, time.perf_counter() - t0)
-        reps += 1
+    best, reps = _best_time(lambda: torch.mm(a, b), seconds)
     result = {"gflops": flops / best / 1e9, "size": size, "threads": threads, "precision": precision, "repeats": reps,
               "library": f"torch {torch.__version__} ({_blas_name()})", "by_library": {}}
     result["by_library"]["torch"] = result["gflops"]
@@ -112,13 +107,19 @@ def _onnxruntime_matmul_gflops(a, b, *, threads: int, seconds: float) -> float |
     session = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
     feed = {"a": a, "b": b}
     session.run(None, feed)
+    best, _ = _best_time(lambda: session.run(None, feed), seconds)
+    return 2.0 * n**3 / best / 1e9
+
+
+def _best_time(fn, seconds: float) -> tuple[float, int]:
+    """Fastest of repeated ``fn()`` calls over ``seconds`` (at least three), and how many ran."""
     best, reps, start = float("inf"), 0, time.perf_counter()
     while reps < 3 or time.perf_counter() - start < seconds:
         t0 = time.perf_counter()
-        session.run(None, feed)
+        fn()
         best = min(best, time.perf_counter() - t0)
         reps += 1
-    return 2.0 * n**3 / best / 1e9
+    return best, reps
 
 
 def _blas_name() -> str:

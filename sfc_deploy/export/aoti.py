@@ -1,7 +1,8 @@
 """AOTInductor packages (``.pt2``): ``torch.export`` + Inductor ahead-of-time compilation.
 
 Loadable from Python (``torch._inductor.aoti_load_package``) and from C++
-(``torch::inductor::AOTIModelPackageLoader``). Batch and time stay dynamic. The SFC's TopK is
+(``torch::inductor::AOTIModelPackageLoader``). Batch stays dynamic, and time too except in the
+SFC package (see ``exporter._variants``). The SFC's TopK is
 compiled from aten ops (``topk_impl="aten"``) so the package needs no Python custom op.
 Compiling runs a C++ compiler: expect about a minute per part on 2 cores.
 """

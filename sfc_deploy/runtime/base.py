@@ -72,6 +72,35 @@ class Runner(ABC):
         return f"{self.name} runner for {self.artifact.part} ({self.artifact.file})"
 
 
+class TorchModuleRunner(Runner):
+    """A runner whose backend is a torch callable (eager module, TorchScript, AOTInductor package):
+    ``threads`` sets torch's intra-op threads (process-wide); subclasses set ``self.module``."""
+
+    def __init__(self, artifact: Artifact, path: Path | None, *, device: str = "cpu", threads: int | None = None) -> None:
+        super().__init__(artifact, path)
+        self.device = device
+        self.threads = threads
+        self.module = None
+
+    def activate(self) -> None:
+        if self.threads:
+            torch.set_num_threads(self.threads)
+        self.module = self._load()
+
+    def _load(self):
+        """The callable for ``activate``."""
+        raise NotImplementedError
+
+    def deactivate(self) -> None:
+        self.module = None
+
+    def _infer_impl(self, feed: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        with torch.inference_mode():
+            out = self.module(*(feed[n].to(self.device) for n in self.input_names))
+        out = out if isinstance(out, (tuple, list)) else (out,)
+        return dict(zip(self.output_names, out))
+
+
 def check_feed(feed: dict[str, torch.Tensor], specs: tuple[TensorSpec, ...], *, where: str) -> None:
     """Names, dtypes, ranks, static dims, and consistency of symbolic dims across inputs."""
     expected = [s.name for s in specs]

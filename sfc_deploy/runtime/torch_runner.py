@@ -2,31 +2,19 @@
 
 from __future__ import annotations
 
-import torch
 from torch import nn
 
-from sfc_deploy.runtime.base import Runner
+from sfc_deploy.runtime.base import TorchModuleRunner
 
 
-class PyTorchRunner(Runner):
-    """Runs one part of the model rebuilt from ``model.safetensors`` in eager mode; ``threads`` sets
-    torch's intra-op threads (process-wide)."""
+class PyTorchRunner(TorchModuleRunner):
+    """Runs one part of the model rebuilt from ``model.safetensors`` in eager mode."""
 
     name = "pytorch"
 
     def __init__(self, artifact, path, *, module: nn.Module, device: str = "cpu", threads: int | None = None) -> None:
-        super().__init__(artifact, path)
-        self.module = module
-        self.device = device
-        self.threads = threads
+        super().__init__(artifact, path, device=device, threads=threads)
+        self.part_module = module
 
-    def activate(self) -> None:
-        if self.threads:
-            torch.set_num_threads(self.threads)
-        self.module = self.module.eval().to(self.device)
-
-    def _infer_impl(self, feed: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        with torch.inference_mode():
-            out = self.module(*(feed[n].to(self.device) for n in self.input_names))
-        out = out if isinstance(out, (tuple, list)) else (out,)
-        return dict(zip(self.output_names, out))
+    def _load(self):
+        return self.part_module.eval().to(self.device)

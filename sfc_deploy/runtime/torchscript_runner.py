@@ -6,32 +6,15 @@ import warnings
 
 import torch
 
-from sfc_deploy.runtime.base import Runner
+from sfc_deploy.runtime.base import TorchModuleRunner
 
 
-class TorchScriptRunner(Runner):
-    """Runs a ``.ts`` trace; ``threads`` sets torch's intra-op threads (process-wide)."""
+class TorchScriptRunner(TorchModuleRunner):
+    """Runs a ``.ts`` trace."""
 
     name = "torchscript"
 
-    def __init__(self, artifact, path, *, device: str = "cpu", threads: int | None = None) -> None:
-        super().__init__(artifact, path)
-        self.device = device
-        self.threads = threads
-        self.module = None
-
-    def activate(self) -> None:
-        if self.threads:
-            torch.set_num_threads(self.threads)
+    def _load(self):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)  # TorchScript stays: C++ loads it
-            self.module = torch.jit.load(str(self.path), map_location=self.device).eval()
-
-    def deactivate(self) -> None:
-        self.module = None
-
-    def _infer_impl(self, feed: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        with torch.inference_mode():
-            out = self.module(*(feed[n].to(self.device) for n in self.input_names))
-        out = out if isinstance(out, (tuple, list)) else (out,)
-        return dict(zip(self.output_names, out))
+            return torch.jit.load(str(self.path), map_location=self.device).eval()
