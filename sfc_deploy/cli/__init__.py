@@ -21,6 +21,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "sfc_deploy.cli.convert",
     "sfc_deploy.cli.train",
     "sfc_deploy.cli.eval",
+    "sfc_deploy.cli.predict",
     "sfc_deploy.cli.bench",
 )
 

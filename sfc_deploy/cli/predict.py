@@ -1,0 +1,140 @@
+"""``sfc-deploy predict``: classify video files with SFC and show where it looked.
+
+Thin: options are checked here (what applies with and without ``--export``), the work is
+:mod:`sfc_deploy.eval.predict`. Every video is probed before the model loads, so a missing or corrupt
+file fails at once, and the JSON is written only after every video was classified.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from sfc_deploy.cli.options import CheckpointOpt, SfcCheckpointOpt, TrustOpt
+from sfc_deploy.cli.train import ThreadsOpt
+from sfc_deploy.data.video import probe_video
+from sfc_deploy.errors import ConfigError
+from sfc_deploy.eval.predict import Prediction, Predictor, from_checkpoints, from_export, predict_video, resolve_class_names
+from sfc_deploy.models.sfc import parse_tau
+from sfc_deploy.train.common import set_threads
+
+SPARK = "▁▂▃▄▅▆▇█"
+#: Widest attention sparkline, in characters; longer videos are binned.
+SPARK_WIDTH = 60
+#: Most attended timestamps listed under the sparkline.
+PEAKS = 3
+
+
+def sparkline(values: list[float], width: int = SPARK_WIDTH) -> str:
+    """One character per value (binned by their mean past ``width``), scaled so the largest is a full block."""
+    if len(values) > width:
+        bins = [values[i * len(values) // width : (i + 1) * len(values) // width] for i in range(width)]
+        values = [sum(b) / len(b) for b in bins]
+    top = max(values, default=0.0)
+    if top <= 0:
+        return SPARK[0] * len(values)
+    return "".join(SPARK[min(len(SPARK) - 1, int(v / top * (len(SPARK) - 1) + 0.5))] for v in values)
+
+
+def _seconds(t: float | None) -> str:
+    return "?s" if t is None else f"{t:.2f}s"
+
+
+def show(console: Console, pred: Prediction) -> None:
+    """The terminal view of one prediction: a top-N table and the attention over time."""
+    duration = f" ({pred.num_frames / pred.fps:.2f} s at {pred.fps:g} fps)" if pred.fps > 0 else ""
+    cropped = f" (centre crop at top {pred.crop[0]}, left {pred.crop[1]}: the export's size)" if pred.crop else ""
+    console.print(f"[bold]{escape(str(pred.path))}[/]: {pred.num_frames} frames{duration}; SFC read "
+                  f"{len(pred.frame_indices)} frames of {pred.size[0]}x{pred.size[1]}{cropped} -> k={pred.k}")
+    table = Table(show_edge=False, pad_edge=False, box=None)
+    table.add_column("#", justify="right")
+    table.add_column("class")
+    table.add_column("index", justify="right")
+    table.add_column("prob", justify="right")
+    table.add_column("")
+    for rank, score in enumerate(pred.top, 1):
+        table.add_row(str(rank), escape(score.name), str(score.index), f"{score.prob:6.1%}", "█" * round(score.prob * 20))
+    console.print(table)
+    stamps, mass = pred.timestamps, pred.mass.tolist()
+    console.print(f"where SFC looked: {_seconds(stamps[0])} {sparkline(mass)} {_seconds(stamps[-1])}")
+    peaks = ", ".join(f"{_seconds(stamps[i])} (frame {pred.frame_indices[i]}, {mass[i]:.2f})" for i in pred.peaks(PEAKS))
+    console.print(f"most attended: {peaks} (attention mass; k={pred.k} in all, {pred.k / len(mass):.2f} per frame if uniform)")
+
+
+def _check_options(*, export: Path | None, given: dict[str, bool], runtime: str | None, precision: str | None) -> None:
+    """Refuse options that do not apply, naming the option and the fix."""
+    if export is not None:
+        extra = [name for name, on in given.items() if on]
+        if extra:
+            verb = "does" if len(extra) == 1 else "do"
+            raise ConfigError(f"{', '.join(extra)} {verb} not apply with --export: the export folder holds its own "
+                              f"weights, tau and backbone; drop {' '.join(extra)} or drop --export")
+        return
+    if runtime is not None and runtime != "pytorch":
+        raise ConfigError(f"--runtime {runtime} runs exported artifacts; pass --export DIR (or drop --runtime)")
+    if precision is not None:
+        raise ConfigError(f"--precision {precision} applies to exported artifacts; pass --export DIR or drop --precision")
+
+
+def predict_cmd(
+    videos: Annotated[list[Path], typer.Argument(metavar="VIDEO", help="Video files (any container FFmpeg reads).", show_default=False)],
+    backbone: Annotated[str | None, typer.Option("--backbone", "-b", help="Registered backbone (default: slow8x8).")] = None,
+    checkpoint: CheckpointOpt = None,
+    trust_checkpoint: TrustOpt = False,
+    sfc_checkpoint: SfcCheckpointOpt = None,
+    tau: Annotated[str | None, typer.Option("--tau", help="Compression ratio (default: the SFC checkpoint's, else 2).")] = None,
+    max_frames: Annotated[int | None, typer.Option(min=1, help="Most sampled frames; longer videos become segments (default: all).")] = None,
+    export: Annotated[Path | None, typer.Option("--export", help="Run an export folder's artifacts instead of checkpoints.")] = None,
+    runtime: Annotated[str | None, typer.Option(help="With --export: onnxruntime (default), torchscript, aoti, tensorrt, pytorch.")] = None,
+    precision: Annotated[str | None, typer.Option(help="With --export: fp32 (default) or fp16.")] = None,
+    classes: Annotated[Path | None, typer.Option("--classes", help="Class names, one per line (default: stored ones, else indices).")] = None,
+    top: Annotated[int, typer.Option("--top", min=1, help="Classes to show per video.")] = 5,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Also write the predictions and attention to this JSON file.")] = None,
+    matrix: Annotated[bool, typer.Option("--attention-matrix", help="With --json: include the full k x T attention map.")] = False,
+    threads: ThreadsOpt = None,
+) -> None:
+    """Classify whole videos with SFC in one pass; show the top classes and where SFC looked."""
+    given = {"--backbone": backbone is not None, "--checkpoint": checkpoint is not None,
+             "--trust-checkpoint": trust_checkpoint, "--sfc-checkpoint": sfc_checkpoint is not None, "--tau": tau is not None}
+    _check_options(export=export, given=given, runtime=runtime, precision=precision)
+    if matrix and json_out is None:
+        raise ConfigError("--attention-matrix goes into the JSON file; add --json FILE or drop --attention-matrix")
+    if json_out is not None and (json_out.is_dir() or not json_out.parent.is_dir()):
+        raise ConfigError(f"--json {json_out}: not a file in an existing folder; create the folder or pick another path")
+    tau_value = parse_tau(tau) if tau is not None else None
+    set_threads(threads)
+    infos = [probe_video(v) for v in videos]  # missing or corrupt files fail before the model loads
+    if export is not None:
+        predictor: Predictor = from_export(export, runtime=runtime or "onnxruntime", precision=precision or "fp32",
+                                           threads=threads)
+    else:
+        predictor = from_checkpoints(backbone or "slow8x8", checkpoint=checkpoint, sfc_checkpoint=sfc_checkpoint,
+                                     tau=tau_value, trust_checkpoint=trust_checkpoint)
+    console, notes = Console(highlight=False, soft_wrap=True), Console(stderr=True, highlight=False, soft_wrap=True)
+    with predictor:
+        names, names_from = resolve_class_names(predictor, classes)
+        for warning in predictor.warnings:
+            notes.print(f"[yellow]note: {escape(warning)}[/]")
+        predictions = []
+        for path, info in zip(videos, infos):
+            pred = predict_video(predictor, path, class_names=names, top=top, max_frames=max_frames, info=info)
+            show(console, pred)
+            predictions.append(pred)
+    if json_out is not None:
+        from sfc_deploy.export.manifest import atomic_write_text
+
+        doc = {"model": predictor.source, "class_names_from": names_from, "top": top,
+               "videos": [p.to_dict(matrix=matrix) for p in predictions]}
+        atomic_write_text(json_out, json.dumps(doc, indent=1) + "\n")
+        console.print(f"wrote {escape(str(json_out))}")
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``predict`` to the ``sfc-deploy`` app."""
+    app.command("predict")(predict_cmd)
