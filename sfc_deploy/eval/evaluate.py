@@ -68,7 +68,7 @@ def parse_sfc_entries(values: Sequence[str]) -> dict[str, Path]:
     return out
 
 
-def _sfc_at_tau(base: SFCModel, tau: float) -> SFCModel:
+def sfc_at_tau(base: SFCModel, tau: float) -> SFCModel:
     """The same trained SFC weights run at another tau (a new module sharing the backbone)."""
     if tau == base.sfc.config.tau:
         return base
@@ -126,7 +126,7 @@ def evaluate(
             trained = create_model(backbone, checkpoint=checkpoint, sfc_checkpoint=path, trust_checkpoint=trust_checkpoint,
                                    num_classes=None if checkpoint else config.num_classes)
             for tau in taus:
-                methods.append((Method(f"sfc:{name}@tau={tau:g}", "sfc", tau, name), _sfc_at_tau(trained, tau)))
+                methods.append((Method(f"sfc:{name}@tau={tau:g}", "sfc", tau, name), sfc_at_tau(trained, tau)))
     tallies = [_Tally(m) for m, _ in methods]
     store = FrameStore(videos, preload=False)
     clip_costs = {s: dense_cost(base, num_clips=n, num_crops=c).gmacs

@@ -170,7 +170,7 @@ def from_checkpoints(
             trained SFC runs at any tau, as in eval), or 2.
         trust_checkpoint: allow pickled objects in checkpoints you trust.
     """
-    from sfc_deploy.eval.evaluate import _sfc_at_tau
+    from sfc_deploy.eval.evaluate import sfc_at_tau
     from sfc_deploy.models.sfc_model import create_model, read_sfc_checkpoint
 
     if tau is not None and tau < 1:
@@ -178,7 +178,7 @@ def from_checkpoints(
     model = create_model(backbone, checkpoint=checkpoint, sfc_checkpoint=sfc_checkpoint,
                          trust_checkpoint=trust_checkpoint, tau=2.0 if tau is None else tau)
     if sfc_checkpoint is not None and tau is not None:  # create_model ran it at its trained tau
-        model = _sfc_at_tau(model, tau)
+        model = sfc_at_tau(model, tau)
     names = model.config.class_names
     if not names and sfc_checkpoint is not None:  # the SFC file records the config it was trained with
         saved = BackboneConfig.from_dict(read_sfc_checkpoint(sfc_checkpoint)[1]["backbone_config"])
