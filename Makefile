@@ -20,6 +20,7 @@ bench: setup
 	$(BIN)/sfc-deploy bench
 
 test: setup
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -q
 
 clean:

@@ -86,7 +86,7 @@ def sfc_tiny_export(out: Path, formats: tuple[str, ...], precisions=("fp32",), p
 
     options = ExportOptions(
         formats=formats, precisions=tuple(precisions), parts=tuple(parts or PARTS), frames=SFC_TINY_RAW_FRAMES // 8,
-        size=SFC_TINY_SIZE, raw_frames=SFC_TINY_RAW_FRAMES, verify=False,
+        size=SFC_TINY_SIZE, raw_frames=SFC_TINY_RAW_FRAMES,
     )
     with _torch_threads(1):
         export_model(sfc_tiny_model(), out, options)

@@ -20,13 +20,14 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import platform
 import shutil
 import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+
+from sfc_deploy.common.environment import environment
 
 HERE = Path(__file__).resolve().parent
 CLI = str(Path(sys.executable).with_name("sfc-deploy"))
@@ -184,7 +185,7 @@ def write_results(out: Path, work: Path, times: dict[str, float], *, quick: bool
     result = {
         "experiment": "synthetic 8-class motion data; slow8x8_tiny trained on clips; SFC variants on the frozen backbone",
         "quick": quick, "sfc_epochs": sfc_epochs, "backbone_epochs": bb_epochs,
-        "machine": {"platform": platform.platform(), "cpu": platform.processor() or platform.machine()},
+        "machine": environment(),
         "seconds": times, "checks": checks, "feature_cache": cache,
         "training": {c["name"]: c["last"] for c in cached},
         "backbone_training": [json.loads(line) for line in (work / "backbone" / "metrics.jsonl").read_text().splitlines()],

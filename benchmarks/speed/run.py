@@ -22,6 +22,8 @@ import sys
 import time
 from pathlib import Path
 
+from sfc_deploy.common.parsing import split_list
+
 HERE = Path(__file__).resolve().parent
 CLI = str(Path(sys.executable).with_name("sfc-deploy"))
 LENGTHS = "144,288,576,1152"
@@ -38,7 +40,7 @@ def bench(runtime: str, args: list[str], *, cache: Path, stem: str) -> dict:
     subprocess.run(cmd, check=True)
     report = json.loads((HERE / f"{stem}.json").read_text())
     report["script_wall_s"] = round(time.perf_counter() - t0, 1)
-    from sfc_deploy.export.manifest import atomic_write_text
+    from sfc_deploy.common.atomic import atomic_write_text
 
     atomic_write_text(HERE / f"{stem}.json", json.dumps(report, indent=2) + "\n")
     return report
@@ -54,7 +56,7 @@ def main() -> int:
     args = parser.parse_args()
     videos = str(args.videos or (1 if args.quick else 3))
     common = ["--videos", videos, "--warmup", "1", "--batch-size", "30,10" if args.quick else "30,15,10,6"]
-    for runtime in args.runtimes.split(","):
+    for runtime in split_list(args.runtimes):
         extra = list(common)
         if runtime == "onnxruntime" and not args.quick:
             extra += ["--tau", TAUS, "--lengths", LENGTHS]
@@ -70,7 +72,7 @@ def main() -> int:
         lines += [(HERE / f"{stem}.md").read_text(), f"![{stem}]({stem}.png)", ""]
         if "script_wall_s" in r:
             lines += [f"Wall time of this run, export included: {r['script_wall_s']:.0f} s.", ""]
-    from sfc_deploy.export.manifest import atomic_write_text
+    from sfc_deploy.common.atomic import atomic_write_text
 
     atomic_write_text(HERE / "results.md", "\n".join(lines))
     print(f"wrote {HERE / 'results.md'}")

@@ -8,43 +8,16 @@ with what this machine can actually do now (other load included), not with a dat
 
 from __future__ import annotations
 
-import os
-import platform
 import time
 
-
-def cpu_model() -> str:
-    """The CPU's marketing name (``/proc/cpuinfo`` on Linux, ``platform.processor()`` elsewhere)."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.lower().startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def machine_info() -> dict:
-    """CPU, cores, memory and OS of this machine, for the report's header."""
-    import psutil
-
-    return {
-        "cpu": cpu_model(),
-        "logical_cores": os.cpu_count(),
-        "physical_cores": psutil.cpu_count(logical=False),
-        "usable_cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
-        "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
-        "os": platform.platform(),
-        "hostname": platform.node(),
-    }
+from sfc_deploy.common.environment import cpu_model, machine_info, usable_cores  # noqa: F401 - re-exported
 
 
 def default_threads() -> int:
     """Physical cores usable by this process: the thread count both strategies get by default."""
     import psutil
 
-    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    usable = usable_cores()
     return max(1, min(usable, psutil.cpu_count(logical=False) or usable))
 
 
@@ -62,8 +35,10 @@ def matmul_peak_gflops(*, threads: int, precision: str = "fp32", size: int = 204
     """
     import torch
 
+    from sfc_deploy.common.precision import torch_dtype
+
     torch.set_num_threads(threads)
-    dtype = {"fp32": torch.float32, "fp16": torch.float16}[precision]
+    dtype = torch_dtype(precision)
     a = torch.randn(size, size).to(dtype)
     b = torch.randn(size, size).to(dtype)
     torch.mm(a, b)  # warm-up: page in, pick the kernel

@@ -5,9 +5,9 @@ known, speed against GMACs otherwise).
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
+
+from sfc_deploy.common.atomic import atomic_write
 
 DENSE_COLOR, SFC_COLOR = "#1f77b4", "#ff9f1c"  # the paper's blue (dense) and yellow (SFC)
 
@@ -71,16 +71,10 @@ def write_plot(report: dict, path: str | Path, *, accuracy: dict[str, float] | N
                  f"{report['machine']['cpu']}", fontsize=9)
     fig.tight_layout()
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".png")
-    os.close(fd)
     try:
-        fig.savefig(tmp, dpi=120)
-        os.replace(tmp, path)
+        atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=120), suffix=".png")
     finally:
         plt.close(fig)
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return path
 
 

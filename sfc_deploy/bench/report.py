@@ -25,6 +25,9 @@ from pathlib import Path
 
 import numpy as np
 
+from sfc_deploy.common.atomic import atomic_write_text
+from sfc_deploy.common.environment import library_versions, machine_info
+
 SCHEMA = "sfc-deploy-bench/1"
 BUDGET_MB = 16 * 1024
 TARGETS = {"speedup": 6.0, "memory_ratio": 5.0, "sfc_peak_fraction": 0.5}
@@ -60,7 +63,7 @@ def _costs(export_dir: str, sfc_frames: int) -> tuple[dict, dict]:
     from sfc_deploy.models.sfc import SFC, SFCConfig
     from sfc_deploy.models.sfc_model import SFCModel
 
-    data = load_manifest(export_dir).data
+    data = load_manifest(export_dir).to_dict()
     with torch.device("meta"):
         model = SFCModel(ResNet3d(BackboneConfig.from_dict(data["backbone"]), split=data["split"]),
                          SFC(SFCConfig.from_dict(data["sfc"])), split=data["split"])
@@ -101,8 +104,7 @@ def summarize(run: dict, cost: dict, matmul_gflops: float) -> dict:
 
 def build_report(*, exports: dict, matmul: dict, dense: dict, sfc_runs: dict, lengths: list, options, threads: int) -> dict:
     """Assemble the report from the raw worker results (see the module docstring for definitions)."""
-    from sfc_deploy.bench.machine import machine_info
-    from sfc_deploy.export.manifest import library_versions, load_manifest
+    from sfc_deploy.export.manifest import load_manifest
 
     taus = list(sfc_runs)
     head_tau = taus[0]
@@ -116,7 +118,7 @@ def build_report(*, exports: dict, matmul: dict, dense: dict, sfc_runs: dict, le
             dense_row = summarize(dense, dense_cost, peak)
         sweep.append({"tau": tau, **row})
     sfc_row = sweep[0]
-    manifest = load_manifest(exports[head_tau]).data
+    manifest = load_manifest(exports[head_tau]).to_dict()
     inp = manifest["input"]
     report = {
         "schema": SCHEMA,
@@ -275,16 +277,9 @@ def print_table(report: dict, console=None) -> None:
     console.print(f"[bold]{headline(report)}[/]")
 
 
-def write_text_atomic(path: str | Path, text: str) -> None:
-    from sfc_deploy.export.manifest import atomic_write_text
-
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(path, text)
-
-
 def write_json(report: dict, path: str | Path) -> None:
-    write_text_atomic(path, json.dumps(report, indent=2) + "\n")
+    atomic_write_text(path, json.dumps(report, indent=2) + "\n")
 
 
 def write_markdown(report: dict, path: str | Path) -> None:
-    write_text_atomic(path, to_markdown(report))
+    atomic_write_text(path, to_markdown(report))

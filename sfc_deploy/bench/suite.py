@@ -91,10 +91,11 @@ def _format_for(runtime: str) -> str | None:
 
 def ensure_export(opts: BenchOptions, tau: float, say: Callable[[str], None] = lambda m: None) -> Path:
     """The cached export for ``tau`` at the bench settings: reused when its manifest matches, else built."""
+    from sfc_deploy.errors import ArtifactError
     from sfc_deploy.export.exporter import ExportOptions, export_model
     from sfc_deploy.export.manifest import load_manifest
-    from sfc_deploy.errors import ArtifactError
     from sfc_deploy.models import create_model, get_config
+    from sfc_deploy.verify import verify
 
     config = get_config(opts.backbone)
     frames = math.ceil(opts.raw_frames / config.stride)
@@ -106,13 +107,13 @@ def ensure_export(opts: BenchOptions, tau: float, say: Callable[[str], None] = l
         try:
             m = load_manifest(out)
             ok = (
-                m.data["backbone"]["name"] == opts.backbone
-                and abs(m.data["tau"] - tau) < 1e-6
-                and m.data["input"]["frames"] == frames
-                and tuple(m.data["input"]["size"]) == (h, w)
-                and (fmt is None or (fmt in m.data["formats"] and opts.precision in m.data["precisions"]))
-                and (m.data.get("parity") or {"passed": True})["passed"]
-                and (not opts.verify_export or m.data.get("parity") is not None)
+                m.backbone.name == opts.backbone
+                and abs(m.tau - tau) < 1e-6
+                and m.input.frames == frames
+                and tuple(m.input.size) == (h, w)
+                and (fmt is None or (fmt in m.formats and opts.precision in m.precisions))
+                and (m.parity or {"passed": True})["passed"]
+                and (not opts.verify_export or m.parity is not None)
             )
             if ok:
                 say(f"reusing the export in {out}")
@@ -124,14 +125,17 @@ def ensure_export(opts: BenchOptions, tau: float, say: Callable[[str], None] = l
     say(f"exporting {opts.backbone} tau={tau:g} ({fmt or 'weights'}, {opts.precision}) to {out}")
     torch.manual_seed(opts.seed)  # every tau of a sweep gets the same backbone weights
     model = create_model(config, tau=tau, split="res3")
-    export_model(
+    manifest = export_model(
         model,
         out,
         ExportOptions(formats=(fmt,) if fmt else (), precisions=(opts.precision,), frames=frames, size=(h, w),
-                      raw_frames=opts.raw_frames, verify=opts.verify_export),
+                      raw_frames=opts.raw_frames),
         force=True,
         progress=say,
     )
+    if opts.verify_export:
+        say("verifying every artifact against PyTorch")
+        manifest.with_parity(verify(manifest, progress=say).to_dict()).save()
     return out
 
 
@@ -179,7 +183,7 @@ def run_bench(opts: BenchOptions, progress: Progress = lambda kind, data: None) 
     if opts.lengths:
         from sfc_deploy.export.manifest import load_manifest
 
-        stride = load_manifest(first).data["input"]["stride"]
+        stride = load_manifest(first).input.stride
         chunks = [opts.head_chunk, None] if opts.head_chunk else [None]
         for raw in opts.lengths:
             row = {"raw_frames": raw, "frames": math.ceil(raw / stride), "dense_peak_mb": dense["peak_rss_mb"],

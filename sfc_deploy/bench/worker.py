@@ -31,6 +31,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from sfc_deploy.common.atomic import atomic_write_text
 from sfc_deploy.errors import ConfigError, SfcError
 
 STRATEGIES = ("sfc", "dense", "matmul")
@@ -126,10 +127,10 @@ class _Inputs:
         import torch
 
         self.job, self.dep = job, deployment
-        inp = deployment.manifest.data["input"]
-        self.size = tuple(inp["size"])
-        self.frames = job.frames or inp["frames"]
-        self.dense = inp["dense"]
+        inp = deployment.manifest.input
+        self.size = tuple(inp.size)
+        self.frames = job.frames or inp.frames
+        self.dense = inp.dense
         self.dtype = deployment.dtype
         self._tensor = None
         self._next = 0
@@ -139,36 +140,25 @@ class _Inputs:
             if job.strategy == "sfc":
                 shape = (1, 3, self.frames, *self.size)
             else:  # what the dense sampler hands the model: the 30 crops, already cropped
-                shape = (self.dense["clips"] * self.dense["crops"], 3, self.dense["frames"], self.dense["crop"], self.dense["crop"])
+                shape = (self.dense.clips * self.dense.crops, 3, self.dense.frames, self.dense.crop, self.dense.crop)
             self._tensor = torch.randn(shape, generator=g).to(self.dtype)
 
     def next(self):
-        """The input of the next video (decoding, resizing and sampling happen here, inside the timing)."""
+        """The input of the next video (decoding and sampling happen here, inside the timing), fitted
+        to the export by the same function every command uses."""
         if self._tensor is not None:
             return self._tensor
-        import torch.nn.functional as F
-
-        from sfc_deploy.data.samplers import sample_video
+        from sfc_deploy.data.inputs import model_input
 
         i = self._next % len(self.job.video_files)
         path = self.job.video_files[i]
         self.label = self.job.labels[i] if self.job.labels else None
         self._next += 1
-        if self.job.strategy == "dense":
-            return sample_video(path, "dense", self.dep.config).tensor.to(self.dtype)
-        x = sample_video(path, "sfc", self.dep.config, max_frames=None).tensor
-        if tuple(x.shape[-2:]) != self.size:  # the export's frame size is static; match it
-            x = F.interpolate(x, size=(x.shape[2], *self.size), mode="trilinear", align_corners=False)
-        self.frames = int(x.shape[2])  # GMACs follow the decoded length
+        strategy = "dense" if self.job.strategy == "dense" else "sfc"
+        x = model_input(path, strategy, self.dep.config, self.dep.input_spec).tensor
+        if strategy == "sfc":
+            self.frames = int(x.shape[2])  # GMACs follow the decoded length
         return x.to(self.dtype)
-
-
-def _dense_video(clip_runner, crops, batch: int):
-    """Logits of one video by 30-crop dense sampling: crops in batches of ``batch``, averaged."""
-    import torch
-
-    outs = [clip_runner.infer({"clip": c.contiguous()})["logits"] for c in crops.split(batch)]
-    return torch.cat(outs).float().mean(0, keepdim=True)
 
 
 def run_job(job: WorkerJob, emit: Callable[[dict], None] = lambda e: None) -> dict:
@@ -183,24 +173,28 @@ def run_job(job: WorkerJob, emit: Callable[[dict], None] = lambda e: None) -> di
 
     import torch
 
+    from sfc_deploy.export.formats import format_of_runtime
     from sfc_deploy.runtime.pipeline import load
 
     torch.set_num_threads(job.threads)
     emit({"event": "phase", "name": "loading"})
-    extra = {"shrink_arena": True} if job.runtime == "onnxruntime" else {}  # same for both strategies
+    # runtimes with an arena give it back after every run, for both strategies alike
+    extra = {"shrink_arena": True} if "shrink_arena" in format_of_runtime(job.runtime).runner_options else {}
     dep = load(job.export_dir, job.runtime, precision=job.precision, threads=job.threads,
                head_chunk=job.head_chunk if job.strategy == "sfc" else None, **extra)
     if job.strategy == "sfc":
         pipe = dep.sfc_pipeline()
         run = lambda x, _b: pipe(x)[0]  # noqa: E731
-    else:
+    else:  # the one dense path (eval and verify run it too), at the batch size being tried
+        from sfc_deploy.runtime.pipeline import ClipPipeline
+
         clip = dep.runner("clip")
-        run = lambda x, b: _dense_video(clip, x, b)  # noqa: E731
+        run = lambda x, b: ClipPipeline(clip, batch_size=b)(x)  # noqa: E731
     inputs = _Inputs(job, dep)
     _release_free_heap()
     peak_reset = _reset_peak()
     base_mb = _rss_mb()
-    full_batch = inputs.dense["clips"] * inputs.dense["crops"]  # the paper's way: all 30 crops in one batch
+    full_batch = inputs.dense.clips * inputs.dense.crops  # the paper's way: all 30 crops in one batch
 
     correct: list[bool] = []
 
@@ -224,7 +218,7 @@ def run_job(job: WorkerJob, emit: Callable[[dict], None] = lambda e: None) -> di
         "precision": job.precision,
         "threads": job.threads,
         "input": "video files (decode included)" if job.video_files else "synthetic tensors",
-        "frames": inputs.frames if job.strategy == "sfc" else inputs.dense["frames"],
+        "frames": inputs.frames if job.strategy == "sfc" else inputs.dense.frames,
         "base_rss_mb": base_mb,
         "peak_rss_mb": memory_mb,
         "video_mem_mb": max(memory_mb - base_mb, 0.0),
@@ -306,7 +300,7 @@ def run_in_fresh_process(job: WorkerJob, on_event: Callable[[dict], None] = lamb
 
 
 def _error_types() -> dict[str, type[SfcError]]:
-    from sfc_deploy import errors
+    import sfc_deploy.errors as errors
 
     return {name: cls for name, cls in vars(errors).items() if isinstance(cls, type) and issubclass(cls, SfcError)}
 
@@ -327,9 +321,7 @@ def main(argv: list[str] | None = None) -> int:
     except SfcError as exc:
         result = {"error": str(exc), "error_type": type(exc).__name__}
     result["pid"] = os.getpid()  # lets the caller (and the tests) see it really was a fresh process
-    tmp = Path(out_path).with_suffix(".tmp")
-    tmp.write_text(json.dumps(result))
-    os.replace(tmp, out_path)
+    atomic_write_text(out_path, json.dumps(result))
     return 0
 
 

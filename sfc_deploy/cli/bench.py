@@ -8,13 +8,14 @@ from typing import Annotated
 import typer
 
 from sfc_deploy.cli.options import BackboneOpt, FramesOpt, SizeOpt, parse_size
+from sfc_deploy.common.parsing import split_list
 from sfc_deploy.errors import ConfigError
 
 
 def parse_int_list(value: str, option: str) -> tuple[int, ...]:
     """'30,10,5' -> (30, 10, 5); anything else is a one-line error naming the option."""
     try:
-        items = tuple(int(v) for v in value.replace(" ", "").split(",") if v)
+        items = tuple(int(v) for v in split_list(value))
     except ValueError:
         raise ConfigError(f"{option} takes comma-separated integers like 30,10,5, got {value!r}") from None
     if not items:
@@ -26,7 +27,7 @@ def parse_taus(value: str) -> tuple[float, ...]:
     """'1,4/3,2,4' -> (1.0, 1.333, 2.0, 4.0), each checked like --tau everywhere else."""
     from sfc_deploy.models.sfc import parse_tau
 
-    taus = tuple(parse_tau(v) for v in value.replace(" ", "").split(",") if v)
+    taus = tuple(parse_tau(v) for v in split_list(value))
     if not taus:
         raise ConfigError(f"--tau is empty; give one value or a sweep like 1,4/3,2,4, got {value!r}")
     return tuple(dict.fromkeys(taus))
@@ -60,7 +61,7 @@ def register(app: typer.Typer) -> None:
         """Videos/s, latency, peak memory and GMACs of SFC against 30-crop dense sampling, same weights and runtime."""
         from sfc_deploy.bench.suite import BenchOptions
         from sfc_deploy.export.formats import check_runtime
-        from sfc_deploy.export.manifest import PRECISIONS
+        from sfc_deploy.common.precision import PRECISIONS
 
         check_runtime(runtime)
         if precision not in PRECISIONS:

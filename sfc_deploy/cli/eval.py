@@ -9,6 +9,7 @@ import typer
 
 from sfc_deploy.cli.options import BackboneOpt, CheckpointOpt, TrustOpt
 from sfc_deploy.cli.train import ThreadsOpt, progress_bar
+from sfc_deploy.common.parsing import split_list
 from sfc_deploy.data.datasets import load_video_list
 from sfc_deploy.errors import ConfigError
 from sfc_deploy.eval.evaluate import STRATEGIES, evaluate, evaluate_export, parse_sfc_entries
@@ -41,10 +42,10 @@ def eval_cmd(
     if export is not None and (checkpoint or sfc):
         raise ConfigError("--export evaluates the weights inside the export folder; drop --checkpoint/--sfc")
     set_threads(threads)
-    taus = [parse_tau(t) for t in tau.split(",") if t.strip()]
+    taus = [parse_tau(t) for t in split_list(tau)]
     if not taus or any(t < 1 for t in taus):
         raise ConfigError(f"--tau must list values >= 1 such as 2,4, got {tau!r}")
-    chosen = [s.strip() for s in strategies.split(",") if s.strip()]
+    chosen = split_list(strategies)
     videos = load_video_list(data, subset="test")
     if limit is not None:
         videos = type(videos)(items=videos.items[:limit], class_names=videos.class_names)

@@ -10,6 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from sfc_deploy.common.parsing import split_list
 from sfc_deploy.cli.options import (
     BackboneOpt,
     CheckpointOpt,
@@ -49,20 +50,20 @@ def register(app: typer.Typer) -> None:
         from sfc_deploy.export.exporter import ExportOptions, check_options, export_model
         from sfc_deploy.export.formats import parse_formats, parse_precisions
         from sfc_deploy.models import create_model, get_config
+        from sfc_deploy.verify import verify as run_verify
 
         config = get_config(backbone)
         hw = parse_size(size)
         options = ExportOptions(
             formats=tuple(parse_formats(format)),
             precisions=tuple(parse_precisions(precision)),
-            parts=tuple(_split(parts)),
+            parts=tuple(v.lower() for v in split_list(parts)),
             frames=math.ceil(frames / config.stride),
             size=hw,
             raw_frames=frames,
             random_weights=checkpoint is None,
             checkpoint=str(checkpoint) if checkpoint else None,
             sfc_checkpoint=str(sfc_checkpoint) if sfc_checkpoint else None,
-            verify=not no_verify,
         )
         check_options(out, options, force)
         if checkpoint is None:
@@ -78,12 +79,15 @@ def register(app: typer.Typer) -> None:
         )
         with console.status("exporting") as status:
             manifest = export_model(model, out, options, force=force, progress=lambda m: _step(status, m))
-        console.print(f"wrote {len(manifest.artifacts)} artifacts and manifest.json to {out}")
-        parity = manifest.data.get("parity")
-        if parity is not None:
-            print_report(parity)
-            if not parity["passed"]:
-                raise typer.Exit(1)
+            console.print(f"wrote {len(manifest.artifacts)} artifacts and manifest.json to {out}")
+            if no_verify:
+                return
+            _step(status, "verifying every artifact against PyTorch")
+            parity = run_verify(manifest, progress=lambda m: _step(status, m)).to_dict()
+        manifest.with_parity(parity).save()
+        print_report(parity)
+        if not parity["passed"]:
+            raise typer.Exit(1)
 
     @app.command()
     def verify(
@@ -98,19 +102,18 @@ def register(app: typer.Typer) -> None:
         """Run every artifact this machine can run against PyTorch; exit 1 when a tolerance is exceeded."""
         from sfc_deploy.export.formats import check_runtime, parse_precisions
         from sfc_deploy.export.manifest import load_manifest
-        from sfc_deploy.export.verify import verify as run_verify
+        from sfc_deploy.verify import verify as run_verify
 
-        runtimes = [check_runtime(r.strip()) for r in _split(runtime)] if runtime else None
+        runtimes = [check_runtime(r.lower()) for r in split_list(runtime)] if runtime else None
         precisions = parse_precisions(precision) if precision else None
         manifest = load_manifest(root)
         with console.status("verifying against PyTorch") as status:
             report = run_verify(
-                manifest, runtimes=runtimes, precisions=precisions, graphs=_split(graph) if graph else None,
+                manifest, runtimes=runtimes, precisions=precisions, graphs=[g.lower() for g in split_list(graph)] if graph else None,
                 dense_clips=dense_clips, threads=threads, progress=lambda m: _step(status, m),
             ).to_dict()
         if record:
-            manifest.data["parity"] = report
-            manifest.save()
+            manifest.with_parity(report).save()
         print_report(report)
         if not report["passed"]:
             raise typer.Exit(1)
@@ -120,11 +123,6 @@ def _step(status, message: str) -> None:
     """Show the current step and keep a log line of each finished one (exports take minutes)."""
     console.log(message)
     status.update(message)
-
-
-def _split(values: list[str]) -> list[str]:
-    """Repeated and comma-separated option values as one list."""
-    return [v.strip().lower() for s in values for v in s.split(",") if v.strip()]
 
 
 def print_report(report: dict) -> None:
@@ -145,6 +143,9 @@ def print_report(report: dict) -> None:
     out.print(table)
     tol = ", ".join(f"{p}: rtol {t['rtol']:g}, atol {t['atol_scaled']:g} x max|ref|" for p, t in report["tolerances"].items())
     out.print(f"tolerances: {tol}")
+    for c in report["checks"]:
+        if c.get("error"):
+            out.print(f"[red]FAILED[/] {c['runtime']} {c['precision']} ({c['variant']}): {c['error']}", soft_wrap=True)
     for n in report["not_run"]:
         out.print(f"[yellow]not run[/] {n['runtime']} {n['precision']}: {n['reason']}")
     failed = sum(not c["passed"] for c in report["checks"])

@@ -127,7 +127,7 @@ def predict_cmd(
             show(console, pred)
             predictions.append(pred)
     if json_out is not None:
-        from sfc_deploy.export.manifest import atomic_write_text
+        from sfc_deploy.common.atomic import atomic_write_text
 
         doc = {"model": predictor.source, "class_names_from": names_from, "top": top,
                "videos": [p.to_dict(matrix=matrix) for p in predictions]}

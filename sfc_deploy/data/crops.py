@@ -43,32 +43,6 @@ def spatial_crop_offsets(height: int, width: int, crop: int, num_crops: int = 3)
     return [(centre, a) if long_is_width else (a, centre) for a in along]
 
 
-def dense_crops(
-    video: torch.Tensor, config: BackboneConfig, *, num_clips: int = 10, num_crops: int = 3
-) -> torch.Tensor:
-    """The 30-crop dense-sampling batch of one or more videos.
-
-    Args:
-        video: (N, 3, T_raw, H, W) normalised frames at the full frame rate, short side already
-            resized to ``config.preprocess.crop``.
-        config: gives frames per clip, temporal stride and crop size.
-
-    Returns:
-        (N * num_clips * num_crops, 3, frames, crop, crop); the crops of video i are rows
-        ``i*num_clips*num_crops`` to ``(i+1)*num_clips*num_crops - 1``, clip-major.
-    """
-    n, _, t, h, w = video.shape
-    crop = config.preprocess.crop
-    offsets = spatial_crop_offsets(h, w, crop, num_crops)
-    clips = []
-    for start in clip_starts(t, config.clip_span, num_clips):
-        idx = torch.tensor(clip_frame_indices(t, start, config.frames, config.stride), device=video.device)
-        frames = video.index_select(2, idx)
-        for top, left in offsets:
-            clips.append(frames[..., top : top + crop, left : left + crop])
-    return torch.stack(clips, dim=1).flatten(0, 1) if n else video.new_empty(0)
-
-
 def full_video_indices(num_frames: int, stride: int, max_frames: int | None = None) -> list[int]:
     """Frames SFC reads: every ``stride``-th raw frame, at most ``max_frames`` of them."""
     idx = list(range(0, num_frames, stride))

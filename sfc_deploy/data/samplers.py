@@ -13,7 +13,7 @@ plus the frame indices of every row (tests check them; ``predict --explain`` map
 to time with them).
 
 Strategies (``SAMPLERS``): ``single`` (centre clip, centre crop), ``uniform`` (N clips, centre
-crop), ``dense`` (the 10x3 baseline, identical to :func:`crops.dense_crops`), ``sfc`` (the whole
+crop), ``dense`` (the 10x3 baseline, clip-major), ``sfc`` (the whole
 video at the model's stride, no crop, falling back to segments past ``max_frames``) and
 ``segments`` (always S segments of consecutive sampled frames: the paper's section 6 input).
 """
@@ -153,7 +153,7 @@ def plan_uniform(num_frames: int, height: int, width: int, config: BackboneConfi
 def plan_dense(
     num_frames: int, height: int, width: int, config: BackboneConfig, *, num_clips: int = 10, num_crops: int = 3
 ) -> list[Row]:
-    """The 30-crop baseline; row order and content match :func:`crops.dense_crops` exactly."""
+    """The 30-crop baseline: clips in time order, each with its crops along the long side."""
     num_clips, num_crops = _positive("num_clips", num_clips), _positive("num_crops", num_crops)
     offsets = spatial_crop_offsets(height, width, config.preprocess.crop, num_crops)
     return _clip_rows(num_frames, config, num_clips, offsets)

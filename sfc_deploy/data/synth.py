@@ -18,9 +18,6 @@ import csv
 import json
 import math
 import multiprocessing
-import os
-import shutil
-import tempfile
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass
@@ -30,6 +27,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from sfc_deploy.common.atomic import atomic_dir, terminate_as_exit
 from sfc_deploy.data.video import pick_encoder, write_video  # noqa: F401  (re-exported for tests)
 from sfc_deploy.errors import ConfigError
 
@@ -335,40 +333,44 @@ def write_synth_dataset(
     out = Path(out)
     if out.exists() and not force:
         raise ConfigError(f"{out} already exists; choose another directory or pass --force to replace it")
-    out.parent.mkdir(parents=True, exist_ok=True)
     splits = {split: video_specs(options, split) for split in ("train", "test")}
-    total = sum(len(v) for v in splits.values())
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    names = MOTIONS[: options.classes]
     try:
-        names = MOTIONS[: options.classes]
-        (tmp / "classes.txt").write_text("".join(f"{n}\n" for n in names))
-        (tmp / "synth.json").write_text(json.dumps(asdict(options), indent=2, sort_keys=True) + "\n")
-        jobs = [(tmp / rel, spec, options.fps) for specs in splits.values() for rel, spec in specs]
-        if workers == 1:
-            for done, job in enumerate(jobs, start=1):
-                _render_and_write(job)
-                if progress is not None:
-                    progress(done, total)
-        else:
-            # spawn, not fork: a forked child inherits torch's thread pools in an unusable state
-            context = multiprocessing.get_context("spawn")
-            with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-                futures = [pool.submit(_render_and_write, job) for job in jobs]
-                for done, future in enumerate(as_completed(futures), start=1):
-                    future.result()
-                    if progress is not None:
-                        progress(done, total)
-        for split, specs in splits.items():
-            with (tmp / f"{split}.csv").open("w", newline="") as fh:
-                writer = csv.writer(fh, lineterminator="\n")
-                writer.writerow(["path", "label", "start", "end"])
-                writer.writerows([rel, spec.motion, spec.start, spec.end] for rel, spec in specs)
-        if out.exists():
-            if not force:
-                raise ConfigError(f"{out} appeared while generating; pass --force to replace it")
-            shutil.rmtree(out) if out.is_dir() and not out.is_symlink() else out.unlink()
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        with terminate_as_exit(), atomic_dir(out, replace=force) as tmp:
+            _write_into(tmp, options, splits, workers=workers, progress=progress)
+    except FileExistsError:
+        raise ConfigError(f"{out} appeared while generating; pass --force to replace it") from None
     return SynthSummary(out, names, len(splits["train"]), len(splits["test"]))
+
+
+def _write_into(
+    root: Path,
+    options: SynthOptions,
+    splits: dict[str, list[tuple[str, VideoSpec]]],
+    *,
+    workers: int,
+    progress: Callable[[int, int], None] | None,
+) -> None:
+    """Every file of the dataset under ``root`` (the temporary folder :func:`write_synth_dataset` renames)."""
+    (root / "classes.txt").write_text("".join(f"{n}\n" for n in MOTIONS[: options.classes]))
+    (root / "synth.json").write_text(json.dumps(asdict(options), indent=2, sort_keys=True) + "\n")
+    jobs = [(root / rel, spec, options.fps) for specs in splits.values() for rel, spec in specs]
+    if workers == 1:
+        for done, job in enumerate(jobs, start=1):
+            _render_and_write(job)
+            if progress is not None:
+                progress(done, len(jobs))
+    else:
+        # spawn, not fork: a forked child inherits torch's thread pools in an unusable state
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+            futures = [pool.submit(_render_and_write, job) for job in jobs]
+            for done, future in enumerate(as_completed(futures), start=1):
+                future.result()
+                if progress is not None:
+                    progress(done, len(jobs))
+    for split, specs in splits.items():
+        with (root / f"{split}.csv").open("w", newline="") as fh:
+            writer = csv.writer(fh, lineterminator="\n")
+            writer.writerow(["path", "label", "start", "end"])
+            writer.writerows([rel, spec.motion, spec.start, spec.end] for rel, spec in specs)

@@ -1,10 +1,14 @@
 """Top-1/top-5 of every inference strategy on a labelled dataset, with the cost of each.
 
-Every video is decoded once; each strategy then samples its input from the same frames
-(:func:`~sfc_deploy.data.samplers.sample_tensor`), so the strategies differ only in what they
-feed the network: ``single`` (one centre clip), ``uniform`` (N centre clips, logits averaged),
-``dense`` (10 clips x 3 crops, logits averaged: the baseline SFC replaces) and SFC (the whole
-video, one pass) for each trained SFC checkpoint at each requested tau.
+Every video is decoded once; each strategy then samples its input from the same frames through
+the one video-to-input function (:func:`~sfc_deploy.data.inputs.model_input`), so the strategies
+differ only in what they feed the network: ``single`` (one centre clip), ``uniform`` (N centre
+clips, logits averaged), ``dense`` (10 clips x 3 crops, logits averaged: the baseline SFC replaces)
+and SFC (the whole video, one pass) for each trained SFC checkpoint at each requested tau.
+
+Checkpoints and exports are evaluated by the same loop over deployments
+(:class:`~sfc_deploy.runtime.pipeline.Deployment`): a PyTorch model in memory, or an export folder
+on any runtime, run through the same SFC and clip pipelines that bench and verify use.
 
 SFC weights do not depend on tau (k only sets how many query steps the pooling keeps, and the
 prior's centres), so one checkpoint can be evaluated at several tau; each result records the tau
@@ -25,12 +29,16 @@ from typing import Any
 import torch
 
 from sfc_deploy.bench.flops import dense_cost, sfc_cost
+from sfc_deploy.common.environment import environment
 from sfc_deploy.data.datasets import VideoList
-from sfc_deploy.data.samplers import sample_tensor
+from sfc_deploy.data.inputs import model_input
 from sfc_deploy.errors import ConfigError
+from sfc_deploy.export.weights import model_from_manifest
+from sfc_deploy.models.factory import create_model
 from sfc_deploy.models.sfc import SFC
-from sfc_deploy.models.sfc_model import SFCModel, create_model, read_sfc_checkpoint
-from sfc_deploy.train.common import Progress, environment
+from sfc_deploy.models.sfc_model import SFCModel, read_sfc_checkpoint
+from sfc_deploy.runtime.pipeline import Deployment, load
+from sfc_deploy.train.common import Progress
 from sfc_deploy.train.views import FrameStore
 
 STRATEGIES = ("single", "uniform", "dense", "sfc")
@@ -77,6 +85,19 @@ def sfc_at_tau(base: SFCModel, tau: float) -> SFCModel:
     return SFCModel(base.backbone, sfc, split=base.split).eval()
 
 
+def _check(videos: VideoList, strategies: Sequence[str]) -> None:
+    unknown = [s for s in strategies if s not in STRATEGIES]
+    if unknown:
+        raise ConfigError(f"unknown strategy {', '.join(unknown)}; expected some of {', '.join(STRATEGIES)}")
+    if not len(videos):
+        raise ConfigError("the evaluation list is empty; pass a CSV/folder with labelled videos")
+
+
+def _clip_methods(strategies: Sequence[str], num_clips: int) -> list[Method]:
+    names = {"single": "single", "uniform": f"uniform-{num_clips}", "dense": f"dense-{num_clips * 3}"}
+    return [Method(names[s], s) for s in strategies if s != "sfc"]
+
+
 def evaluate(
     videos: VideoList,
     *,
@@ -96,14 +117,10 @@ def evaluate(
         ConfigError: unknown strategy, ``sfc`` without checkpoints, an empty list, or class counts
             that do not match the data.
     """
-    unknown = [s for s in strategies if s not in STRATEGIES]
-    if unknown:
-        raise ConfigError(f"unknown strategy {', '.join(unknown)}; expected some of {', '.join(STRATEGIES)}")
+    _check(videos, strategies)
     sfc_checkpoints = dict(sfc_checkpoints or {})
     if "sfc" in strategies and not sfc_checkpoints:
         raise ConfigError("strategy sfc needs at least one --sfc NAME=PATH (a checkpoint from `sfc-deploy train`)")
-    if not len(videos):
-        raise ConfigError("the evaluation list is empty; pass a CSV/folder with labelled videos")
     if num_clips < 1:
         raise ConfigError(f"num_clips must be >= 1, got {num_clips}")
     base = create_model(backbone, checkpoint=checkpoint, trust_checkpoint=trust_checkpoint,
@@ -112,12 +129,8 @@ def evaluate(
     if config.num_classes != len(videos.class_names):
         raise ConfigError(f"the backbone has {config.num_classes} classes but the data has "
                           f"{len(videos.class_names)}; evaluate on the label set it was trained on")
-    methods: list[tuple[Method, SFCModel | None]] = []
-    for strategy in strategies:
-        if strategy == "sfc":
-            continue
-        label = {"single": "single", "uniform": f"uniform-{num_clips}", "dense": f"dense-{num_clips * 3}"}[strategy]
-        methods.append((Method(label, strategy), None))
+    clip_dep = Deployment.from_model(base)
+    methods: list[tuple[Method, Deployment, SFCModel]] = [(m, clip_dep, base) for m in _clip_methods(strategies, num_clips)]
     sfc_meta: dict[str, dict[str, Any]] = {}
     if "sfc" in strategies:
         for name, path in sfc_checkpoints.items():
@@ -126,32 +139,9 @@ def evaluate(
             trained = create_model(backbone, checkpoint=checkpoint, sfc_checkpoint=path, trust_checkpoint=trust_checkpoint,
                                    num_classes=None if checkpoint else config.num_classes)
             for tau in taus:
-                methods.append((Method(f"sfc:{name}@tau={tau:g}", "sfc", tau, name), sfc_at_tau(trained, tau)))
-    tallies = [_Tally(m) for m, _ in methods]
-    store = FrameStore(videos, preload=False)
-    clip_costs = {s: dense_cost(base, num_clips=n, num_crops=c).gmacs
-                  for s, (n, c) in {"single": (1, 1), "uniform": (num_clips, 1), "dense": (num_clips, 3)}.items()}
-    sfc_costs: dict[tuple[int, tuple[int, ...]], float] = {}
-    opts = {"single": {}, "uniform": {"num_clips": num_clips}, "dense": {"num_clips": num_clips},
-            "sfc": {"max_frames": max_frames}}
-    with torch.no_grad():
-        for i in range(len(store)):
-            frames = store.all_frames(i)
-            inputs = {s: sample_tensor(frames, s, config, **opts[s]).tensor for s in {m.strategy for m, _ in methods}}
-            for (method, model), tally in zip(methods, tallies):
-                x = inputs[method.strategy]
-                if model is None:
-                    logits = base.backbone(x).mean(0)
-                    tally.gmacs.append(clip_costs[method.strategy])
-                else:
-                    logits = model(x)[0]
-                    key = (id(model), tuple(x.shape))
-                    if key not in sfc_costs:
-                        sfc_costs[key] = sfc_cost(model, frames=x.shape[2], size=tuple(x.shape[-2:])).gmacs
-                    tally.gmacs.append(sfc_costs[key])
-                tally.top5.append(logits.topk(min(5, logits.numel())).indices.tolist())
-            if progress is not None:
-                progress("evaluate", i + 1, len(store))
+                model = sfc_at_tau(trained, tau)
+                methods.append((Method(f"sfc:{name}@tau={tau:g}", "sfc", tau, name), Deployment.from_model(model), model))
+    tallies = _run(videos, methods, num_clips=num_clips, max_frames=max_frames, progress=progress)
     return {
         "runtime": "pytorch",
         "precision": "fp32",
@@ -160,6 +150,88 @@ def evaluate(
                      "short_side": config.preprocess.short_side, "frames": config.frames, "stride": config.stride},
         **_scores(tallies, videos, sfc_meta),
     }
+
+
+def evaluate_export(
+    videos: VideoList,
+    export_dir: str | Path,
+    *,
+    runtime: str = "onnxruntime",
+    precision: str = "fp32",
+    strategies: Sequence[str] = STRATEGIES,
+    num_clips: int = 10,
+    max_frames: int | None = None,
+    progress: Progress | None = None,
+) -> dict[str, Any]:
+    """The same evaluation on exported artifacts: what a deployment would score, not what PyTorch would.
+
+    Clip strategies (single, uniform, dense) run the exported clip model; ``sfc`` runs head -> SFC ->
+    tail of the export (its own trained SFC weights at its exported tau), on input fitted to the
+    export's fixed frame size and time axis by the same function predict and bench use.
+    """
+    _check(videos, strategies)
+    with load(export_dir, runtime, precision=precision) as dep:
+        manifest, config = dep.manifest, dep.config
+        reference = model_from_manifest(manifest)
+        if config.num_classes != len(videos.class_names):
+            raise ConfigError(f"the export has {config.num_classes} classes but the data has "
+                              f"{len(videos.class_names)}; evaluate on the label set it was trained on")
+        sfc_meta = {"export": {"checkpoint": manifest.sfc_checkpoint or str(export_dir), **manifest.sfc.to_dict()}}
+        methods = [(m, dep, reference) for m in _clip_methods(strategies, num_clips)]
+        if "sfc" in strategies:
+            methods.append((Method(f"sfc:export@tau={manifest.tau:g}", "sfc", manifest.tau, "export"), dep, reference))
+        tallies = _run(videos, methods, num_clips=num_clips, max_frames=max_frames, progress=progress)
+    return {
+        "runtime": runtime,
+        "precision": precision,
+        "export": str(export_dir),
+        "environment": environment(),
+        "backbone": {"name": config.name, "checkpoint": manifest.checkpoint, "short_side": config.preprocess.short_side,
+                     "frames": config.frames, "stride": config.stride},
+        **_scores(tallies, videos, sfc_meta),
+    }
+
+
+def classify(dep: Deployment, x: torch.Tensor, strategy: str) -> torch.Tensor:
+    """Logits (classes,) of one video's sampled input: the SFC pipeline, or the clip pipeline."""
+    return dep.predict(x)[0] if strategy == "sfc" else dep.predict_clips(x)[0]
+
+
+def _run(videos: VideoList, methods: list[tuple[Method, Deployment, SFCModel]], *, num_clips: int,
+         max_frames: int | None, progress: Progress | None) -> list[_Tally]:
+    """The evaluation loop: decode each video once, feed every method its input, tally top-5 and cost."""
+    tallies = [_Tally(m) for m, _, _ in methods]
+    store = FrameStore(videos, preload=False)
+    options = {"single": {}, "uniform": {"num_clips": num_clips}, "dense": {"num_clips": num_clips}, "sfc": {"max_frames": max_frames}}
+    clip_costs: dict[tuple[int, str], float] = {}
+    sfc_costs: dict[tuple[int, tuple[int, ...]], float] = {}
+    with torch.no_grad():
+        for i in range(len(store)):
+            frames = store.all_frames(i)
+            inputs: dict[tuple, torch.Tensor] = {}
+            for (method, dep, cost_model), tally in zip(methods, tallies):
+                spec = dep.input_spec if method.strategy == "sfc" else None
+                key = (method.strategy, spec)
+                if key not in inputs:
+                    inputs[key] = model_input(frames, method.strategy, dep.config, spec or dep.input_spec,
+                                              **options[method.strategy]).tensor
+                x = inputs[key]
+                logits = classify(dep, x, method.strategy)
+                if method.strategy == "sfc":
+                    ckey = (id(cost_model), tuple(x.shape))
+                    if ckey not in sfc_costs:
+                        sfc_costs[ckey] = sfc_cost(cost_model, frames=x.shape[2], size=tuple(x.shape[-2:])).gmacs
+                    tally.gmacs.append(sfc_costs[ckey])
+                else:
+                    ckey = (id(cost_model), method.strategy)
+                    if ckey not in clip_costs:
+                        n, c = {"single": (1, 1), "uniform": (num_clips, 1), "dense": (num_clips, 3)}[method.strategy]
+                        clip_costs[ckey] = dense_cost(cost_model, num_clips=n, num_crops=c).gmacs
+                    tally.gmacs.append(clip_costs[ckey])
+                tally.top5.append(logits.topk(min(5, logits.numel())).indices.tolist())
+            if progress is not None:
+                progress("evaluate", i + 1, len(store))
+    return tallies
 
 
 def _scores(tallies: list[_Tally], videos: VideoList, sfc_meta: dict[str, dict[str, Any]]) -> dict[str, Any]:
@@ -183,77 +255,4 @@ def _scores(tallies: list[_Tally], videos: VideoList, sfc_meta: dict[str, dict[s
         "labels": labels,
         "results": results,
         "predictions": {t.method.name: [p[0] for p in t.top5] for t in tallies},
-    }
-
-
-def evaluate_export(
-    videos: VideoList,
-    export_dir: str | Path,
-    *,
-    runtime: str = "onnxruntime",
-    precision: str = "fp32",
-    strategies: Sequence[str] = STRATEGIES,
-    num_clips: int = 10,
-    max_frames: int | None = None,
-    progress: Progress | None = None,
-) -> dict[str, Any]:
-    """The same evaluation on exported artifacts: what a deployment would score, not what PyTorch would.
-
-    Clip strategies (single, uniform, dense) run the exported clip model; ``sfc`` runs head -> SFC ->
-    tail of the export (its own trained SFC weights at its exported tau). The SFC graphs are built
-    for one frame size, so the data's frames must resize to the export's ``--size``.
-    """
-    from sfc_deploy.export.exporter import model_from_manifest
-    from sfc_deploy.runtime.pipeline import load
-
-    unknown = [s for s in strategies if s not in STRATEGIES]
-    if unknown:
-        raise ConfigError(f"unknown strategy {', '.join(unknown)}; expected some of {', '.join(STRATEGIES)}")
-    if not len(videos):
-        raise ConfigError("the evaluation list is empty; pass a CSV/folder with labelled videos")
-    with load(export_dir, runtime, precision=precision) as dep:
-        config, reference = dep.config, model_from_manifest(dep.manifest)
-        if config.num_classes != len(videos.class_names):
-            raise ConfigError(f"the export has {config.num_classes} classes but the data has "
-                              f"{len(videos.class_names)}; evaluate on the label set it was trained on")
-        data = dep.manifest.data
-        tau = float(data["tau"])
-        sfc_meta = {"export": {"checkpoint": data.get("sfc_checkpoint") or str(export_dir), **data["sfc"]}}
-        methods = [Method({"single": "single", "uniform": f"uniform-{num_clips}", "dense": f"dense-{num_clips * 3}"}[s], s)
-                   for s in strategies if s != "sfc"]
-        if "sfc" in strategies:
-            methods.append(Method(f"sfc:export@tau={tau:g}", "sfc", tau, "export"))
-        tallies = [_Tally(m) for m in methods]
-        clip_costs = {s: dense_cost(reference, num_clips=n, num_crops=c).gmacs
-                      for s, (n, c) in {"single": (1, 1), "uniform": (num_clips, 1), "dense": (num_clips, 3)}.items()}
-        opts = {"single": {}, "uniform": {"num_clips": num_clips}, "dense": {"num_clips": num_clips},
-                "sfc": {"max_frames": max_frames}}
-        store = FrameStore(videos, preload=False)
-        clip_runner = dep.runner("clip") if any(m.strategy != "sfc" for m in methods) else None
-        sfc_costs: dict[tuple[int, ...], float] = {}
-        for i in range(len(store)):
-            frames = store.all_frames(i)
-            for tally in tallies:
-                strategy = tally.method.strategy
-                x = sample_tensor(frames, strategy, config, **opts[strategy]).tensor.to(dep.dtype)
-                if strategy == "sfc":
-                    logits = dep.predict(x)[0]
-                    if tuple(x.shape) not in sfc_costs:
-                        sfc_costs[tuple(x.shape)] = sfc_cost(reference, frames=x.shape[2], size=tuple(x.shape[-2:])).gmacs
-                    tally.gmacs.append(sfc_costs[tuple(x.shape)])
-                else:
-                    logits = torch.cat([clip_runner.infer({"clip": c.contiguous()})["logits"]
-                                        for c in x.split(dep.dense_batch)]).float().mean(0)
-                    tally.gmacs.append(clip_costs[strategy])
-                tally.top5.append(logits.topk(min(5, logits.numel())).indices.tolist())
-            if progress is not None:
-                progress("evaluate", i + 1, len(store))
-    return {
-        "runtime": runtime,
-        "precision": precision,
-        "export": str(export_dir),
-        "environment": environment(),
-        "backbone": {"name": config.name, "checkpoint": data.get("checkpoint"), "short_side": config.preprocess.short_side,
-                     "frames": config.frames, "stride": config.stride},
-        **_scores(tallies, videos, sfc_meta),
     }

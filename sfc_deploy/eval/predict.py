@@ -4,15 +4,12 @@ A :class:`Predictor` is an SFC model opened from checkpoints (:func:`from_checkp
 export folder on any runtime (:func:`from_export`); both give logits and the attention map M
 (k, T) for one video, so everything after that is shared.
 
-Sampling is exactly eval's ``sfc`` strategy (:func:`~sfc_deploy.data.samplers.plan_sfc`): the whole
-video at the backbone's stride, short side resized, no crop, so ``predict`` and ``eval`` feed the
-model the same tensor. Exported graphs may fix what PyTorch leaves free:
-
-* an SFC graph with a fixed time axis (TorchScript, AOTInductor, the custom-op ONNX graph) takes
-  only its exported number of frames T: the sampler is asked for exactly T (a longer video becomes
-  segments, a shorter one repeats its last frame, the sampler's own rules for long and short videos);
-* the head is built for one frame size: frames resized larger are centre-cropped to it, smaller
-  ones are refused (re-export with a ``--size`` that fits).
+Both run through a :class:`~sfc_deploy.runtime.pipeline.Deployment` (a PyTorch model in memory or
+an export folder), and the input is eval's ``sfc`` strategy fitted to what the deployment takes by
+the one video-to-input function (:func:`~sfc_deploy.data.inputs.model_input`): the whole video at
+the backbone's stride, short side resized; a fixed time axis gets exactly its T frames, a fixed
+frame size a centre crop (smaller frames are refused), so ``predict``, ``eval`` and ``bench`` feed
+a model the same tensor.
 
 Where SFC looked: row i of M is compressed slot i's softmax over the T sampled frames, so the
 column sums (the attention *mass* of each sampled frame) add up to k. Each sampled frame maps back
@@ -31,13 +28,15 @@ from typing import Any
 import torch
 
 from sfc_deploy.data.datasets import read_class_names
-from sfc_deploy.data.samplers import SampledVideo, sample_video
+from sfc_deploy.data.inputs import InputSpec, model_input
+from sfc_deploy.data.samplers import SampledVideo
 from sfc_deploy.data.video import VideoInfo, probe_video
-from sfc_deploy.errors import ConfigError, VideoError
+from sfc_deploy.errors import ConfigError
+from sfc_deploy.eval.evaluate import sfc_at_tau
 from sfc_deploy.models.config import BackboneConfig
-
-#: Segments a long video is cut into when a fixed time axis caps the sampled frames (plan_sfc's default).
-SEGMENTS = 8
+from sfc_deploy.models.factory import create_model
+from sfc_deploy.models.sfc_model import read_sfc_checkpoint
+from sfc_deploy.runtime.pipeline import Deployment, load
 
 Forward = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 
@@ -170,9 +169,6 @@ def from_checkpoints(
             trained SFC runs at any tau, as in eval), or 2.
         trust_checkpoint: allow pickled objects in checkpoints you trust.
     """
-    from sfc_deploy.eval.evaluate import sfc_at_tau
-    from sfc_deploy.models.sfc_model import create_model, read_sfc_checkpoint
-
     if tau is not None and tau < 1:
         raise ConfigError(f"--tau must be >= 1 (k = round(T / tau) <= T), got {tau:g}")
     model = create_model(backbone, checkpoint=checkpoint, sfc_checkpoint=sfc_checkpoint,
@@ -189,42 +185,34 @@ def from_checkpoints(
     if sfc_checkpoint is None:
         warnings.append("no --sfc-checkpoint: the SFC module is untrained (random init)")
 
-    def forward(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        with torch.inference_mode():
-            logits, attention = model.forward_with_attention(x)
-        return logits.float(), attention.float()
-
+    dep = Deployment.from_model(model)
     source = {"kind": "checkpoints", "runtime": "pytorch", "precision": "fp32", "backbone": model.config.name,
               "checkpoint": str(checkpoint) if checkpoint else None,
               "sfc_checkpoint": str(sfc_checkpoint) if sfc_checkpoint else None,
               "tau": model.sfc.config.tau, "split": model.split}
-    return Predictor(config=model.config, forward=forward, source=source, class_names=names, warnings=warnings)
+    return Predictor(config=model.config, forward=dep.predict_with_attention, source=source, class_names=names,
+                     warnings=warnings, close=dep.close)
 
 
 def from_export(export_dir: str | Path, *, runtime: str = "onnxruntime", precision: str = "fp32",
                 threads: int | None = None) -> Predictor:
     """SFC from an export folder (head -> SFC -> tail of ``runtime`` at ``precision``); close it after use."""
-    from sfc_deploy.runtime.pipeline import load
-
     dep = load(export_dir, runtime, precision=precision, **({} if threads is None else {"threads": threads}))
     try:
-        data = dep.manifest.data
-        sfc_shape = dep.artifact("sfc").inputs[0].shape
-        head_shape = dep.artifact("head").inputs[0].shape
+        spec = dep.input_spec
         dep.artifact("tail")  # fail now, with the manifest's message, rather than after decoding
     except BaseException:
         dep.close()
         raise
-    frames = sfc_shape[2] if isinstance(sfc_shape[2], int) else None
-    size = tuple(head_shape[3:5]) if all(isinstance(d, int) for d in head_shape[3:5]) else None
+    manifest = dep.manifest
     warnings = []
-    if data.get("random_weights"):
+    if manifest.random_weights:
         warnings.append(f"{export_dir} was exported with RANDOM backbone weights, so the classes mean nothing")
     source = {"kind": "export", "export": str(export_dir), "runtime": runtime, "precision": precision,
-              "backbone": dep.config.name, "checkpoint": data.get("checkpoint"),
-              "sfc_checkpoint": data.get("sfc_checkpoint"), "tau": data.get("tau"), "split": data.get("split")}
-    return Predictor(config=dep.config, forward=dep.predict_with_attention, source=source, frames=frames,
-                     size=size, class_names=dep.config.class_names, warnings=warnings, close=dep.close)
+              "backbone": dep.config.name, "checkpoint": manifest.checkpoint,
+              "sfc_checkpoint": manifest.sfc_checkpoint, "tau": manifest.tau, "split": manifest.split}
+    return Predictor(config=dep.config, forward=dep.predict_with_attention, source=source, frames=spec.frames,
+                     size=spec.size, class_names=dep.config.class_names, warnings=warnings, close=dep.close)
 
 
 def resolve_class_names(predictor: Predictor, classes_file: str | Path | None = None) -> tuple[tuple[str, ...], str]:
@@ -252,25 +240,9 @@ def sample_for(predictor: Predictor, path: str | Path, *, info: VideoInfo | None
         VideoError: missing, corrupt or empty video; frames smaller than a fixed-size export.
         ConfigError: ``max_frames`` against a fixed time axis.
     """
-    opts: dict[str, Any] = {"max_frames": max_frames}
-    if predictor.frames is not None:
-        t = predictor.frames
-        if max_frames is not None and max_frames != t:
-            raise ConfigError(f"the export's SFC graph takes exactly {t} frames; drop --max-frames {max_frames} "
-                              f"(or pass --max-frames {t}), or re-export with --frames for another length")
-        opts = {"max_frames": t, "min_frames": t, "segments": min(SEGMENTS, t)}
-    sampled = sample_video(path, "sfc", predictor.config, info=info, **opts)
-    if predictor.frames is not None and sampled.tensor.shape[2] != predictor.frames:  # pragma: no cover - plan_sfc's rules
-        raise ConfigError(f"{path}: sampled {sampled.tensor.shape[2]} frames but the export takes {predictor.frames}")
-    if predictor.size is None or tuple(sampled.tensor.shape[-2:]) == predictor.size:
-        return sampled, None
-    (h, w), (eh, ew) = sampled.tensor.shape[-2:], predictor.size
-    if h < eh or w < ew:
-        raise VideoError(f"{path}: frames resize to {h}x{w} but the export takes {eh}x{ew}; "
-                         f"re-export with --size {h}x{w} (or smaller) to classify this video")
-    top, left = (h - eh) // 2, (w - ew) // 2
-    tensor = sampled.tensor[..., top : top + eh, left : left + ew].contiguous()
-    return dataclasses.replace(sampled, tensor=tensor, crops=((top, left),) * len(sampled.crops)), (top, left)
+    fitted = model_input(path, "sfc", predictor.config, InputSpec(predictor.frames, predictor.size),
+                         info=info, max_frames=max_frames)
+    return fitted.sampled, fitted.crop
 
 
 def predict_video(

@@ -6,18 +6,10 @@ Each file is written to a temporary sibling and renamed, so a crash never leaves
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(text)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+from sfc_deploy.common.atomic import atomic_write, atomic_write_text
 
 
 def markdown(report: dict[str, Any], *, title: str = "Accuracy and cost per strategy") -> str:
@@ -59,13 +51,10 @@ def plot(report: dict[str, Any], path: str | Path, *, title: str = "Speed/accura
     ax.set_title(title)
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        fig.savefig(tmp, format="png", dpi=120)
-        os.replace(tmp, path)
+        atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=120), suffix=".png")
     finally:
         plt.close(fig)
-        tmp.unlink(missing_ok=True)
     return path
 
 
@@ -74,7 +63,7 @@ def write_report(report: dict[str, Any], out: str | Path, *, name: str = "eval")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     paths = {"json": out / f"{name}.json", "md": out / f"{name}.md", "png": out / f"{name}.png"}
-    _atomic_write_text(paths["json"], json.dumps(report, indent=2, sort_keys=True) + "\n")
-    _atomic_write_text(paths["md"], markdown(report))
+    atomic_write_text(paths["json"], json.dumps(report, indent=2, sort_keys=True) + "\n")
+    atomic_write_text(paths["md"], markdown(report))
     plot(report, paths["png"])
     return paths

@@ -9,30 +9,25 @@ Compiling runs a C++ compiler: expect about a minute per part on 2 cores.
 
 from __future__ import annotations
 
-import os
-import tempfile
 import warnings
 from pathlib import Path
 
 import torch
 
+from sfc_deploy.common.atomic import atomic_write
 from sfc_deploy.export.parts import Part
 
 
-def export_aoti(part: Part, path: Path, *, device: str = "cpu") -> Path:
+def export_aoti(part: Part, path: Path, *, variant: str = "default", metadata: dict | None = None,
+                device: str = "cpu") -> Path:
     """Export and compile ``part`` into an AOTInductor package at ``path`` (atomically)."""
-    path = Path(path)
     module = part.module.eval().to(device)
     example = tuple(t.to(device) for t in part.example)
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
         program = torch.export.export(module, example, dynamic_shapes=part.dynamic or None)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".pt2")
-        os.close(fd)
-        try:
-            torch._inductor.aoti_compile_and_package(program, package_path=tmp)
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-    return path
+
+        def package(tmp: Path) -> None:
+            torch._inductor.aoti_compile_and_package(program, package_path=str(tmp))
+
+        return atomic_write(path, package, suffix=".pt2")  # the packager insists on a .pt2 name

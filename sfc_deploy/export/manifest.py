@@ -1,29 +1,32 @@
-"""``manifest.json``: everything a runtime needs to know about an export folder, and its integrity.
+"""``manifest.json``: everything a runtime needs to know about an export folder, typed.
 
-The manifest is the only source of metadata: backbone config and preprocessing, split, SFC config,
-one record per artifact (part, format, precision, I/O names, symbolic shapes, dtypes, sha256),
-library versions and the parity results. It is written atomically, and every artifact is checked
-against its sha256 before it is loaded.
+The manifest is the artifact boundary: the exporter writes it, runtimes read it, verification
+compares what it lists. It holds the backbone config and preprocessing, the split, the SFC config,
+the input the graphs were built for, one record per artifact (part, format, precision, variant, I/O
+names, symbolic shapes, dtypes, sha256) and the library versions; ``verify`` adds the parity
+results. It is written atomically, and every artifact is checked against its sha256 before it is
+loaded. A manifest of another schema version is refused with what to do about it.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
-import platform
-import tempfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from sfc_deploy.errors import ArtifactError
+from sfc_deploy.common.atomic import atomic_write_text
+from sfc_deploy.common.environment import library_versions
+from sfc_deploy.errors import ArtifactError, ConfigError
+from sfc_deploy.models.config import BackboneConfig
+from sfc_deploy.models.sfc import SFCConfig
 
 MANIFEST = "manifest.json"
 #: Bumped when the layout of the manifest or of the artifacts changes incompatibly.
-MANIFEST_VERSION = 1
-DTYPES = ("float32", "float16", "int64")
-PRECISIONS = ("fp32", "fp16")
+#: 2: ONNX Runtime serves its own recorded graphs (variant "ort"), written at export time.
+MANIFEST_VERSION = 2
+WEIGHTS = "model.safetensors"
 
 
 @dataclass(frozen=True)
@@ -41,17 +44,22 @@ class TensorSpec:
 
 @dataclass(frozen=True)
 class Artifact:
-    """One exported file: which part of the model it is, in which format and precision."""
+    """One exported file: which part of the model it is, in which format, precision and variant.
+
+    ``variant``: "default"; for the SFC ONNX graphs "portable" or "custom"; "ort" (or "ort-custom")
+    for the graph ONNX Runtime serves, derived at export time from the file named in ``derived_from``.
+    """
 
     file: str
-    part: str  # head | sfc | tail | clip
+    part: str  # head | sfc | tail | clip | weights
     format: str  # onnx | torchscript | aoti | tensorrt | pytorch
     precision: str
     inputs: tuple[TensorSpec, ...]
     outputs: tuple[TensorSpec, ...]
-    variant: str = "default"  # for the SFC ONNX graph: "portable" or "custom"
+    variant: str = "default"
     sha256: str = ""
     bytes: int = 0
+    derived_from: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -66,67 +74,119 @@ class Artifact:
             variant=d.get("variant", "default"),
             sha256=d.get("sha256", ""),
             bytes=d.get("bytes", 0),
+            derived_from=d.get("derived_from"),
             extra=d.get("extra", {}),
         )
 
     def to_dict(self) -> dict:
         return asdict(self)
 
-
-def sha256_of(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+    @property
+    def static_time(self) -> bool:
+        """Whether the time axis of the first input is fixed (an int) rather than symbolic."""
+        shape = self.inputs[0].shape
+        return len(shape) > 2 and isinstance(shape[2], int)
 
 
-def library_versions() -> dict[str, str]:
-    """Versions of everything that can change an artifact's numbers."""
-    import importlib.metadata as md
+@dataclass(frozen=True)
+class DenseInput:
+    """The 30-crop protocol the clip model serves: clips x crops of frames x crop x crop."""
 
-    import torch
-
-    versions = {"python": platform.python_version(), "torch": torch.__version__, "platform": platform.platform()}
-    for dist in ("sfc-deploy", "onnx", "onnxruntime", "onnxscript", "onnxruntime-extensions", "numpy", "tensorrt"):
-        try:
-            versions[dist] = md.version(dist)
-        except md.PackageNotFoundError:
-            pass
-    return versions
+    clips: int
+    crops: int
+    frames: int
+    crop: int
 
 
-def atomic_write_text(path: str | Path, text: str) -> None:
-    """Write a text file so that readers see the old content or the new one, never half."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp's 0600 would hide it from other users
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+@dataclass(frozen=True)
+class InputRecord:
+    """The input the SFC graphs were built for (sampled frames, HxW) and how it was sampled."""
 
+    raw_frames: int
+    frames: int
+    size: tuple[int, int]
+    stride: int
+    head_streamable: bool
+    dense: DenseInput
 
-def current_umask() -> int:
-    """The process umask (read by setting and restoring it: there is no getter)."""
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
+    @classmethod
+    def from_dict(cls, d: dict) -> "InputRecord":
+        return cls(d["raw_frames"], d["frames"], tuple(d["size"]), d["stride"], d["head_streamable"],
+                   DenseInput(**d["dense"]))
 
 
 @dataclass
 class Manifest:
-    """The parsed ``manifest.json`` of an export folder."""
+    """The parsed ``manifest.json`` of an export folder (``root``)."""
 
     root: Path
-    data: dict[str, Any]
+    backbone: BackboneConfig
+    sfc: SFCConfig
+    split: str
+    input: InputRecord
+    artifacts: list[Artifact]
+    formats: list[str]
+    parts: list[str]
+    precisions: list[str]
+    random_weights: bool = True
+    checkpoint: str | None = None
+    sfc_checkpoint: str | None = None
+    created: str = ""
+    libraries: dict[str, str] = field(default_factory=dict)
+    parity: dict[str, Any] | None = None
+    manifest_version: int = MANIFEST_VERSION
 
     @property
-    def artifacts(self) -> list[Artifact]:
-        return [Artifact.from_dict(a) for a in self.data["artifacts"]]
+    def tau(self) -> float:
+        return self.sfc.tau
+
+    @property
+    def preprocess(self):
+        return self.backbone.preprocess
+
+    def to_dict(self) -> dict[str, Any]:
+        data = {
+            "manifest_version": self.manifest_version,
+            "created": self.created,
+            "random_weights": self.random_weights,
+            "checkpoint": self.checkpoint,
+            "sfc_checkpoint": self.sfc_checkpoint,
+            "backbone": self.backbone.to_dict(),
+            "preprocess": self.backbone.to_dict()["preprocess"],
+            "sfc": self.sfc.to_dict(),
+            "split": self.split,
+            "tau": self.sfc.tau,
+            "input": {**asdict(self.input), "size": list(self.input.size)},
+            "formats": list(self.formats),
+            "parts": list(self.parts),
+            "precisions": list(self.precisions),
+            "artifacts": [a.to_dict() for a in self.artifacts],
+            "libraries": dict(self.libraries),
+        }
+        if self.parity is not None:
+            data["parity"] = self.parity
+        return data
+
+    @classmethod
+    def from_dict(cls, root: Path, data: dict[str, Any]) -> "Manifest":
+        return cls(
+            root=root,
+            backbone=BackboneConfig.from_dict(data["backbone"]),
+            sfc=SFCConfig.from_dict(data["sfc"]),
+            split=data["split"],
+            input=InputRecord.from_dict(data["input"]),
+            artifacts=[Artifact.from_dict(a) for a in data["artifacts"]],
+            formats=list(data.get("formats", [])),
+            parts=list(data.get("parts", [])),
+            precisions=list(data.get("precisions", [])),
+            random_weights=bool(data.get("random_weights", True)),
+            checkpoint=data.get("checkpoint"),
+            sfc_checkpoint=data.get("sfc_checkpoint"),
+            created=data.get("created", ""),
+            libraries=dict(data.get("libraries", {})),
+            parity=data.get("parity"),
+            manifest_version=data["manifest_version"],
+        )
 
     def find(self, part: str, fmt: str, precision: str = "fp32", variant: str | None = None) -> Artifact:
         """The artifact for a part; a missing one names what the folder does have."""
@@ -135,7 +195,8 @@ class Manifest:
                 if variant is None or art.variant == variant:
                     return art
         have = sorted({f"{a.format}/{a.precision}" for a in self.artifacts})
-        want = f"{fmt}/{precision}" + (f" ({variant})" if variant else "")
+        same = f"{fmt}/{precision}" in have  # then only the variant is missing: say which
+        want = f"{fmt}/{precision}" + (f" ({variant})" if variant and same else "")
         raise ArtifactError(
             f"{self.root} has no {part} artifact in {want}; it has {', '.join(have)}. "
             f"Re-export with --format {fmt} --precision {precision}"
@@ -153,8 +214,24 @@ class Manifest:
             )
         return path
 
+    def check_files(self) -> None:
+        """Every listed file present and matching its sha256 (before minutes of work, not after)."""
+        for art in self.artifacts:
+            self.path_of(art)
+
+    def with_parity(self, parity: dict[str, Any]) -> "Manifest":
+        return replace(self, parity=parity)
+
     def save(self) -> None:
-        atomic_write_text(self.root / MANIFEST, json.dumps(self.data, indent=2, sort_keys=False) + "\n")
+        atomic_write_text(self.root / MANIFEST, json.dumps(self.to_dict(), indent=2) + "\n")
+
+
+def sha256_of(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def load_manifest(root: str | Path) -> Manifest:
@@ -164,23 +241,28 @@ def load_manifest(root: str | Path) -> Manifest:
     if not path.is_file():
         raise ArtifactError(f"{root} has no {MANIFEST}; pass a folder written by `sfc-deploy export`")
     try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ArtifactError(f"{path} is not valid JSON ({exc}); re-run sfc-deploy export --force") from exc
+    if not isinstance(data, dict):
+        raise ArtifactError(f"{path} holds a JSON {type(data).__name__}, not a manifest object; re-run sfc-deploy export --force")
     version = data.get("manifest_version")
     if version != MANIFEST_VERSION:
+        wrote = data.get("libraries", {}).get("sfc-deploy", "unknown") if isinstance(data.get("libraries"), dict) else "unknown"
+        older = isinstance(version, int) and version < MANIFEST_VERSION
+        fix = ("re-export it with this version (sfc-deploy export --force)" if older
+               else f"install the sfc-deploy that wrote it ({wrote}) or a newer one, or re-export with this version")
         raise ArtifactError(
             f"{path} has manifest version {version!r} but this sfc-deploy ({_own_version()}) reads version "
-            f"{MANIFEST_VERSION}; re-export with this version or install the one that wrote it "
-            f"({data.get('libraries', {}).get('sfc-deploy', 'unknown')})"
+            f"{MANIFEST_VERSION}; {fix}"
         )
-    for key in ("backbone", "sfc", "split", "artifacts", "input"):
-        if key not in data:
-            raise ArtifactError(f"{path} lacks {key!r}; re-run sfc-deploy export --force")
-    return Manifest(root=root, data=data)
+    try:
+        return Manifest.from_dict(root, data)
+    except (KeyError, TypeError, ValueError, AttributeError, ConfigError) as exc:
+        raise ArtifactError(
+            f"{path} is not a complete sfc-deploy manifest ({type(exc).__name__}: {exc}); re-run sfc-deploy export --force"
+        ) from exc
 
 
 def _own_version() -> str:
-    from sfc_deploy import __version__
-
-    return __version__
+    return library_versions().get("sfc-deploy", "unknown")

@@ -17,14 +17,13 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import tempfile
 import warnings
 from pathlib import Path
 
 import onnx
 import torch
 
+from sfc_deploy.common.atomic import atomic_write
 from sfc_deploy.export.manifest import MANIFEST_VERSION
 from sfc_deploy.export.parts import Part
 
@@ -83,43 +82,38 @@ def _translation_table(variant: str) -> dict:
 
 def export_onnx(part: Part, path: Path, *, variant: str = "portable", metadata: dict | None = None) -> Path:
     """Export one part to ``path`` (atomically), with metadata_props, and check it (full check)."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".onnx")
-    os.close(fd)
     # the exporter logs one warning per torchvision op it cannot register (torchvision is not needed)
     logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
-    try:
-        with warnings.catch_warnings(), torch.no_grad():
-            warnings.simplefilter("ignore")
-            program = torch.onnx.export(
-                part.module.eval(),
-                part.example,
-                dynamo=True,
-                input_names=[t.name for t in part.inputs],
-                output_names=[t.name for t in part.outputs],
-                dynamic_shapes=part.dynamic or None,
-                custom_translation_table=_translation_table(variant),
-                opset_version=OPSET,
-                optimize=True,
-                verbose=False,
-            )
-        model = program.model_proto
-        props = {
-            "sfc_deploy.part": part.name,
-            "sfc_deploy.variant": variant,
-            "sfc_deploy.manifest_version": str(MANIFEST_VERSION),
-            **{f"sfc_deploy.{k}": v if isinstance(v, str) else json.dumps(v) for k, v in (metadata or {}).items()},
-        }
-        del model.metadata_props[:]
-        for key, value in props.items():
-            model.metadata_props.add(key=key, value=value)
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        program = torch.onnx.export(
+            part.module.eval(),
+            part.example,
+            dynamo=True,
+            input_names=[t.name for t in part.inputs],
+            output_names=[t.name for t in part.outputs],
+            dynamic_shapes=part.dynamic or None,
+            custom_translation_table=_translation_table(variant),
+            opset_version=OPSET,
+            optimize=True,
+            verbose=False,
+        )
+    model = program.model_proto
+    props = {
+        "sfc_deploy.part": part.name,
+        "sfc_deploy.variant": variant,
+        "sfc_deploy.manifest_version": str(MANIFEST_VERSION),
+        **{f"sfc_deploy.{k}": v if isinstance(v, str) else json.dumps(v) for k, v in (metadata or {}).items()},
+    }
+    del model.metadata_props[:]
+    for key, value in props.items():
+        model.metadata_props.add(key=key, value=value)
+
+    def write(tmp: Path) -> None:
         onnx.save(model, tmp)
-        check_onnx(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+        check_onnx(tmp)  # a model that fails the check never takes the place of ``path``
+
+    return atomic_write(path, write, suffix=".onnx")
 
 
 def check_onnx(path: str | Path) -> None:

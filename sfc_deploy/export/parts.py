@@ -1,4 +1,4 @@
-"""The four exportable parts of an SFC deployment, with their I/O contracts.
+"""The four exportable parts of an SFC deployment (:mod:`sfc_deploy.models.parts`) with their I/O contracts.
 
 ``head``  video  (batch, 3, time, H, W)         -> f_head (batch, C, time, h, w)
 ``sfc``   f_head (batch, C, time, h, w)         -> f_sfc (batch, C, k, h, w), attention (batch, k, time)
@@ -17,14 +17,14 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from sfc_deploy.common.precision import DTYPE_NAMES
 from sfc_deploy.export.manifest import TensorSpec
+from sfc_deploy.models.parts import PARTS, ClipPart, HeadPart, SFCPart, TailPart
 from sfc_deploy.models.sfc import compressed_length
 from sfc_deploy.models.sfc_model import SFCModel
 
-PARTS = ("head", "sfc", "tail", "clip")
 MAX_BATCH = 256
 MAX_TIME = 8192
-DTYPE_NAMES = {torch.float32: "float32", torch.float16: "float16"}
 
 
 @dataclass
@@ -37,42 +37,6 @@ class Part:
     outputs: tuple[TensorSpec, ...]
     example: tuple[torch.Tensor, ...]
     dynamic: dict[str, dict[int, torch.export.Dim]]
-
-
-class _Head(nn.Module):
-    def __init__(self, model: SFCModel) -> None:
-        super().__init__()
-        self.backbone = model.backbone
-
-    def forward(self, video: torch.Tensor) -> torch.Tensor:
-        return self.backbone.forward_head(video)
-
-
-class _SFC(nn.Module):
-    def __init__(self, model: SFCModel) -> None:
-        super().__init__()
-        self.sfc = model.sfc
-
-    def forward(self, f_head: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.sfc(f_head, return_attention=True)
-
-
-class _Tail(nn.Module):
-    def __init__(self, model: SFCModel) -> None:
-        super().__init__()
-        self.backbone = model.backbone
-
-    def forward(self, f_sfc: torch.Tensor) -> torch.Tensor:
-        return self.backbone.forward_tail(f_sfc)
-
-
-class _Clip(nn.Module):
-    def __init__(self, model: SFCModel) -> None:
-        super().__init__()
-        self.backbone = model.backbone
-
-    def forward(self, clip: torch.Tensor) -> torch.Tensor:
-        return self.backbone(clip)
 
 
 def min_time(tau: float) -> int:
@@ -123,7 +87,7 @@ def build_parts(
     return {
         "head": Part(
             "head",
-            _Head(model),
+            HeadPart(model),
             (TensorSpec("video", ("batch", 3, time, h, w), dt),),
             (TensorSpec("f_head", ("batch", c, time, fh, fw), dt),),
             (ex(n, 3, frames, h, w),),
@@ -131,7 +95,7 @@ def build_parts(
         ),
         "sfc": Part(
             "sfc",
-            _SFC(model),
+            SFCPart(model),
             (TensorSpec("f_head", ("batch", c, time, fh, fw), dt),),
             (
                 TensorSpec("f_sfc", ("batch", c, k, *_value_hw(model, fh, fw)), dt),
@@ -142,7 +106,7 @@ def build_parts(
         ),
         "tail": Part(
             "tail",
-            _Tail(model),
+            TailPart(model),
             (TensorSpec("f_sfc", ("batch", c, k, *_value_hw(model, fh, fw)), dt),),
             (TensorSpec("logits", ("batch", cfg.num_classes), dt),),
             (ex(n, c, ko, *_value_hw(model, fh, fw)),),
@@ -150,7 +114,7 @@ def build_parts(
         ),
         "clip": Part(
             "clip",
-            _Clip(model),
+            ClipPart(model),
             (TensorSpec("clip", ("batch", 3, clip_frames, crop, crop), dt),),
             (TensorSpec("logits", ("batch", cfg.num_classes), dt),),
             (ex(n, 3, clip_frames, crop, crop),),

@@ -26,12 +26,12 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sfc_deploy.common.atomic import atomic_write_bytes
 from sfc_deploy.errors import BackendUnavailableError, ConfigError
 from sfc_deploy.export.manifest import Artifact, sha256_of
 
@@ -217,7 +217,7 @@ def plan_engines(
     ranges = dim_ranges(frames=frames, tau=tau, settings=settings)
     plans: list[EnginePlan] = []
     for precision in precisions:
-        sources = [a for a in artifacts if a.format == "onnx" and a.precision == precision]
+        sources = [a for a in artifacts if a.format == "onnx" and a.precision == precision and a.derived_from is None]
         if not sources:
             raise ConfigError(
                 f"TensorRT engines are built from the ONNX parts, and there is no {precision} ONNX; "
@@ -262,7 +262,7 @@ def build_engines(
 
     check_available()
     trt = import_tensorrt()
-    settings: TensorRTOptions = getattr(options, "tensorrt", None) or TensorRTOptions()
+    settings: TensorRTOptions = options.tensorrt or TensorRTOptions()
     strong = use_strong_typing(trt.__version__, settings.strongly_typed)
     sfc_onnx = next((a for a in artifacts if a.format == "onnx" and a.part == "sfc"), None)
     if sfc_onnx is None:
@@ -292,7 +292,7 @@ def build_engines(
     for plan in plans:
         say(f"building {plan.file} ({'strongly' if strong else 'weakly'} typed, TensorRT {trt.__version__})")
         plan_bytes, pinned = _build_one(trt, builder, logger, work / plan.source.file, plan, strong, settings, timing_cache)
-        _atomic_write_bytes(work / plan.file, plan_bytes)
+        atomic_write_bytes(work / plan.file, plan_bytes)
         extra = {
             "tensorrt": trt.__version__,
             **device,
@@ -319,7 +319,7 @@ def build_engines(
             )
         )
     cache_path.parent.mkdir(parents=True, exist_ok=True)
-    _atomic_write_bytes(cache_path, bytes(timing_cache.serialize()))
+    atomic_write_bytes(cache_path, bytes(timing_cache.serialize()))
     return out
 
 
@@ -386,16 +386,6 @@ def _pin_fp32_layers(trt: Any, network: Any) -> int:
     return pinned
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Temp file beside ``path`` then rename, so no reader sees half an engine or cache."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 __all__ = [

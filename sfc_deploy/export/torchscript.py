@@ -9,33 +9,27 @@ and pooling only and accept any batch and time.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import warnings
 from pathlib import Path
 
 import torch
 
+from sfc_deploy.common.atomic import atomic_write
 from sfc_deploy.export.parts import Part
 
 EXTRA_FILE = "sfc_deploy.json"
 
 
-def export_torchscript(part: Part, path: Path, *, metadata: dict | None = None) -> Path:
+def export_torchscript(part: Part, path: Path, *, variant: str = "default", metadata: dict | None = None) -> Path:
     """Trace ``part`` and save it atomically with the metadata as an extra file."""
-    path = Path(path)
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # TracerWarnings about frozen sizes are expected for SFC
         traced = torch.jit.trace(part.module.eval(), part.example, check_trace=False)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        extra = {EXTRA_FILE: json.dumps({"part": part.name, **(metadata or {})})}
+    extra = {EXTRA_FILE: json.dumps({"part": part.name, **(metadata or {})})}
+
+    def write(tmp: Path) -> None:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)  # C++ loaders still read TorchScript
-            torch.jit.save(traced, tmp, _extra_files=extra)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+            torch.jit.save(traced, str(tmp), _extra_files=extra)
+
+    return atomic_write(path, write)

@@ -16,19 +16,20 @@ The mapping is one table of name templates per layout, used in both directions, 
 from __future__ import annotations
 
 import json
-import os
 import re
 import warnings
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
+from sfc_deploy.common.atomic import atomic_write
 from sfc_deploy.errors import CheckpointError
 from sfc_deploy.models.config import BackboneConfig, Preprocess
-from sfc_deploy.models.registry import create_backbone, get_config, list_backbones
+from sfc_deploy.models.registry import get_config, list_backbones
+from sfc_deploy.models.resnet3d import ResNet3d
 
 FORMAT = "backbone/1"
 LAYOUTS: tuple[str, ...] = ("pytorchvideo", "pyslowfast", "mmaction2", "tpn", "plain")
@@ -403,7 +404,7 @@ def _agreement(got: dict[str, tuple[int, ...]], shapes: dict[str, tuple[int, ...
 def _registered_shapes(names: tuple[str, ...]) -> dict[str, dict[str, tuple[int, ...]]]:
     """Canonical shapes of the registered backbones, built on the meta device (no memory, no time)."""
     with torch.device("meta"):
-        return {name: _shapes(create_backbone(name).state_dict()) for name in names}
+        return {name: _shapes(ResNet3d(get_config(name)).state_dict()) for name in names}
 
 
 # ---------------------------------------------------------------------------------------------- save
@@ -458,7 +459,7 @@ def save_in_layout(
     else:
         obj = mapped
     path = Path(path)
-    _atomic_write(path, lambda tmp: torch.save(obj, tmp))
+    atomic_write(path, lambda tmp: torch.save(obj, tmp))
     return path
 
 
@@ -498,13 +499,13 @@ def convert(checkpoint: str | Path, out_path: str | Path, *, backbone: str, trus
     if meta.get("preprocess") is not None:
         config = config.replace(preprocess=meta["preprocess"])
     with torch.device("meta"):  # shapes only: no memory for full-size weights
-        expected = _shapes(create_backbone(config).state_dict())
+        expected = _shapes(ResNet3d(config).state_dict())
     check_state(state, expected, source=str(checkpoint), backbone=backbone)
     tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in state.items() if not _is_counter(k)}
     source_layout = meta.get("source_layout") or meta["layout"]
     metadata = {"sfc_deploy_format": FORMAT, "backbone_config": config.to_json(), "source_layout": source_layout}
     out = Path(out_path)
-    _atomic_write(out, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
+    atomic_write(out, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
     return ConvertResult(out, meta["layout"], config, tuple(meta["dropped"]))
 
 
@@ -519,17 +520,6 @@ def summarise_dropped(keys: list[str] | tuple[str, ...]) -> list[str]:
 
 
 # ------------------------------------------------------------------------------------------- helpers
-
-
-def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """Write to a temporary file beside ``path``, then rename, so no reader ever sees half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _shapes(state: dict[str, torch.Tensor]) -> dict[str, tuple[int, ...]]:

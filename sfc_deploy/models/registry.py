@@ -1,18 +1,16 @@
-"""Backbones registered by name, in the style of timm's ``_registry``/``_factory``.
+"""Backbones registered by name, in the style of timm's ``_registry``.
 
-A backbone is a function returning a :class:`BackboneConfig`; :func:`create_backbone` builds the
-module, loads a checkpoint in any supported layout, and sizes the classifier from it.
+A backbone is a function returning a :class:`BackboneConfig`; :mod:`sfc_deploy.models.factory`
+builds modules from it (timm's ``_factory``), and checkpoint import looks shapes up here.
 """
 
 from __future__ import annotations
 
 import difflib
 from collections.abc import Callable
-from pathlib import Path
 
 from sfc_deploy.errors import UnknownBackboneError
 from sfc_deploy.models.config import BackboneConfig
-from sfc_deploy.models.resnet3d import ResNet3d
 
 _REGISTRY: dict[str, Callable[[], BackboneConfig]] = {}
 
@@ -70,47 +68,3 @@ def get_config(name: str, *, num_classes: int | None = None) -> BackboneConfig:
     if num_classes is not None:
         config = config.replace(num_classes=num_classes)
     return config
-
-
-def create_backbone(
-    name: str | BackboneConfig,
-    *,
-    checkpoint: str | Path | None = None,
-    num_classes: int | None = None,
-    split: str = "res3",
-    trust_checkpoint: bool = False,
-) -> ResNet3d:
-    """Build a backbone, optionally with pretrained weights in any supported checkpoint layout.
-
-    Args:
-        name: registry name or a config (e.g. read back from a manifest).
-        checkpoint: PyTorchVideo, PySlowFast, mmaction2, TPN or plain/safetensors weights. The
-            class count comes from the checkpoint's classifier unless ``num_classes`` says otherwise.
-        num_classes: classifier size without a checkpoint (default: the config's).
-        split: where ``forward_head`` stops.
-        trust_checkpoint: allow unpickling arbitrary objects (only for files you trust).
-
-    Returns:
-        The module in eval mode.
-    """
-    config = name if isinstance(name, BackboneConfig) else get_config(name)
-    state = None
-    if checkpoint is not None:
-        from sfc_deploy.models.checkpoint import load_canonical_state_dict
-
-        state, meta = load_canonical_state_dict(checkpoint, trust=trust_checkpoint, backbone=config.name)
-        ckpt_classes = int(state["fc.weight"].shape[0]) if "fc.weight" in state else None
-        if num_classes is None and ckpt_classes is not None:
-            num_classes = ckpt_classes
-        if meta.get("class_names"):
-            config = config.replace(class_names=tuple(meta["class_names"]))
-        if meta.get("preprocess") is not None:
-            config = config.replace(preprocess=meta["preprocess"])
-    if num_classes is not None:
-        config = config.replace(num_classes=num_classes)
-    model = ResNet3d(config, split=split)
-    if state is not None:
-        from sfc_deploy.models.checkpoint import load_into
-
-        load_into(model, state, source=str(checkpoint))
-    return model.eval()

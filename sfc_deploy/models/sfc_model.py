@@ -7,16 +7,14 @@ pretrained and must not move), even when the module is put in training mode: onl
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from sfc_deploy.common.atomic import atomic_write
 from sfc_deploy.errors import CheckpointError
 from sfc_deploy.models.config import BackboneConfig, check_split
-from sfc_deploy.models.registry import create_backbone
 from sfc_deploy.models.resnet3d import ResNet3d
 from sfc_deploy.models.sfc import SFC, SFCConfig
 
@@ -68,66 +66,6 @@ class SFCModel(nn.Module):
         return self.tail(out), m
 
 
-def create_model(
-    backbone: str | BackboneConfig = "slow8x8",
-    *,
-    tau: float = 2.0,
-    split: str = "res3",
-    checkpoint: str | Path | None = None,
-    sfc_checkpoint: str | Path | None = None,
-    num_classes: int | None = None,
-    trust_checkpoint: bool = False,
-    **sfc_options,
-) -> SFCModel:
-    """Build head -> SFC -> tail.
-
-    Args:
-        backbone: registry name or config.
-        tau: compression ratio (k = round(T / tau)).
-        split: the head ends after this stage ("res3" in the paper).
-        checkpoint: pretrained backbone weights in any supported layout.
-        sfc_checkpoint: trained SFC weights; they carry their own SFC config and split, and are
-            refused when they belong to another backbone.
-        num_classes: classifier size when there is no checkpoint.
-        **sfc_options: other :class:`SFCConfig` fields (pool, kqv, theta_kernel, logit_scale, prior).
-    """
-    check_split(split)
-    sfc_state = None
-    if sfc_checkpoint is not None:
-        sfc_state, meta = read_sfc_checkpoint(sfc_checkpoint)
-        sfc_config = SFCConfig.from_dict(meta["sfc_config"])
-        split = meta["split"]
-        if num_classes is None and checkpoint is None:
-            num_classes = meta["backbone_config"]["num_classes"]
-    model_backbone = create_backbone(
-        backbone, checkpoint=checkpoint, num_classes=num_classes, split=split, trust_checkpoint=trust_checkpoint
-    )
-    if sfc_state is None:
-        sfc_config = SFCConfig(channels=model_backbone.config.stage_channels(split), tau=tau, **sfc_options)
-    else:
-        _check_sfc_belongs(meta, model_backbone.config, sfc_checkpoint)
-    model = SFCModel(model_backbone, SFC(sfc_config), split=split)
-    if sfc_state is not None:
-        missing, unexpected = model.sfc.load_state_dict(sfc_state, strict=False)
-        if missing or unexpected:
-            raise CheckpointError(
-                f"{sfc_checkpoint}: SFC weights do not match (missing {len(missing)}: {missing[:3]}, "
-                f"unexpected {len(unexpected)}: {unexpected[:3]}); it was saved by another version"
-            )
-    return model.eval()
-
-
-def _check_sfc_belongs(meta: dict, config: BackboneConfig, path) -> None:
-    """Refuse SFC weights trained on a backbone with another structure or class count."""
-    saved = BackboneConfig.from_dict(meta["backbone_config"])
-    fields = ("family", "frames", "stride", "stem_channels", "widths", "mids", "depths", "temporal_kernels", "num_classes")
-    if any(getattr(saved, f) != getattr(config, f) for f in fields):
-        raise CheckpointError(
-            f"{path} was trained for backbone {saved.name!r} ({saved.num_classes} classes) but the model "
-            f"is {config.name!r} ({config.num_classes} classes); pass --backbone {saved.name} and the checkpoint it was trained on"
-        )
-
-
 def save_sfc_checkpoint(model: SFCModel, path: str | Path, *, extra: dict | None = None) -> Path:
     """Write SFC weights with the backbone and SFC config they belong to (atomically)."""
     from safetensors.torch import save_file
@@ -141,15 +79,7 @@ def save_sfc_checkpoint(model: SFCModel, path: str | Path, *, extra: dict | None
         "extra": json.dumps(extra or {}),
     }
     state = {k: v.detach().contiguous().cpu() for k, v in model.sfc.state_dict().items()}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file(state, tmp, metadata=meta)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    atomic_write(path, lambda tmp: save_file(state, str(tmp), metadata=meta), suffix=".safetensors")
     return path
 
 

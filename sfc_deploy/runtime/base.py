@@ -13,10 +13,10 @@ from pathlib import Path
 
 import torch
 
+from sfc_deploy.common.precision import TORCH_DTYPES
 from sfc_deploy.errors import ArtifactError
 from sfc_deploy.export.manifest import Artifact, TensorSpec
 
-TORCH_DTYPES = {"float32": torch.float32, "float16": torch.float16, "int64": torch.int64}
 
 
 class Runner(ABC):

@@ -1,76 +1,37 @@
-"""The SFC and dense pipelines, built from runners of any backend, and the ``load`` entry point.
+"""The SFC and clip pipelines, built from runners of any backend, and the ``load`` entry point.
 
-``load(DIR, runtime=...)`` returns a :class:`Deployment` whose ``predict`` runs head -> SFC -> tail
-and whose ``predict_dense`` runs the 30-crop baseline, both on the same backend, threads and
-precision, from the same manifest.
+Every command runs the same two pipelines:
+
+* :class:`SFCPipeline`: head -> SFC -> tail on the whole video;
+* :class:`ClipPipeline`: the clip model on a batch of clips (single, uniform, or the 30-crop dense
+  baseline SFC replaces), ``batch_size`` crops at a time, logits averaged per video. It is the one
+  dense path: bench, eval, verify and the runtime API all call it, on exported artifacts or on a
+  PyTorch model alike (:meth:`Deployment.from_model`).
+
+``load(DIR, runtime=...)`` returns a :class:`Deployment` whose ``predict`` runs the SFC pipeline and
+whose ``predict_dense`` runs the dense one, on the same backend, threads and precision, from the same
+manifest. Which frames and crops a video becomes is the data layer's job
+(:func:`sfc_deploy.data.inputs.model_input`); a deployment says what it takes (:attr:`input_spec`).
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 
-from sfc_deploy.data.crops import dense_crops
+from sfc_deploy.common.precision import get_precision
+from sfc_deploy.data.inputs import InputSpec
+from sfc_deploy.data.samplers import sample_tensor
 from sfc_deploy.errors import ArtifactError, ConfigError
-from sfc_deploy.export.formats import RUNTIME_FORMAT, check_runtime
-from sfc_deploy.export.manifest import PRECISIONS, Artifact, Manifest, load_manifest
+from sfc_deploy.export.formats import check_graph, check_runtime, format_of_runtime
+from sfc_deploy.export.manifest import WEIGHTS, Artifact, Manifest, TensorSpec, load_manifest
+from sfc_deploy.export.parts import build_parts
 from sfc_deploy.models.config import BackboneConfig
-from sfc_deploy.runtime.base import TORCH_DTYPES, Runner
-
-SFC_VARIANTS = ("portable", "custom")
-
-
-def make_runner(manifest: Manifest, art: Artifact, runtime: str, **options) -> Runner:
-    """Instantiate the runner class for ``runtime`` on one artifact (not yet activated)."""
-    if runtime == "pytorch":
-        from sfc_deploy.export.exporter import copy_for_export, model_from_manifest
-        from sfc_deploy.export.parts import build_parts
-        from sfc_deploy.runtime.torch_runner import PyTorchRunner
-
-        model = options.pop("model", None) or model_from_manifest(manifest)
-        dtype = TORCH_DTYPES[art.inputs[0].dtype]
-        inp = manifest.data["input"]
-        parts = build_parts(copy_for_export(model, dtype, topk_impl="op"), frames=inp["frames"], size=tuple(inp["size"]), dtype=dtype)
-        return PyTorchRunner(art, None, module=parts[art.part].module, **options)
-    path = manifest.path_of(art)
-    options.pop("model", None)
-    if runtime == "onnxruntime":
-        from sfc_deploy.runtime.onnxruntime_runner import OnnxRuntimeRunner
-
-        return OnnxRuntimeRunner(art, path, **options)
-    if runtime == "torchscript":
-        from sfc_deploy.runtime.torchscript_runner import TorchScriptRunner
-
-        return TorchScriptRunner(art, path, **options)
-    if runtime == "aoti":
-        from sfc_deploy.runtime.aoti_runner import AOTIRunner
-
-        return AOTIRunner(art, path, **options)
-    if runtime == "tensorrt":
-        from sfc_deploy.runtime.tensorrt_runner import TensorRTRunner
-
-        return TensorRTRunner(art, path, **options)
-    raise ConfigError(f"unknown runtime {runtime!r}")
-
-
-def pytorch_artifact(manifest: Manifest, part: str, precision: str) -> Artifact:
-    """A synthetic artifact record for the PyTorch runtime: the part's I/O, served from the weights."""
-    from dataclasses import replace
-
-    base = _any_artifact(manifest, part, precision)
-    return replace(base, format="pytorch", file=manifest.find("weights", "pytorch").file, variant="default")
-
-
-def _any_artifact(manifest: Manifest, part: str, precision: str) -> Artifact:
-    for art in manifest.artifacts:
-        if art.part == part and art.precision == precision and art.variant in ("default", "portable"):
-            if not any(isinstance(d, int) for d in art.inputs[0].shape[2:3]) or part != "sfc":
-                return art
-    for art in manifest.artifacts:
-        if art.part == part and art.precision == precision:
-            return art
-    raise ArtifactError(f"{manifest.root} has no {part} artifact in {precision}; re-export with --precision {precision}")
+from sfc_deploy.models.sfc_model import SFCModel
+from sfc_deploy.runtime.base import Runner
+from sfc_deploy.runtime.registry import check_runner_options, make_runner
 
 
 class SFCPipeline:
@@ -98,96 +59,127 @@ class SFCPipeline:
         return logits, out["attention"]
 
 
-class DensePipeline:
-    """The 30-crop baseline on the clip model: crops batched ``batch_size`` at a time, logits averaged.
+class ClipPipeline:
+    """Clips through the clip model, ``batch_size`` at a time, logits averaged per video.
 
-    ``num_clips`` x ``num_crops`` is 10 x 3 for the protocol the paper compares with; fewer clips
-    run the same code for cheaper checks. The same crops and averaging as
-    :func:`sfc_deploy.models.dense.dense_logits`, so both agree on the same weights.
+    With the 10 x 3 crops of :func:`~sfc_deploy.data.samplers.plan_dense` this is the 30-crop
+    baseline the paper compares with; with one or N centre clips, the single/uniform strategies.
     """
 
-    def __init__(
-        self, clip: Runner, config: BackboneConfig, *, batch_size: int = 30, num_clips: int = 10, num_crops: int = 3
-    ) -> None:
+    def __init__(self, clip: Runner, *, batch_size: int = 30) -> None:
         if batch_size < 1:
             raise ConfigError(f"dense batch size must be >= 1, got {batch_size}")
-        self.clip, self.config, self.batch_size = clip, config, batch_size
-        self.num_clips, self.num_crops = num_clips, num_crops
+        self.clip, self.batch_size = clip, batch_size
 
-    def __call__(self, video: torch.Tensor) -> torch.Tensor:
-        """(N, 3, T_raw, H, W) normalised frames, short side = the crop size -> (N, classes) fp32."""
-        crops = dense_crops(video, self.config, num_clips=self.num_clips, num_crops=self.num_crops)
-        logits = torch.cat([self.clip.infer({"clip": c.contiguous()})["logits"] for c in crops.split(self.batch_size)])
-        return logits.float().reshape(video.shape[0], -1, logits.shape[-1]).mean(1)
+    def __call__(self, clips: torch.Tensor, videos: int = 1) -> torch.Tensor:
+        """(videos * n, 3, frames, crop, crop) clips, video-major -> (videos, classes) float32."""
+        logits = torch.cat([self.clip.infer({"clip": c.contiguous()})["logits"] for c in clips.split(self.batch_size)])
+        return logits.float().reshape(videos, -1, logits.shape[-1]).mean(1)
 
 
 class Deployment:
-    """An export folder opened on one runtime and precision."""
+    """A model opened on one runtime and precision: an export folder, or a PyTorch model in memory."""
 
     def __init__(
         self,
-        manifest: Manifest,
+        manifest: Manifest | None,
         runtime: str = "onnxruntime",
         *,
         precision: str = "fp32",
         sfc_variant: str = "portable",
         head_chunk: int | None = None,
         dense_batch: int = 30,
+        model: SFCModel | None = None,
         **runner_options,
     ) -> None:
         self.manifest = manifest
         self.runtime = check_runtime(runtime)
-        if precision not in PRECISIONS:
-            raise ConfigError(f"unknown precision {precision!r}; expected one of {', '.join(PRECISIONS)}")
-        self.precision = precision
-        if sfc_variant not in SFC_VARIANTS:
-            raise ConfigError(f"unknown SFC graph variant {sfc_variant!r}; expected one of {', '.join(SFC_VARIANTS)}")
-        if sfc_variant == "custom" and runtime not in ("onnxruntime", "tensorrt"):
-            raise ConfigError(f"the custom-op SFC graph is ONNX-only; it does not apply to --runtime {runtime}")
-        self.sfc_variant = sfc_variant
-        self.config = BackboneConfig.from_dict(manifest.data["backbone"])
-        if head_chunk and not manifest.data["input"]["head_streamable"]:
-            raise ConfigError(
-                f"the head after {manifest.data['split']} mixes time steps, so it cannot stream in chunks; drop --head-chunk"
-            )
+        self.precision = get_precision(precision).name
+        self.sfc_variant = check_graph(sfc_variant, runtime, what="SFC graph variant")
+        check_runner_options(runtime, runner_options)
+        if manifest is None and (model is None or runtime != "pytorch"):
+            raise ConfigError("a deployment without an export folder runs a PyTorch model: pass model= and runtime='pytorch'")
+        if runtime == "pytorch" and model is None:
+            from sfc_deploy.export.weights import model_from_manifest
+
+            model = model_from_manifest(manifest)
+        self.model = model
+        self.config: BackboneConfig = manifest.backbone if manifest is not None else model.config
+        split = manifest.split if manifest is not None else model.split
+        streamable = self.config.head_temporal_receptive_field(split) == 1
+        if head_chunk and not streamable:
+            raise ConfigError(f"the head after {split} mixes time steps, so it cannot stream in chunks; drop --head-chunk")
+        if dense_batch < 1:
+            raise ConfigError(f"dense batch size must be >= 1, got {dense_batch}")
         self.head_chunk = head_chunk
         self.dense_batch = dense_batch
         self.runner_options = runner_options
         self._runners: dict[str, Runner] = {}
-        if runtime == "pytorch":
-            from sfc_deploy.export.exporter import model_from_manifest
+        self._specs: dict[str, Artifact] | None = None
 
-            self.runner_options["model"] = model_from_manifest(manifest)
+    @classmethod
+    def from_model(cls, model: SFCModel, **options) -> "Deployment":
+        """A PyTorch model in memory served through the same pipelines as an export (eval, verify)."""
+        return cls(None, "pytorch", model=model, **options)
 
     @property
     def dtype(self) -> torch.dtype:
-        return {"fp32": torch.float32, "fp16": torch.float16}[self.precision]
+        return get_precision(self.precision).dtype
 
     def artifact(self, part: str) -> Artifact:
         if self.runtime == "pytorch":
-            return pytorch_artifact(self.manifest, part, self.precision)
-        variant = self.sfc_variant if part == "sfc" and self.runtime in ("onnxruntime", "tensorrt") else None
-        return self.manifest.find(part, RUNTIME_FORMAT[self.runtime], self.precision, variant)
+            return self._pytorch_artifacts()[part]
+        fmt = format_of_runtime(self.runtime)
+        return self.manifest.find(part, fmt.name, self.precision, fmt.serves(part, self.sfc_variant))
+
+    def _pytorch_artifacts(self) -> dict[str, Artifact]:
+        """I/O records of the parts PyTorch serves: dynamic batch and time; HxW as exported, or free."""
+        if self._specs is None:
+            model, dtype = self.model, self.dtype
+            if self.manifest is not None:
+                inp = self.manifest.input
+                parts = build_parts(model, frames=inp.frames, size=inp.size, dtype=dtype, example_batch=1)
+                have = set(self.manifest.parts)
+            else:
+                parts = build_parts(model, frames=2 * model.config.frames, size=(64, 64), dtype=dtype, example_batch=1)
+                have = set(parts)
+            self._specs = {
+                name: Artifact(file=WEIGHTS, part=name, format="pytorch", precision=self.precision,
+                               inputs=_free(part.inputs, self.manifest is None), outputs=_free(part.outputs, self.manifest is None))
+                for name, part in parts.items() if name in have
+            }
+        return self._specs
 
     def has(self, part: str) -> bool:
-        """Whether the folder has ``part`` for this runtime and precision (exports may be partial)."""
+        """Whether this deployment has ``part`` for its runtime and precision (exports may be partial)."""
         try:
             self.artifact(part)
-        except ArtifactError:
+        except (ArtifactError, KeyError):
             return False
         return True
 
+    @property
+    def input_spec(self) -> InputSpec:
+        """The SFC input this deployment takes: a fixed time axis and/or frame size, or any."""
+        sfc, head = self.artifact("sfc").inputs[0].shape, self.artifact("head").inputs[0].shape
+        frames = sfc[2] if isinstance(sfc[2], int) else None
+        size = tuple(head[3:5]) if all(isinstance(d, int) for d in head[3:5]) else None
+        return InputSpec(frames=frames, size=size)
+
     def runner(self, part: str) -> Runner:
         if part not in self._runners:
-            runner = make_runner(self.manifest, self.artifact(part), self.runtime, **dict(self.runner_options))
+            if not self.has(part):
+                self.artifact(part)  # raises the manifest's message
+                raise ArtifactError(f"this deployment has no {part} part")
+            runner = make_runner(self.manifest, self.artifact(part), self.runtime, model=self.model, **self.runner_options)
             self._runners[part] = runner.__enter__()
         return self._runners[part]
 
     def sfc_pipeline(self) -> SFCPipeline:
         return SFCPipeline(self.runner("head"), self.runner("sfc"), self.runner("tail"), head_chunk=self.head_chunk)
 
-    def dense_pipeline(self, num_clips: int = 10) -> DensePipeline:
-        return DensePipeline(self.runner("clip"), self.config, batch_size=self.dense_batch, num_clips=num_clips)
+    def clip_pipeline(self) -> ClipPipeline:
+        return ClipPipeline(self.runner("clip"), batch_size=self.dense_batch)
 
     def predict(self, frames: torch.Tensor) -> torch.Tensor:
         """SFC logits (N, classes) for (N, 3, T, H, W) normalised frames sampled at the backbone's stride."""
@@ -197,10 +189,15 @@ class Deployment:
         logits, attention = self.sfc_pipeline()(frames.to(self.dtype))
         return logits.float(), attention.float()
 
+    def predict_clips(self, clips: torch.Tensor, videos: int = 1) -> torch.Tensor:
+        """Averaged logits (videos, classes) of sampled clips (single, uniform or dense crops)."""
+        return self.clip_pipeline()(clips.to(self.dtype), videos)
+
     def predict_dense(self, video: torch.Tensor, *, num_clips: int = 10) -> torch.Tensor:
         """30-crop logits (N, classes) for (N, 3, T_raw, H, W) normalised frames at the full frame
         rate, short side resized to the crop size (``num_clips`` < 10: the same, cheaper)."""
-        return self.dense_pipeline(num_clips)(video.to(self.dtype))
+        crops = torch.cat([sample_tensor(v, "dense", self.config, num_clips=num_clips).tensor for v in video])
+        return self.predict_clips(crops, videos=video.shape[0])
 
     def close(self) -> None:
         for runner in self._runners.values():
@@ -212,6 +209,19 @@ class Deployment:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _free(specs: tuple[TensorSpec, ...], free: bool) -> tuple[TensorSpec, ...]:
+    """Make the spatial dims of 5D specs symbolic (a model in memory takes any frame size)."""
+    if not free:
+        return specs
+    out = []
+    for s in specs:
+        shape = list(s.shape)
+        if len(shape) == 5:
+            shape[3], shape[4] = f"{s.name}_h", f"{s.name}_w"
+        out.append(replace(s, shape=tuple(shape)))
+    return tuple(out)
 
 
 def load(root: str | Path, runtime: str = "onnxruntime", **options) -> Deployment:

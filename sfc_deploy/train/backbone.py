@@ -21,16 +21,19 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from sfc_deploy.common.atomic import atomic_write, atomic_write_text
+from sfc_deploy.common.environment import environment
 from sfc_deploy.data.crops import clip_frame_indices
 from sfc_deploy.data.datasets import VideoList
 from sfc_deploy.errors import ConfigError
 from sfc_deploy.models.checkpoint import FORMAT
 from sfc_deploy.models.config import BackboneConfig
-from sfc_deploy.models.registry import create_backbone, get_config
+from sfc_deploy.models.factory import create_backbone
+from sfc_deploy.models.registry import get_config
 from sfc_deploy.models.resnet3d import ResNet3d
 from sfc_deploy.train.common import (
-    METRICS_FILE, STATE_FILE, Metrics, Progress, Schedule, Timer, atomic_torch_save, check_resume, check_same_run,
-    environment, epoch_generator, make_optimizer, set_threads,
+    METRICS_FILE, STATE_FILE, Metrics, Progress, Schedule, Timer, check_resume, check_same_run, epoch_generator,
+    make_optimizer, set_threads,
 )
 from sfc_deploy.train.views import Augment, FrameStore, render
 
@@ -92,14 +95,10 @@ def save_backbone(model: ResNet3d, path: str | Path) -> Path:
     """Write canonical safetensors with the config in the metadata (atomically), like ``convert``."""
     from safetensors.torch import save_file
 
-    from sfc_deploy.models.checkpoint import _atomic_write
-
     state = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()
              if not k.endswith("num_batches_tracked")}
     metadata = {"sfc_deploy_format": FORMAT, "backbone_config": model.config.to_json(), "source_layout": "sfc-deploy train-backbone"}
-    path = Path(path)
-    _atomic_write(path, lambda tmp: save_file(state, str(tmp), metadata=metadata))
-    return path
+    return atomic_write(path, lambda tmp: save_file(state, str(tmp), metadata=metadata))
 
 
 def draw_clip(store: FrameStore, i: int, config: BackboneConfig, g: torch.Generator) -> list[int]:
@@ -179,13 +178,13 @@ def train_backbone(
                   "lr": lr, "seconds": timer()}
         model.eval()
         save_backbone(model, out / BACKBONE_FILE)
-        atomic_torch_save({"epoch": epoch + 1, "model": model.state_dict(), "optimizer": opt.state_dict(),
-                           "settings": settings}, out / STATE_FILE)
+        state = {"epoch": epoch + 1, "model": model.state_dict(), "optimizer": opt.state_dict(), "settings": settings}
+        atomic_write(out / STATE_FILE, lambda tmp: torch.save(state, tmp))
         metrics.write(record)
     model.eval()
     if start_epoch >= options.epochs:
         save_backbone(model, out / BACKBONE_FILE)
     summary = {"weights": str(out / BACKBONE_FILE), "epochs": options.epochs, "last": record,
                "seconds": total(), "environment": environment()}
-    (out / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+    atomic_write_text(out / "summary.json", json.dumps(summary, indent=2, sort_keys=True) + "\n")
     return summary

@@ -19,9 +19,10 @@ from pathlib import Path
 
 import torch
 
+from sfc_deploy.common.atomic import atomic_write
 from sfc_deploy.data.crops import full_video_indices
 from sfc_deploy.models.sfc_model import SFCModel
-from sfc_deploy.train.common import Progress, atomic_torch_save, epoch_generator
+from sfc_deploy.train.common import Progress, epoch_generator
 from sfc_deploy.train.views import Augment, FrameStore, View, crop_size, render
 
 #: Stream id of the cache's generators, apart from the epoch streams.
@@ -117,5 +118,5 @@ def load_or_build_cache(path: Path | None, key: dict, build: Callable[[], list[l
             return saved["features"], True
     cache = build()
     if path is not None:
-        atomic_torch_save({"key": key, "features": cache}, path)
+        atomic_write(path, lambda tmp: torch.save({"key": key, "features": cache}, tmp))
     return cache, False

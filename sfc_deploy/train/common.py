@@ -1,4 +1,4 @@
-"""Pieces both training loops share: seeds, learning-rate schedules, atomic files, metrics, resume.
+"""Pieces both training loops share: seeds, learning-rate schedules, metrics, resume.
 
 Determinism is by construction rather than by saving RNG state: every random draw of epoch ``e``
 comes from a generator seeded with ``(seed, e)``, and the learning rate is a pure function of the
@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import platform
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -20,6 +18,7 @@ from typing import Any
 
 import torch
 
+from sfc_deploy.common.parsing import parse_ints
 from sfc_deploy.errors import CheckpointError, ConfigError
 
 #: ``progress(description, done, total)``: the CLI turns it into a progress bar.
@@ -88,25 +87,8 @@ def make_optimizer(name: str, params: Iterable[torch.nn.Parameter], *, lr: float
 
 
 def parse_milestones(text: str) -> tuple[int, ...]:
-    """``"8,12"`` -> (8, 12)."""
-    try:
-        values = tuple(int(v) for v in text.split(",") if v.strip())
-    except ValueError:
-        raise ConfigError(f"milestones must be comma-separated epochs such as 8,12, got {text!r}") from None
-    if any(v < 1 for v in values):
-        raise ConfigError(f"milestones are epochs counted from 1, got {text!r}")
-    return values
-
-
-def atomic_torch_save(obj: Any, path: Path) -> None:
-    """``torch.save`` to a temporary sibling, then rename: a crash never leaves half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    """``"8,12"`` -> (8, 12): epochs counted from 1."""
+    return tuple(parse_ints(text, "milestones", minimum=1, example="8,12"))
 
 
 class Metrics:
@@ -130,18 +112,6 @@ class Metrics:
 
 def read_metrics(path: str | Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
-
-
-def environment() -> dict[str, Any]:
-    """What a results file must name: runtime, device, library versions."""
-    return {
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "device": "cpu",
-        "cpu": platform.processor() or platform.machine(),
-        "threads": torch.get_num_threads(),
-        "platform": platform.platform(),
-    }
 
 
 def check_resume(out: Path, resume: bool, force: bool) -> dict[str, Any] | None:

@@ -28,13 +28,16 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from sfc_deploy.common.atomic import atomic_write, atomic_write_text
+from sfc_deploy.common.environment import environment
 from sfc_deploy.data.datasets import VideoList
 from sfc_deploy.errors import ConfigError
-from sfc_deploy.models.sfc_model import SFCModel, create_model, save_sfc_checkpoint
+from sfc_deploy.models.factory import create_model
+from sfc_deploy.models.sfc_model import SFCModel, save_sfc_checkpoint
 from sfc_deploy.train.cache import build_cache, cache_key, cache_views, head_features, load_or_build_cache, render_view
 from sfc_deploy.train.common import (
-    METRICS_FILE, STATE_FILE, Metrics, Progress, Schedule, Timer, atomic_torch_save, check_resume, check_same_run,
-    environment, epoch_generator, make_optimizer, set_threads,
+    METRICS_FILE, STATE_FILE, Metrics, Progress, Schedule, Timer, check_resume, check_same_run, epoch_generator,
+    make_optimizer, set_threads,
 )
 from sfc_deploy.train.views import Augment, FrameStore
 
@@ -223,8 +226,8 @@ def train_sfc(
                   "seconds_per_video": seconds / len(order)}
         model.eval()
         save_sfc_checkpoint(model, out / SFC_FILE, extra={"epoch": epoch + 1, "train": settings})
-        atomic_torch_save({"epoch": epoch + 1, "sfc": model.sfc.state_dict(), "optimizer": opt.state_dict(),
-                           "settings": settings}, out / STATE_FILE)
+        state = {"epoch": epoch + 1, "sfc": model.sfc.state_dict(), "optimizer": opt.state_dict(), "settings": settings}
+        atomic_write(out / STATE_FILE, lambda tmp: torch.save(state, tmp))
         metrics.write(record)
     model.eval()
     if start_epoch >= options.epochs or not (out / SFC_FILE).exists():
@@ -233,5 +236,5 @@ def train_sfc(
                "cache_seconds": cache_seconds, "train_seconds": train_seconds, "cached": cached,
                "cache_loaded": cache_loaded,
                "environment": environment()}
-    (out / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+    atomic_write_text(out / "summary.json", json.dumps(summary, indent=2, sort_keys=True) + "\n")
     return summary

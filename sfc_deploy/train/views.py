@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from sfc_deploy.common.parsing import parse_values
 from sfc_deploy.data.datasets import VideoList
 from sfc_deploy.data.video import normalize, output_size, probe_video, read_frames, resize_short_side
 from sfc_deploy.errors import ConfigError
@@ -124,10 +125,12 @@ class Augment:
 def parse_range(text: str, name: str) -> tuple[float, float]:
     """``"1.0,1.25"`` -> (1.0, 1.25)."""
     try:
-        lo, hi = (float(v) for v in text.split(","))
-    except ValueError:
-        raise ConfigError(f"{name} must be MIN,MAX such as 1.0,1.25, got {text!r}") from None
-    return lo, hi
+        values = parse_values(text, float, name, "1.0,1.25")
+    except ConfigError:
+        values = []  # a bad number gets the same MIN,MAX advice as a wrong count
+    if len(values) != 2:
+        raise ConfigError(f"{name} must be MIN,MAX such as 1.0,1.25, got {text!r}")
+    return values[0], values[1]
 
 
 def render(frames: torch.Tensor, view: View, preprocess: Preprocess, crop: tuple[int, int]) -> torch.Tensor:

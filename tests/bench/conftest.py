@@ -32,7 +32,7 @@ def export_tiny(out: Path, formats: tuple[str, ...] = ("torchscript",)) -> Path:
     export_model(
         tiny_model(),
         out,
-        ExportOptions(formats=formats, frames=TINY_RAW_FRAMES // 8, size=TINY_SIZE, raw_frames=TINY_RAW_FRAMES, verify=False),
+        ExportOptions(formats=formats, frames=TINY_RAW_FRAMES // 8, size=TINY_SIZE, raw_frames=TINY_RAW_FRAMES),
     )
     return out
 

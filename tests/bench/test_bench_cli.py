@@ -3,14 +3,19 @@ one-line messages and exit code 2 before any work starts."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from sfc_deploy.cli import app
+from sfc_deploy.export.exporter import ExportOptions, export_model
+from sfc_deploy.models import create_model, get_config
 
 runner = CliRunner()
+ALWAYS = 2  # the class the constant-classifier model below predicts for every input
 
 
 def _bench(*args: str):
@@ -60,13 +65,34 @@ def test_output_path_that_is_a_folder(tiny_export, tmp_path):
     assert res.exit_code == 2 and "is a folder" in res.output
 
 
-def test_labelled_videos_are_decoded_timed_and_scored(tiny_export, make_video, tmp_path):
-    """--labels: real files through decode + sampling + both strategies, top-1 in the report and plot."""
+@pytest.fixture(scope="module")
+def constant_export(tmp_path_factory):
+    """The bench's tiny model (tests/bench/conftest.py) with a zero classifier whose bias picks class
+    ALWAYS: every input, real or not, is predicted ALWAYS, so the test knows every top-1 exactly."""
+    config = get_config("slow8x8_tiny")
+    config = config.replace(preprocess=dataclasses.replace(config.preprocess, short_side=32, crop=32))
+    torch.manual_seed(0)
+    model = create_model(config, tau=2.0, split="res3", num_classes=5)
+    with torch.no_grad():
+        model.backbone.fc.weight.zero_()
+        model.backbone.fc.bias.copy_(torch.nn.functional.one_hot(torch.tensor(ALWAYS), 5).float())
+    out = tmp_path_factory.mktemp("bench_constant") / "export"
+    export_model(model, out, ExportOptions(formats=("torchscript",), frames=8, size=(32, 40), raw_frames=64))
+    return out
+
+
+def test_labelled_videos_are_decoded_timed_and_scored(constant_export, make_video, tmp_path):
+    """--labels: real files through decode + sampling + both strategies, top-1 in the report and plot.
+
+    The model always predicts class ALWAYS, and two of the three labels are ALWAYS: top-1 must be
+    exactly 2/3 for both strategies (every listed video scored once, none twice, none skipped)."""
     a = make_video("a.mp4", frames=64, size=(48, 64))
     b = make_video("b.mp4", frames=60, size=(48, 64))  # 8 sampled frames: the static-time graph's
-    (tmp_path / "list.csv").write_text(f"path,label\n{a.name},0\n{b.name},1\n")
+    c = make_video("c.mp4", frames=70, size=(48, 64))
+    (tmp_path / "classes.txt").write_text("".join(f"c{i}\n" for i in range(5)))  # label names -> indices 0..4
+    (tmp_path / "list.csv").write_text(f"path,label\n{a.name},c{ALWAYS}\n{b.name},c0\n{c.name},c{ALWAYS}\n")
     out, png = tmp_path / "r.json", tmp_path / "r.png"
-    res = _bench(str(tiny_export), "--runtime", "torchscript", "--threads", "1", "--batch-size", "30",
+    res = _bench(str(constant_export), "--runtime", "torchscript", "--threads", "1", "--batch-size", "30",
                  "--labels", str(tmp_path / "list.csv"), "--json", str(out), "--plot", str(png))
     assert res.exit_code == 0, res.output
     tail = res.output.strip().splitlines()
@@ -78,9 +104,9 @@ def test_labelled_videos_are_decoded_timed_and_scored(tiny_export, make_video, t
     assert report["speedup"] == pytest.approx(report["sfc"]["videos_per_s"] / report["dense"]["videos_per_s"])
     assert report["input"]["source"] == "video files (decode included)"
     for strategy in ("sfc", "dense"):
-        assert len(report[strategy]["latencies_s"]) == 2  # every listed video timed once
-        assert report[strategy]["top1"] in (0.0, 50.0, 100.0)
-    assert "top-1 SFC" in res.output
+        assert len(report[strategy]["latencies_s"]) == 3  # every listed video timed once
+        assert report[strategy]["top1"] == pytest.approx(100.0 * 2 / 3)  # a percentage, not a fraction
+    assert "top-1 SFC 66.7% vs dense 66.7%" in " ".join(res.output.split())  # rich wraps long lines
     assert png.read_bytes()[:4] == b"\x89PNG"
 
 

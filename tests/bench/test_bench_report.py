@@ -103,8 +103,10 @@ def test_memory_only_worker_stops_after_the_memory_video(tiny_export):
 
 
 def test_latency_stats_percentiles():
-    s = latency_stats([0.1, 0.2, 0.3, 0.4])
-    assert s["p50"] == pytest.approx(250.0) and s["n"] == 4 and s["p99"] <= 400.0
+    s = latency_stats([0.4, 0.1, 0.3, 0.2])  # unsorted on purpose
+    # linear interpolation over the sorted 100, 200, 300, 400 ms: rank q/100 * 3
+    assert s["n"] == 4 and s["mean"] == pytest.approx(250.0)
+    assert (s["p50"], s["p90"], s["p99"]) == (pytest.approx(250.0), pytest.approx(370.0), pytest.approx(397.0))
 
 
 def test_worker_errors_come_back_typed(tmp_path):

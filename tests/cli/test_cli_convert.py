@@ -11,7 +11,8 @@ from typer.testing import CliRunner
 
 from sfc_deploy.cli import app
 from sfc_deploy.models.checkpoint import save_in_layout
-from sfc_deploy.models.registry import create_backbone, get_config
+from sfc_deploy.models.factory import create_backbone
+from sfc_deploy.models.registry import get_config
 from sfc_deploy.models.resnet3d import ResNet3d
 
 NAME = "slow8x8_tiny"

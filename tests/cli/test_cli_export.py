@@ -39,7 +39,7 @@ def test_export_writes_a_verified_folder(tmp_path: Path) -> None:
     assert data["parity"]["passed"] and data["input"]["raw_frames"] == 64 and data["input"]["frames"] == 8
     assert {a["file"] for a in data["artifacts"]} == {"model.safetensors", "sfc.fp32.ts", "tail.fp32.ts"}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["export"]  # no temp folder left beside it
-    from sfc_deploy.export.manifest import current_umask
+    from sfc_deploy.common.atomic import current_umask
 
     assert (out.stat().st_mode & 0o777) == 0o777 & ~current_umask()  # not mkdtemp's private 0700
     assert ((out / "manifest.json").stat().st_mode & 0o777) == 0o666 & ~current_umask()
@@ -70,13 +70,13 @@ def test_bad_export_options_fail_in_one_line_and_write_nothing(tmp_path: Path, a
 
 def test_failed_export_leaves_no_half_written_output(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from sfc_deploy.errors import ArtifactError
-    from sfc_deploy.export import exporter
+    from sfc_deploy.export import torchscript
 
-    def broken(fmt, part, path, **kwargs):
+    def broken(part, path, **kwargs):
         path.write_bytes(b"half")
         raise ArtifactError(f"could not write {path.name}")
 
-    monkeypatch.setattr(exporter, "_export_one", broken)
+    monkeypatch.setattr(torchscript, "export_torchscript", broken)
     result = runner.invoke(app, ["export", "--out", str(tmp_path / "export"), *TINY, "-f", "torchscript"])
     _one_line_error(result, "could not write head.fp32.ts", after_work=True)
     assert list(tmp_path.iterdir()) == []
@@ -132,3 +132,22 @@ def test_bad_verify_options_fail_in_one_line(sfc_export_ts: Path, args, fragment
 
 def test_verify_on_a_folder_without_manifest(tmp_path: Path) -> None:
     _one_line_error(runner.invoke(app, ["verify", str(tmp_path)]), "has no manifest.json")
+
+
+def test_verify_exits_1_naming_a_graph_that_does_not_load(sfc_export_onnx: Path, tmp_path: Path) -> None:
+    """A broken graph whose sha256 the manifest records (a bad exporter, not a tampered file) is a
+    failure with exit 1 naming the file, never "not run"."""
+    from sfc_deploy.export.manifest import sha256_of
+
+    folder = Path(shutil.copytree(sfc_export_onnx, tmp_path / "broken"))
+    served = folder / "sfc.ort.fp32.onnx"
+    served.write_bytes(served.read_bytes()[: served.stat().st_size // 2])  # a truncated protobuf
+    manifest = json.loads((folder / "manifest.json").read_text())
+    for art in manifest["artifacts"]:
+        if art["file"] == served.name:
+            art["sha256"], art["bytes"] = sha256_of(served), served.stat().st_size
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    result = runner.invoke(app, ["verify", str(folder), "-p", "fp32", "-g", "portable", "--no-record"])
+    assert result.exit_code == 1, result.output
+    assert "sfc.ort.fp32.onnx" in result.stdout and "FAILED" in result.stdout
+    assert " 0 not run" in result.stdout  # the broken graph is not excused as "not run"

@@ -63,7 +63,7 @@ def _export(setup: dict, fmt: str) -> Path:
     out = setup["root"] / f"export_{fmt}"
     if not out.exists():
         options = ExportOptions(formats=(fmt,), parts=("head", "sfc", "tail"), frames=8, size=SIZE, raw_frames=64,
-                                verify=False, random_weights=False, checkpoint=str(setup["backbone"]),
+                                random_weights=False, checkpoint=str(setup["backbone"]),
                                 sfc_checkpoint=str(setup["sfc"]))
         export_model(setup["model"], out, options)
     return out

@@ -38,12 +38,12 @@ def classify_exe(csrc_build) -> Path:
 def exported(tmp_path_factory: pytest.TempPathFactory):
     """A tiny model exported to TorchScript, and the PyTorch model it came from."""
     from sfc_deploy.export.exporter import ExportOptions, export_model
-    from sfc_deploy.models.sfc_model import create_model
+    from sfc_deploy.models.factory import create_model
 
     torch.manual_seed(0)
     model = create_model("slow8x8_tiny", num_classes=5)
     out = tmp_path_factory.mktemp("cpp_export") / "export"
-    export_model(model, out, ExportOptions(formats=("torchscript",), frames=8, size=(32, 40), raw_frames=64, verify=False))
+    export_model(model, out, ExportOptions(formats=("torchscript",), frames=8, size=(32, 40), raw_frames=64))
     return out, model
 
 
@@ -105,12 +105,12 @@ def test_cpp_wrong_time_length_is_explained(classify_exe, exported, tmp_path) ->
 def test_cpp_aoti_logits_equal_pytorch(classify_exe, tmp_path) -> None:
     """AOTInductor packages through AOTIModelPackageLoader (slow: the AOTI export takes ~3 min on 2 cores)."""
     from sfc_deploy.export.exporter import ExportOptions, export_model
-    from sfc_deploy.models.sfc_model import create_model
+    from sfc_deploy.models.factory import create_model
 
     torch.manual_seed(0)
     model = create_model("slow8x8_tiny", num_classes=5)
     folder = tmp_path / "export"
-    export_model(model, folder, ExportOptions(formats=("aoti",), frames=8, size=(32, 40), raw_frames=64, verify=False))
+    export_model(model, folder, ExportOptions(formats=("aoti",), frames=8, size=(32, 40), raw_frames=64))
     video = torch.randn(1, 3, 8, 32, 40)
     with torch.no_grad():
         want = model(video).numpy()

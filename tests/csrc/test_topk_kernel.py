@@ -24,6 +24,7 @@ import pytest
 import torch
 
 from sfc_deploy.errors import BackendUnavailableError, ConfigError
+from sfc_deploy.ops import topk_temporal_pool_reference as reference
 
 REPO = Path(__file__).resolve().parents[2]
 CSRC = REPO / "csrc"
@@ -34,7 +35,8 @@ CXX = shutil.which("g++") or shutil.which("c++") or shutil.which("clang++")
 
 
 def _local_reference(x: np.ndarray, k: int) -> np.ndarray:
-    """The op's definition, used when the project's reference cannot be imported."""
+    """A second, independently written oracle (vectorised lexsort) that the project's reference
+    (a per-column Python sort) must agree with, so a wrong oracle cannot pass every test below."""
     moved = np.moveaxis(x, 2, -1)
     flat = moved.reshape(-1, moved.shape[-1]).astype(np.float64)  # -0.0 == 0.0 after negation
     t = flat.shape[1]
@@ -43,12 +45,6 @@ def _local_reference(x: np.ndarray, k: int) -> np.ndarray:
     kept = np.sort(order[:, :k], axis=1)
     out = np.take_along_axis(moved.reshape(-1, t), kept, axis=1)
     return np.moveaxis(out.reshape(*moved.shape[:-1], k), -1, 2)
-
-
-try:
-    from sfc_deploy.ops.topk_temporal_pool import topk_temporal_pool_reference as reference
-except ImportError:  # the project reference lives elsewhere and may not exist yet
-    reference = _local_reference
 
 
 def _run(cmd: list[str], **kwargs) -> subprocess.CompletedProcess:
@@ -86,13 +82,28 @@ CASES = [  # (shape, k)
 KINDS = ["random", "tied", "constant", "signed_zeros"]
 
 
-# --- the project oracle and the local one agree (guards the fallback) -------------------------
+# --- the project oracle against an independent one, and against hand-worked columns -----------
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float16], ids=["fp32", "fp16"])
 @pytest.mark.parametrize("kind", KINDS)
-def test_local_oracle_matches_project_reference(kind: str) -> None:
-    x = _data(kind, (2, 2, 12, 2, 3), np.float32, seed=1)
-    np.testing.assert_array_equal(_local_reference(x, 5), reference(x, 5))
+@pytest.mark.parametrize("k", [1, 5, 12])
+def test_project_reference_matches_an_independent_oracle(kind: str, k: int, dtype) -> None:
+    x = _data(kind, (2, 2, 12, 2, 3), dtype, seed=1)
+    want = _local_reference(x, k)
+    got = reference(x, k)
+    np.testing.assert_array_equal(got, want)
+    assert np.array_equal(np.signbit(got), np.signbit(want)), "kept the wrong one of tied zeros"
+
+
+def test_project_reference_on_hand_worked_columns() -> None:
+    """Values worked out by hand, so neither oracle can be wrong in the same way as the other."""
+    column = np.array([1.0, 5.0, 5.0, 2.0, 5.0, 0.0], np.float32).reshape(1, 1, 6, 1, 1)
+    assert reference(column, 2).ravel().tolist() == [5.0, 5.0]  # the 5s at t=1, 2 (ties: lower index)
+    assert reference(column, 4).ravel().tolist() == [5.0, 5.0, 2.0, 5.0]  # time order, not value order
+    zeros = np.array([-0.0, 0.0, -0.0], np.float32).reshape(1, 1, 3, 1, 1)
+    assert np.signbit(reference(zeros, 1)).ravel().tolist() == [True]  # -0.0 == +0.0: t=0 wins
+    assert np.signbit(reference(zeros, 2)).ravel().tolist() == [True, False]
 
 
 # --- host builds: must pass on every machine with a C++ compiler ------------------------------

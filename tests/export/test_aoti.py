@@ -14,7 +14,7 @@ import torch
 
 from sfc_deploy.errors import ArtifactError
 from sfc_deploy.export.manifest import load_manifest
-from sfc_deploy.export.verify import verify
+from sfc_deploy.verify import verify
 from sfc_deploy.runtime import load, make_runner
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("sfc_one_thread")]

@@ -12,7 +12,8 @@ import torch
 
 from sfc_deploy.errors import ArtifactError, ConfigError, SfcError
 from sfc_deploy.export import exporter
-from sfc_deploy.export.exporter import ExportOptions, export_model, model_from_manifest
+from sfc_deploy.export.exporter import ExportOptions, export_model
+from sfc_deploy.export.weights import model_from_manifest
 from sfc_deploy.export.manifest import MANIFEST_VERSION, load_manifest, sha256_of
 from sfc_deploy.export.onnx import DOMAIN, OP_TYPE, check_onnx
 from sfc_deploy.export.torchscript import EXTRA_FILE
@@ -76,8 +77,13 @@ def test_weights_rebuild_the_exported_model(sfc_export_ts: Path, sfc_tiny) -> No
 
 def test_onnx_graphs_pass_full_check_and_carry_metadata(sfc_export_onnx: Path) -> None:
     manifest = load_manifest(sfc_export_onnx)
-    arts = {a.variant: a for a in manifest.artifacts if a.format == "onnx"}
+    arts = {a.variant: a for a in manifest.artifacts if a.format == "onnx" and a.derived_from is None}
     assert set(arts) == {"portable", "custom"}
+    served = {a.variant: a for a in manifest.artifacts if a.format == "onnx" and a.derived_from is not None}
+    assert {v: a.derived_from for v, a in served.items()} == {"ort": "sfc.fp32.onnx", "ort-custom": "sfc.custom.fp32.onnx"}
+    for art in served.values():  # recorded and hashed like every artifact, and saying what they came from
+        props = {p.key: p.value for p in onnx.load(str(manifest.path_of(art))).metadata_props}
+        assert props["sfc_deploy.served_by"] == "onnxruntime" and props["sfc_deploy.derived_from"] == art.derived_from
     for variant, art in arts.items():
         path = manifest.path_of(art)
         check_onnx(path)
@@ -126,8 +132,10 @@ def test_bad_options_are_refused_before_any_work(tmp_path: Path, options: Export
 
 def test_failure_leaves_no_half_written_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sfc_tiny) -> None:
     """A failing export removes its work folder; with --force the old folder survives untouched."""
+    from sfc_deploy.export import torchscript
+
     calls = []
-    real = exporter._export_one
+    real = torchscript.export_torchscript  # the format table resolves its exporter at export time
 
     def fail_on_second(*args, **kwargs):
         calls.append(args[0])
@@ -135,8 +143,8 @@ def test_failure_leaves_no_half_written_folder(tmp_path: Path, monkeypatch: pyte
             raise SfcError("simulated failure")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(exporter, "_export_one", fail_on_second)
-    options = ExportOptions(formats=("torchscript",), frames=8, size=SIZE, raw_frames=64, parts=("tail", "clip"), verify=False)
+    monkeypatch.setattr(torchscript, "export_torchscript", fail_on_second)
+    options = ExportOptions(formats=("torchscript",), frames=8, size=SIZE, raw_frames=64, parts=("tail", "clip"))
     with pytest.raises(SfcError, match="simulated"):
         export_model(sfc_tiny.model(), tmp_path / "out", options)
     assert list(tmp_path.iterdir()) == []

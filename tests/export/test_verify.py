@@ -10,7 +10,7 @@ import torch
 
 from sfc_deploy.errors import BackendUnavailableError, ConfigError
 from sfc_deploy.export.manifest import load_manifest, sha256_of
-from sfc_deploy.export.verify import TOLERANCES, compare, topk_agreement, verify
+from sfc_deploy.verify import TOLERANCES, compare, topk_agreement, verify
 
 
 pytestmark = pytest.mark.usefixtures("sfc_one_thread")
@@ -35,7 +35,9 @@ def test_verify_passes_every_part_end_to_end_in_both_precisions(ts_report) -> No
     for c in report["checks"]:
         assert c["runtime"] == "torchscript" and c["variant"] == "default"
         if c["part"] in ("tail", "sfc_pipeline", "dense_pipeline"):
-            assert c["top1_agree"] == 1.0 and c["top5_agree"] is not None
+            assert c["top1_agree"] == 1.0
+            if c["precision"] == "fp32":  # fp16 may swap near-equal 5th/6th logits; fp32 must not
+                assert c["top5_agree"] == 1.0, c
     fp32 = [c for c in report["checks"] if c["precision"] == "fp32"]
     assert max(c["max_abs"] for c in fp32) < 1e-3
 
@@ -69,7 +71,7 @@ def test_an_artifact_from_other_weights_fails(sfc_export_ts: Path, tmp_path: Pat
     """Swap the tail for one traced from perturbed weights (sha256 updated): verify must fail it."""
     import json
 
-    from sfc_deploy.export.exporter import copy_for_export
+    from sfc_deploy.models.parts import copy_for_export
     from sfc_deploy.export.parts import build_parts
     from sfc_deploy.export.torchscript import export_torchscript
 

@@ -4,7 +4,7 @@ import torch
 import sfc_deploy
 from sfc_deploy.errors import ConfigError, UnknownBackboneError
 from sfc_deploy.models import get_config
-from sfc_deploy.models.dense import dense_logits
+from sfc_deploy.runtime import Deployment
 
 
 def test_registry_lists_paper_backbones_and_tiny():
@@ -61,10 +61,11 @@ def test_unknown_split_is_refused():
 
 def test_dense_baseline_averages_thirty_crops():
     torch.manual_seed(0)
-    model = sfc_deploy.create_backbone("slow8x8_tiny", num_classes=4)
-    cfg = model.config
+    sfc_model = sfc_deploy.create_model("slow8x8_tiny", num_classes=4)
+    model, cfg = sfc_model.backbone, sfc_model.config
     video = torch.randn(1, 3, 80, cfg.preprocess.crop, cfg.preprocess.crop + 40)
-    out = dense_logits(model, video, batch_size=7)
+    with Deployment.from_model(sfc_model, dense_batch=7) as dep:  # the one dense path
+        out = dep.predict_dense(video)
     # Recompute clip 3, crop 2 by hand and check it is part of the average.
     from sfc_deploy.data.crops import clip_starts
 

@@ -7,10 +7,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from sfc_deploy.data.crops import dense_crops
+from sfc_deploy.data.samplers import sample_tensor
 from sfc_deploy.export.manifest import load_manifest
-from sfc_deploy.models.dense import dense_logits
-from sfc_deploy.runtime import DensePipeline, SFCPipeline, load, make_runner
+from sfc_deploy.runtime import ClipPipeline, SFCPipeline, load, make_runner
 
 
 pytestmark = pytest.mark.usefixtures("sfc_one_thread")
@@ -22,8 +21,10 @@ def reference(sfc_one_thread, sfc_tiny):
     model = sfc_tiny.model()
     frames = torch.randn(2, 3, 8, *sfc_tiny.size)
     video = torch.randn(1, 3, sfc_tiny.raw_frames, 32, 40)  # short side = the 32-pixel crop
-    with torch.no_grad():
-        return model, frames, model(frames), video, dense_logits(model.backbone, video)
+    crops = sample_tensor(video, "dense", model.config).tensor
+    with torch.no_grad():  # the dense reference: every crop through the backbone alone, then the mean
+        dense = torch.stack([model.backbone(c[None])[0] for c in crops]).mean(0, keepdim=True)
+        return model, frames, model(frames), video, dense
 
 
 @pytest.mark.parametrize("runtime", ["pytorch", "torchscript"])
@@ -58,17 +59,18 @@ def test_dense_batch_size_does_not_change_the_logits(sfc_export_ts: Path, refere
     model, _, _, video, dense = reference
     manifest = load_manifest(sfc_export_ts)
     with make_runner(manifest, manifest.find("clip", "torchscript"), "torchscript") as clip:
+        crops = sample_tensor(video, "dense", model.config).tensor
+        assert crops.shape[0] == 30
         for batch in (7, 30):
-            pipe = DensePipeline(clip, model.config, batch_size=batch)
-            torch.testing.assert_close(pipe(video), dense, rtol=1e-4, atol=1e-5)
-        assert dense_crops(video, model.config).shape[0] == 30
+            pipe = ClipPipeline(clip, batch_size=batch)
+            torch.testing.assert_close(pipe(crops), dense, rtol=1e-4, atol=1e-5)
 
 
 def test_sfc_pipeline_mixes_runners_of_any_backend(sfc_export_ts: Path, sfc_export_onnx: Path, reference) -> None:
     """head and tail on TorchScript, SFC on ONNX Runtime (either graph): the same logits."""
     _, frames, logits, _, _ = reference
     ts, onnx_dir = load_manifest(sfc_export_ts), load_manifest(sfc_export_onnx)
-    for variant in ("portable", "custom"):
+    for variant in ("ort", "ort-custom"):  # the graphs ONNX Runtime serves, from the portable and custom graphs
         with (
             make_runner(ts, ts.find("head", "torchscript"), "torchscript") as head,
             make_runner(onnx_dir, onnx_dir.find("sfc", "onnx", variant=variant), "onnxruntime", threads=1) as sfc,

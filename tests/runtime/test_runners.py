@@ -41,13 +41,18 @@ def test_onnxruntime_runs_both_sfc_graphs(sfc_export_onnx: Path, sfc_tiny) -> No
     f_head = torch.randn(2, 64, 8, 4, 5)
     with torch.no_grad():
         want, want_m = model.sfc(f_head, return_attention=True)
-    for variant in ("portable", "custom"):
+    # the portable graph as written (what TensorRT builds from) and both graphs ONNX Runtime serves
+    for variant in ("portable", "ort", "ort-custom"):
         with make_runner(manifest, manifest.find("sfc", "onnx", variant=variant), "onnxruntime", threads=1) as runner:
             got = runner.infer({"f_head": f_head})
         torch.testing.assert_close(got["f_sfc"], want, rtol=1e-4, atol=1e-5)
         torch.testing.assert_close(got["attention"], want_m, rtol=1e-4, atol=1e-6)
-    # the portable graph's time axis is dynamic: another length runs too
-    with make_runner(manifest, manifest.find("sfc", "onnx", variant="portable"), "onnxruntime", threads=1) as runner:
+    # the custom graph as written keeps the TensorRT plugin's domain: ONNX Runtime refuses it, naming the fix
+    with pytest.raises(ArtifactError, match="sfc.custom.fp32.onnx"):
+        with make_runner(manifest, manifest.find("sfc", "onnx", variant="custom"), "onnxruntime", threads=1):
+            pass
+    # the served portable graph's time axis is dynamic: another length runs too
+    with make_runner(manifest, manifest.find("sfc", "onnx", variant="ort"), "onnxruntime", threads=1) as runner:
         f_head = torch.randn(1, 64, 11, 4, 5)
         with torch.no_grad():
             torch.testing.assert_close(runner.infer({"f_head": f_head})["f_sfc"], model.sfc(f_head), rtol=1e-4, atol=1e-5)
@@ -58,7 +63,8 @@ def test_custom_op_fp16_graph_runs_on_onnxruntime(tmp_path: Path) -> None:
     import onnxruntime as ort
 
     from sfc_deploy.export.onnx import DOMAIN, OP_TYPE, check_onnx
-    from sfc_deploy.runtime.ort_custom_op import load_custom_graph
+    from sfc_deploy.export.ort_graph import write_ort_graph
+    from sfc_deploy.runtime.ort_custom_op import register_topk_op
 
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT16, [2, 3, 7, 2, 2])
     y = helper.make_tensor_value_info("y", TensorProto.FLOAT16, [2, 3, 3, 2, 2])
@@ -70,10 +76,10 @@ def test_custom_op_fp16_graph_runs_on_onnxruntime(tmp_path: Path) -> None:
     path = tmp_path / "custom.onnx"
     onnx.save(model, path)
     check_onnx(path)
-    data, library = load_custom_graph(str(path))
+    served = write_ort_graph(path, tmp_path / "custom.ort.onnx")  # the graph ONNX Runtime serves
     opts = ort.SessionOptions()
-    opts.register_custom_ops_library(library)
-    session = ort.InferenceSession(data, opts, providers=["CPUExecutionProvider"])
+    opts.register_custom_ops_library(register_topk_op())
+    session = ort.InferenceSession(str(served), opts, providers=["CPUExecutionProvider"])
     value = np.random.default_rng(0).integers(-4, 4, (2, 3, 7, 2, 2)).astype(np.float16)  # many ties
     (got,) = session.run(None, {"x": value})
     assert got.dtype == np.float16

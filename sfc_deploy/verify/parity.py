@@ -12,16 +12,20 @@ What runs, per runtime, precision and SFC graph (the cost is in units of one ful
   sfc and tail on the random batch; sfc and tail on the synthetic video;
 * end to end, through the same :class:`~sfc_deploy.runtime.pipeline.SFCPipeline` users call:
   the synthetic video, and a shorter one where the time axis is dynamic;
-* the dense pipeline (:class:`~sfc_deploy.runtime.pipeline.DensePipeline`, same code as the
-  30-crop baseline) on ``dense_clips`` temporal clips x 3 crops: 2 by default, because at the
+* the dense pipeline (:class:`~sfc_deploy.runtime.pipeline.ClipPipeline`, the one dense path,
+  which also computes the reference) on ``dense_clips`` temporal clips x 3 crops: 2 by default, because at the
   paper's size the full 10 clips cost ~7 SFC passes per runtime while checking no extra code.
   The custom-op graph shares head, tail and clip with the portable one, so only its SFC part and
   the end-to-end pipeline are rerun.
 
 A check passes when every element satisfies ``|out - ref| <= atol * max|ref| + rtol * |ref|``
 (the atol is scaled by the reference's magnitude because random-weight activations span orders
-of magnitude). An artifact that cannot run on this machine is reported as not run, with the
-reason, never as passed.
+of magnitude). An artifact whose runtime or device is missing on this machine is reported as not
+run, with the reason, never as passed; an artifact that fails to load is a failure.
+
+ONNX Runtime serves graphs rewritten for it at export time (variant "ort"); they go through every
+check above, and the files they were derived from (what TensorRT builds from) get the per-part
+checks on the random batch too, where ONNX Runtime can run them as they are.
 """
 
 from __future__ import annotations
@@ -31,15 +35,18 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
-from sfc_deploy.errors import BackendUnavailableError, ConfigError
-from sfc_deploy.export.manifest import Manifest
+from sfc_deploy.common.precision import PRECISIONS
+from sfc_deploy.data.samplers import sample_tensor
+from sfc_deploy.data.synth import MOTIONS, VideoSpec, render_video
+from sfc_deploy.data.video import normalize
+from sfc_deploy.errors import ArtifactError, BackendUnavailableError, ConfigError
+from sfc_deploy.export.formats import FORMATS, SFC_GRAPHS, check_graph, check_runtime, format_of_runtime, parse_precisions
 from sfc_deploy.export.parts import PARTS
-
-#: runtimes that run ONNX graphs, and so have both SFC graph variants
-ONNX_RUNTIMES = ("onnxruntime", "tensorrt")
-
-#: (rtol, atol as a fraction of max |reference|) per precision. fp16 is compared with the fp32 model.
-TOLERANCES = {"fp32": (1e-3, 1e-4), "fp16": (5e-2, 2e-2)}
+from sfc_deploy.export.manifest import Manifest
+from sfc_deploy.export.weights import model_from_manifest
+from sfc_deploy.runtime.pipeline import Deployment
+from sfc_deploy.runtime.registry import make_runner
+from sfc_deploy.verify.tolerances import TOLERANCES, compare, topk_agreement
 
 
 @dataclass
@@ -57,6 +64,7 @@ class Check:
     top1_agree: float | None = None
     top5_agree: float | None = None
     passed: bool = False
+    error: str | None = None  # an artifact that failed to load or run: the one-line reason
 
 
 @dataclass
@@ -85,37 +93,8 @@ class VerifyReport:
         }
 
 
-def compare(out: torch.Tensor, ref: torch.Tensor, precision: str) -> dict:
-    """Error statistics of ``out`` against ``ref`` and whether they are within tolerance."""
-    rtol, atol = TOLERANCES[precision]
-    out, ref = out.detach().float().cpu(), ref.detach().float().cpu()
-    if out.shape != ref.shape:
-        return {"max_abs": float("inf"), "max_rel": float("inf"), "mean_abs": float("inf"), "median_abs": float("inf"), "passed": False}
-    err = (out - ref).abs()
-    scale = ref.abs().max().clamp_min(1e-12)
-    ok = bool((err <= atol * scale + rtol * ref.abs()).all()) and bool(torch.isfinite(out).all())
-    return {
-        "max_abs": float(err.max()),
-        "max_rel": float((err / ref.abs().clamp_min(1e-6 * float(scale))).max()),
-        "mean_abs": float(err.mean()),
-        "median_abs": float(err.median()),
-        "passed": ok,
-    }
-
-
-def topk_agreement(out: torch.Tensor, ref: torch.Tensor) -> tuple[float, float]:
-    """Fraction of rows whose top-1 class is the same, and whose top-5 sets are the same."""
-    k = min(5, ref.shape[-1])
-    top1 = (out.argmax(-1) == ref.argmax(-1)).float().mean()
-    same5 = [set(a.tolist()) == set(b.tolist()) for a, b in zip(out.topk(k, -1).indices, ref.topk(k, -1).indices)]
-    return float(top1), sum(same5) / len(same5)
-
-
 def synthetic_video(raw_frames: int, size: tuple[int, int], preprocess, *, seed: int = 0) -> torch.Tensor:
     """(1, 3, raw_frames, H, W) normalised frames of a rendered synthetic action video."""
-    from sfc_deploy.data.synth import MOTIONS, VideoSpec, render_video
-    from sfc_deploy.data.video import normalize
-
     start = raw_frames // 4
     spec = VideoSpec(MOTIONS[0], raw_frames, tuple(size), start, start + raw_frames // 2, (seed,))
     frames = torch.from_numpy(render_video(spec)).permute(3, 0, 1, 2).float()
@@ -138,48 +117,54 @@ def verify(
     Args:
         runtimes: runtimes to check (default: the runtime of every exported format).
         precisions: precisions to check (default: every exported one).
-        graphs: SFC graph variants for the ONNX runtimes, "portable" and/or "custom" (default both);
+        graphs: SFC graphs for the runtimes that have two, "portable" and/or "custom" (default both);
             other runtimes have one SFC artifact.
         batch: batch size of the random input (the synthetic video is batch 1), so both a batch of
             several and of one go through the dynamic batch axis.
         dense_clips: temporal clips of the dense pipeline check (10 is the full 30-crop protocol).
         threads: intra-op threads of every runner (default: each runtime's own choice).
         progress: called with a short message before each stage.
-    """
-    from sfc_deploy.export.exporter import model_from_manifest
-    from sfc_deploy.export.formats import FORMATS, check_runtime, parse_precisions
-    from sfc_deploy.runtime.pipeline import SFC_VARIANTS
 
+    Raises:
+        ArtifactError: a listed file is missing or does not match its sha256 (before any work).
+        ConfigError: an unknown runtime, precision or graph, or ``dense_clips`` outside 1..10.
+    """
     say = progress or (lambda _msg: None)
-    runtimes = [check_runtime(r) for r in runtimes] if runtimes else [FORMATS[f].runtime for f in manifest.data["formats"]]
-    precisions = parse_precisions(precisions) if precisions else list(manifest.data["precisions"])
-    graphs = list(graphs or SFC_VARIANTS)
-    for g in graphs:
-        if g not in SFC_VARIANTS:
-            raise ConfigError(f"unknown SFC graph {g!r}; expected any of {', '.join(SFC_VARIANTS)}")
-    if "portable" not in graphs and not set(runtimes) & set(ONNX_RUNTIMES):
+    runtimes = [check_runtime(r) for r in runtimes] if runtimes else [FORMATS[f].runtime for f in manifest.formats]
+    precisions = parse_precisions(precisions) if precisions else list(manifest.precisions)
+    graphs = [check_graph(g) for g in (graphs or SFC_GRAPHS)]
+    if "portable" not in graphs and not any(format_of_runtime(r).has_graph("custom") for r in runtimes):
         raise ConfigError(
             f"the custom-op SFC graph is ONNX-only, but the runtimes are {', '.join(runtimes)}; "
             "add --runtime onnxruntime or drop --graph custom"
         )
     if not 1 <= dense_clips <= 10:
         raise ConfigError(f"dense_clips must be 1..10 (10 is the 30-crop protocol), got {dense_clips}")
-    for art in manifest.artifacts:  # refuse a tampered folder before minutes of work
-        manifest.path_of(art)
+    manifest.check_files()  # refuse a tampered folder before minutes of work
     say("rendering the synthetic video and running the PyTorch reference")
     ref = _Reference(model_from_manifest(manifest), manifest, batch=batch, dense_clips=dense_clips)
     checks: list[Check] = []
     not_run: list[NotRun] = []
     for runtime in runtimes:
+        fmt = format_of_runtime(runtime)
         for precision in precisions:
-            variants = [g for g in SFC_VARIANTS if g in graphs] if runtime in ONNX_RUNTIMES else ["portable"]
-            for variant in variants:
-                label = variant if runtime in ONNX_RUNTIMES else "default"
+            for graph in [g for g in SFC_GRAPHS if g in graphs and fmt.has_graph(g)] or ["portable"]:
+                label = graph if fmt.has_graph("custom") else "default"
                 say(f"verifying {runtime} {precision} ({label} SFC graph)")
                 try:
-                    _check_deployment(checks, manifest, runtime, precision, variant, label, ref, threads)
+                    _check_deployment(checks, manifest, runtime, precision, graph, label, ref, threads)
                 except BackendUnavailableError as exc:
                     not_run.append(NotRun(runtime, precision, f"{label} graph: {exc}"))
+                except ArtifactError as exc:  # a file that does not load is a failure, not "not run"
+                    checks.append(_failure(runtime, precision, label, exc))
+            if fmt.served_variant:
+                say(f"verifying the {fmt.name} files {runtime} serves rewritten ({precision}), as written")
+                try:
+                    _check_sources(checks, manifest, runtime, precision, ref, threads)
+                except BackendUnavailableError as exc:
+                    not_run.append(NotRun(runtime, precision, f"source graphs: {exc}"))
+                except ArtifactError as exc:
+                    checks.append(_failure(runtime, precision, "as written", exc))
     return VerifyReport(checks, not_run, dict(TOLERANCES))
 
 
@@ -188,12 +173,13 @@ class _Reference:
 
     def __init__(self, model, manifest: Manifest, *, batch: int, dense_clips: int) -> None:
         cfg = model.config
-        inp = manifest.data["input"]
-        frames, size, stride = inp["frames"], tuple(inp["size"]), inp["stride"]
+        inp = manifest.input
+        frames, size, stride = inp.frames, tuple(inp.size), inp.stride
         self.model, self.dense_clips = model, dense_clips
         torch.manual_seed(0)
         video = synthetic_video(frames * stride, size, cfg.preprocess)
         self.dense_video = _resize_short(video, cfg.preprocess.crop)
+        self.dense_crops = sample_tensor(self.dense_video, "dense", cfg, num_clips=dense_clips).tensor
         self.short_t = max(frames // 2 + 1, 2)
         with torch.no_grad():
             self.random = _sfc_intermediates(model, torch.randn(batch, 3, frames, *size))
@@ -201,31 +187,22 @@ class _Reference:
             self.short_video = self.synthetic["video"][:, :, : self.short_t].contiguous()
             self.short_logits = model(self.short_video)
             self.dense = None
-            if "clip" in manifest.data.get("parts", PARTS):
-                from sfc_deploy.models.dense import dense_logits
+            if "clip" in manifest.parts:
+                with Deployment.from_model(model) as dep:  # the same dense path as every runtime's
+                    self.dense = dep.predict_clips(self.dense_crops)
 
-                self.dense = dense_logits(model.backbone, self.dense_video, num_clips=dense_clips)
 
-
-def _check_deployment(out: list[Check], manifest, runtime, precision, variant, label, ref: _Reference, threads) -> None:
+def _check_deployment(out: list[Check], manifest, runtime, precision, graph, label, ref: _Reference, threads) -> None:
     """Append to ``out`` the per-part and end-to-end checks of one runtime/precision/graph.
 
     Parts the folder lacks (an export of a subset of parts) are skipped; the end-to-end SFC check
     needs head, sfc and tail, the dense one the clip model.
     """
-    from sfc_deploy.runtime.pipeline import Deployment
-
-    def record(part, input_name, got, want, logits=False):
-        stats = compare(got, want, precision)
-        check = Check(runtime, precision, part, input_name, label, list(got.shape), **stats)
-        if logits:
-            check.top1_agree, check.top5_agree = topk_agreement(got.float(), want.float())
-        out.append(check)
-
-    options = {"threads": threads} if threads else {}
-    with Deployment(manifest, runtime, precision=precision, sfc_variant=variant, **options) as dep:
+    record = _recorder(out, runtime, precision, label)
+    options = {"threads": threads} if threads and "threads" in format_of_runtime(runtime).runner_options else {}
+    with Deployment(manifest, runtime, precision=precision, sfc_variant=graph, **options) as dep:
         have = {part for part in PARTS if dep.has(part)}
-        dtype, shared = dep.dtype, variant != "custom"  # head, tail, clip: checked with the portable graph
+        dtype, shared = dep.dtype, graph != "custom"  # head, tail, clip: checked with the portable graph
         for name, r in (("random", ref.random), ("synthetic", ref.synthetic)):
             if "head" in have and shared and name == "random":
                 record("head", name, dep.runner("head").infer({"video": r["video"].to(dtype)})["f_head"], r["f_head"])
@@ -240,11 +217,55 @@ def _check_deployment(out: list[Check], manifest, runtime, precision, variant, l
             logits, attention = dep.predict_with_attention(ref.synthetic["video"])
             record("sfc_pipeline", "synthetic", logits, ref.synthetic["logits"], logits=True)
             record("sfc_pipeline.attention", "synthetic", attention, ref.synthetic["attention"])
-            if isinstance(dep.artifact("sfc").inputs[0].shape[2], str):  # dynamic time: another length
+            if not dep.artifact("sfc").static_time:  # dynamic time: another length
                 record("sfc_pipeline", f"synthetic[T={ref.short_t}]", dep.predict(ref.short_video), ref.short_logits, logits=True)
         if "clip" in have and shared and ref.dense is not None:
-            got = dep.predict_dense(ref.dense_video, num_clips=ref.dense_clips)
+            got = dep.predict_clips(ref.dense_crops)
             record("dense_pipeline", f"synthetic[{ref.dense_clips}x3 crops]", got, ref.dense, logits=True)
+
+
+def _check_sources(out: list[Check], manifest: Manifest, runtime: str, precision: str, ref: _Reference, threads) -> None:
+    """Per-part checks of the files a runtime serves in rewritten form, run as written (random batch).
+
+    The custom-op graph is left out: ONNX Runtime runs ``sfc::TopKTemporalPool`` only in its served
+    form (moved to onnxruntime-extensions' domain); TensorRT runs it through its plugin.
+    """
+    fmt = format_of_runtime(runtime)
+    options = {"threads": threads} if threads else {}
+    r = ref.random
+    feeds = {"head": ({"video": r["video"]}, {"f_head": r["f_head"]}),
+             "sfc": ({"f_head": r["f_head"]}, {"f_sfc": r["f_sfc"], "attention": r["attention"]}),
+             "tail": ({"f_sfc": r["f_sfc"]}, {"logits": r["logits"]})}
+    for art in manifest.artifacts:
+        if art.format != fmt.name or art.precision != precision or art.derived_from or art.part not in feeds:
+            continue
+        if art.variant == "custom":
+            continue
+        record = _recorder(out, runtime, precision, f"{art.variant} (as written: {art.file})")
+        feed, want = feeds[art.part]
+        dtype = PRECISIONS[precision].dtype
+        with make_runner(manifest, art, runtime, **options) as runner:
+            got = runner.infer({k: v.to(dtype) for k, v in feed.items()})
+        for name, value in want.items():
+            part = art.part if name in ("f_head", "f_sfc", "logits") else f"{art.part}.{name}"
+            record(part, "random", got[name], value, logits=name == "logits")
+
+
+def _failure(runtime: str, precision: str, label: str, exc: Exception) -> Check:
+    inf = float("inf")
+    return Check(runtime, precision, "load", "-", label, max_abs=inf, max_rel=inf, mean_abs=inf, median_abs=inf,
+                 passed=False, error=str(exc))
+
+
+def _recorder(out: list[Check], runtime: str, precision: str, label: str):
+    def record(part, input_name, got, want, logits=False):
+        stats = compare(got, want, precision)
+        check = Check(runtime, precision, part, input_name, label, list(got.shape), **stats)
+        if logits:
+            check.top1_agree, check.top5_agree = topk_agreement(got.float(), want.float())
+        out.append(check)
+
+    return record
 
 
 def _resize_short(video: torch.Tensor, short: int) -> torch.Tensor:

@@ -1,0 +1,41 @@
+"""The one tolerance table (per precision) and the comparison that applies it.
+
+A check passes when every element satisfies ``|out - ref| <= atol * max|ref| + rtol * |ref|``
+(the atol is scaled by the reference's magnitude because random-weight activations span orders of
+magnitude) and the output is finite. fp16 is compared with the fp32 model. Verify and the tests
+both read this table.
+"""
+
+from __future__ import annotations
+
+import torch
+
+#: (rtol, atol as a fraction of max |reference|) per precision.
+TOLERANCES = {"fp32": (1e-3, 1e-4), "fp16": (5e-2, 2e-2)}
+
+
+def compare(out: torch.Tensor, ref: torch.Tensor, precision: str) -> dict:
+    """Error statistics of ``out`` against ``ref`` and whether they are within tolerance."""
+    rtol, atol = TOLERANCES[precision]
+    out, ref = out.detach().float().cpu(), ref.detach().float().cpu()
+    if out.shape != ref.shape:
+        inf = float("inf")
+        return {"max_abs": inf, "max_rel": inf, "mean_abs": inf, "median_abs": inf, "passed": False}
+    err = (out - ref).abs()
+    scale = ref.abs().max().clamp_min(1e-12)
+    ok = bool((err <= atol * scale + rtol * ref.abs()).all()) and bool(torch.isfinite(out).all())
+    return {
+        "max_abs": float(err.max()),
+        "max_rel": float((err / ref.abs().clamp_min(1e-6 * float(scale))).max()),
+        "mean_abs": float(err.mean()),
+        "median_abs": float(err.median()),
+        "passed": ok,
+    }
+
+
+def topk_agreement(out: torch.Tensor, ref: torch.Tensor) -> tuple[float, float]:
+    """Fraction of rows whose top-1 class is the same, and whose top-5 sets are the same."""
+    k = min(5, ref.shape[-1])
+    top1 = (out.argmax(-1) == ref.argmax(-1)).float().mean()
+    same5 = [set(a.tolist()) == set(b.tolist()) for a, b in zip(out.topk(k, -1).indices, ref.topk(k, -1).indices)]
+    return float(top1), sum(same5) / len(same5)
