@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from sfc_deploy.cli.options import BackboneOpt, FramesOpt, SizeOpt, parse_size
+from sfc_deploy.common.outputs import check_output_file
 from sfc_deploy.common.parsing import split_list
 from sfc_deploy.errors import ConfigError
 
@@ -68,9 +69,9 @@ def register(app: typer.Typer) -> None:
             raise ConfigError(f"--precision {precision!r} is not one of {', '.join(PRECISIONS)}")
         if export_dir is not None and not (export_dir / "manifest.json").is_file():
             raise ConfigError(f"{export_dir} is not an export folder (no manifest.json); run sfc-deploy export --out {export_dir} first, or omit it")
-        for out in (json_out, markdown_out, plot_out):
-            if out is not None and out.is_dir():
-                raise ConfigError(f"{out} is a folder; --json/--markdown/--plot take a file path")
+        for option, out in (("--json", json_out), ("--markdown", markdown_out), ("--plot", plot_out)):
+            if out is not None:
+                check_output_file(out, option=option)
         files, classes = tuple(video or ()), ()
         if labels is not None:
             from sfc_deploy.data.datasets import load_video_list
@@ -103,6 +104,10 @@ def register(app: typer.Typer) -> None:
             verify_export=verify,
         )
         opts.check()
+        if export_dir is not None:  # a damaged or incomplete export fails here, before the progress bar and the workers
+            from sfc_deploy.bench.suite import check_export
+
+            check_export(export_dir, runtime, precision)
         run_and_report(opts, json_out=json_out, markdown_out=markdown_out, plot_out=plot_out)
 
 

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from sfc_deploy.cli.options import BackboneOpt, TrustOpt
-from sfc_deploy.errors import ConfigError
+from sfc_deploy.common.outputs import check_output_file
 
 
 def register(app: typer.Typer) -> None:
@@ -26,10 +26,7 @@ def register(app: typer.Typer) -> None:
         from sfc_deploy.models.checkpoint import convert as convert_checkpoint
         from sfc_deploy.models.checkpoint import summarise_dropped
 
-        if out.suffix != ".safetensors":
-            raise ConfigError(f"--out must end in .safetensors, got {out.name!r}")
-        if out.exists() and not force:
-            raise ConfigError(f"{out} already exists; pass --force to overwrite it")
+        check_output_file(out, option="--out", force=force, suffix=".safetensors")
         result = convert_checkpoint(checkpoint, out, backbone=backbone, trust=trust_checkpoint)
         config = result.config
         typer.echo(f"layout: {result.layout}")

@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from sfc_deploy.common.outputs import check_output_dir
 from sfc_deploy.data.synth import MOTIONS, SynthOptions, parse_size, write_synth_dataset
 
 
@@ -46,6 +47,7 @@ def synth(
         seed=seed,
         window=(window_min, window_max),
     ).validate()
+    check_output_dir(out, option="OUT", existing_ok=True)  # a file, or a parent that is one; "exists" below
     workers = workers or max(1, min(4, os.cpu_count() or 1))
     columns = (TextColumn("[bold]synth"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     with Progress(*columns, transient=True) as bar:

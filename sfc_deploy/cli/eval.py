@@ -8,7 +8,8 @@ from typing import Annotated
 import typer
 
 from sfc_deploy.cli.options import BackboneOpt, CheckpointOpt, TrustOpt
-from sfc_deploy.cli.train import ThreadsOpt, progress_bar
+from sfc_deploy.cli.train import SkipMissingOpt, ThreadsOpt, progress_bar
+from sfc_deploy.common.outputs import check_output_dir, check_output_file
 from sfc_deploy.common.parsing import split_list
 from sfc_deploy.data.datasets import load_video_list
 from sfc_deploy.errors import ConfigError
@@ -35,18 +36,27 @@ def eval_cmd(
     export: Annotated[Path | None, typer.Option("--export", help="Evaluate an export folder's artifacts instead of checkpoints.")] = None,
     precision: Annotated[str, typer.Option(help="With --export: fp32 or fp16.")] = "fp32",
     threads: ThreadsOpt = None,
+    skip_missing: SkipMissingOpt = False,
 ) -> None:
     """Evaluate inference strategies on a labelled dataset; write JSON + Markdown + a speed/accuracy plot."""
     if export is None and runtime != "pytorch":
         raise ConfigError(f"--runtime {runtime} runs exported artifacts; pass --export DIR (or use --runtime pytorch)")
     if export is not None and (checkpoint or sfc):
         raise ConfigError("--export evaluates the weights inside the export folder; drop --checkpoint/--sfc")
+    check_output_dir(out, option="--out", existing_ok=True)  # before the evaluation, not after it
+    if not name or "/" in name or name.startswith("."):
+        raise ConfigError(f"--name {name!r} must be a plain file name stem such as eval")
+    for suffix in (".json", ".md", ".png"):
+        check_output_file(out / f"{name}{suffix}", option="--out")
     set_threads(threads)
     taus = [parse_tau(t) for t in split_list(tau)]
     if not taus or any(t < 1 for t in taus):
         raise ConfigError(f"--tau must list values >= 1 such as 2,4, got {tau!r}")
     chosen = split_list(strategies)
-    videos = load_video_list(data, subset="test")
+    unknown = [c for c in chosen if c not in STRATEGIES]
+    if unknown or not chosen:  # before the videos are listed and the model is built
+        raise ConfigError(f"unknown strategy {', '.join(unknown) or repr(strategies)}; expected some of {', '.join(STRATEGIES)}")
+    videos = load_video_list(data, subset="test", missing="skip" if skip_missing else "error")
     if limit is not None:
         videos = type(videos)(items=videos.items[:limit], class_names=videos.class_names)
     with progress_bar("eval") as report:

@@ -66,6 +66,10 @@ def register(app: typer.Typer) -> None:
             sfc_checkpoint=str(sfc_checkpoint) if sfc_checkpoint else None,
         )
         check_options(out, options, force)
+        model = create_model(  # bad checkpoints fail here, before any warning or work
+            config, tau=tau_value(tau), split=split, checkpoint=checkpoint, sfc_checkpoint=sfc_checkpoint,
+            num_classes=num_classes, trust_checkpoint=trust_checkpoint,
+        )
         if checkpoint is None:
             console.print(
                 "[bold yellow]WARNING: no --checkpoint: exporting RANDOM backbone weights. "
@@ -73,10 +77,6 @@ def register(app: typer.Typer) -> None:
             )
         if sfc_checkpoint is None:
             console.print("[yellow]note: no --sfc-checkpoint: the SFC module is untrained (random init).[/]")
-        model = create_model(
-            config, tau=tau_value(tau), split=split, checkpoint=checkpoint, sfc_checkpoint=sfc_checkpoint,
-            num_classes=num_classes, trust_checkpoint=trust_checkpoint,
-        )
         with console.status("exporting") as status:
             manifest = export_model(model, out, options, force=force, progress=lambda m: _step(status, m))
             console.print(f"wrote {len(manifest.artifacts)} artifacts and manifest.json to {out}")

@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from sfc_deploy.common.outputs import check_output_file
 from sfc_deploy.cli.options import CheckpointOpt, SfcCheckpointOpt, TrustOpt
 from sfc_deploy.cli.train import ThreadsOpt
 from sfc_deploy.data.video import probe_video
@@ -105,8 +106,8 @@ def predict_cmd(
     _check_options(export=export, given=given, runtime=runtime, precision=precision)
     if matrix and json_out is None:
         raise ConfigError("--attention-matrix goes into the JSON file; add --json FILE or drop --attention-matrix")
-    if json_out is not None and (json_out.is_dir() or not json_out.parent.is_dir()):
-        raise ConfigError(f"--json {json_out}: not a file in an existing folder; create the folder or pick another path")
+    if json_out is not None:
+        check_output_file(json_out, option="--json")
     tau_value = parse_tau(tau) if tau is not None else None
     set_threads(threads)
     infos = [probe_video(v) for v in videos]  # missing or corrupt files fail before the model loads

@@ -11,6 +11,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from sfc_deploy.cli.options import BackboneOpt, CheckpointOpt, SplitOpt, TauOpt, TrustOpt, tau_value
+from sfc_deploy.common.outputs import check_output_dir
 from sfc_deploy.data.datasets import load_video_list
 from sfc_deploy.errors import ConfigError
 from sfc_deploy.train.backbone import BackboneTrainOptions, train_backbone
@@ -27,6 +28,7 @@ ThreadsOpt = Annotated[int | None, typer.Option("--threads", min=1, help="torch 
 ScaleOpt = Annotated[str, typer.Option("--scale", help="Outward scaling range MIN,MAX of the short side.")]
 CropOpt = Annotated[float, typer.Option("--crop-fraction", min=0.1, max=1.0, help="Training crop / test frame size, per side.")]
 FlipOpt = Annotated[bool, typer.Option("--flip/--no-flip", help="Random horizontal flips (off for mirror-pair classes).")]
+SkipMissingOpt = Annotated[bool, typer.Option("--skip-missing", help="Drop listed videos whose file does not exist (default: refuse the list).")]
 
 
 @contextmanager
@@ -67,6 +69,7 @@ def train_backbone_cmd(
     threads: ThreadsOpt = None,
     resume: ResumeOpt = False,
     force: ForceOpt = False,
+    skip_missing: SkipMissingOpt = False,
 ) -> None:
     """Train a whole backbone on random clips (for data without pretrained weights, e.g. `sfc-deploy synth`).
 
@@ -77,7 +80,8 @@ def train_backbone_cmd(
         clips_per_video=clips_per_video, lr=lr, weight_decay=weight_decay, warmup=warmup, seed=seed,
         augment=Augment(scale=_range(scale), crop_fraction=crop_fraction, flip=flip, jitter=False),
     )
-    videos = load_video_list(data, subset="train")
+    check_output_dir(out, option="--out", existing_ok=True)
+    videos = load_video_list(data, subset="train", missing="skip" if skip_missing else "error")
     with progress_bar("train-backbone") as report:
         summary = train_backbone(videos, out, options, resume=resume, force=force, threads=threads, progress=report)
     last = summary["last"]
@@ -116,6 +120,7 @@ def train_cmd(
     threads: ThreadsOpt = None,
     resume: ResumeOpt = False,
     force: ForceOpt = False,
+    skip_missing: SkipMissingOpt = False,
 ) -> None:
     """Train only SFC on a frozen backbone (paper recipe by default, plus gradient clipping at 1.0).
 
@@ -131,7 +136,8 @@ def train_cmd(
     )
     if options.tau < 1:
         raise ConfigError(f"--tau must be >= 1, got {tau}")
-    videos = load_video_list(data, subset="train")
+    check_output_dir(out, option="--out", existing_ok=True)
+    videos = load_video_list(data, subset="train", missing="skip" if skip_missing else "error")
     with progress_bar("train") as report:
         summary = train_sfc(videos, out, options, backbone=backbone, checkpoint=checkpoint,
                             trust_checkpoint=trust_checkpoint, resume=resume, force=force, threads=threads,

@@ -17,6 +17,8 @@ import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from sfc_deploy.common.outputs import output_lock
+
 
 def current_umask() -> int:
     """The process umask (read by setting and restoring it: there is no getter)."""
@@ -71,18 +73,20 @@ def atomic_dir(path: str | Path, *, replace: bool = False) -> Iterator[Path]:
 
     With ``replace`` an existing ``path`` (a folder) is swapped out only once the new one is
     complete, and removed afterwards; without it an existing ``path`` is an error at the rename
-    (``FileExistsError``), so two writers racing for the same destination cannot both succeed.
+    (``FileExistsError``). The destination is locked while it is written (:func:`output_lock`), so
+    a second writer fails at once, ``replace`` or not: two writers never both succeed.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.partial-"))
-    try:
-        yield work
-        _normal_permissions(work)
-        _move_into_place(work, path, replace=replace)
-    finally:
-        if work.exists():
-            shutil.rmtree(work, ignore_errors=True)
+    with output_lock(path):
+        work = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.partial-"))
+        try:
+            yield work
+            _normal_permissions(work)
+            _move_into_place(work, path, replace=replace)
+        finally:
+            if work.exists():
+                shutil.rmtree(work, ignore_errors=True)
 
 
 def _normal_permissions(work: Path) -> None:

@@ -17,6 +17,7 @@ Layouts:
 from __future__ import annotations
 
 import csv
+import io
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +26,7 @@ from typing import Literal
 import torch
 from torch.utils.data import Dataset
 
+from sfc_deploy.common.text import read_text_file
 from sfc_deploy.data.samplers import SampledVideo, get_sampler, sample_video
 from sfc_deploy.errors import ConfigError, VideoError
 from sfc_deploy.models.config import BackboneConfig
@@ -75,7 +77,7 @@ def _finish(
     if absent and missing == "error":
         raise VideoError(
             f"{source}: {len(absent)} of {len(entries)} listed videos are missing (first: {absent[0]}); "
-            "check the root directory, or pass missing='skip' to drop them"
+            "check the root directory, or pass --skip-missing to drop them"
         )
     kept = [(p, label, extra) for _, p, label, extra in entries if p is not None and p.is_file()]
     return VideoList(
@@ -99,7 +101,8 @@ def _label_index(value: str, names: Sequence[str], lookup: dict[str, int], where
 
 def read_class_names(path: str | Path) -> tuple[str, ...]:
     """One class name per line (blank lines ignored), as ``classes.txt`` is written."""
-    return tuple(line.strip() for line in Path(path).read_text().splitlines() if line.strip())
+    text = read_text_file(path, what="class list")
+    return tuple(line.strip() for line in text.splitlines() if line.strip())
 
 
 def _kinetics_candidates(root: Path, row: dict[str, str]) -> list[Path]:
@@ -130,13 +133,14 @@ def read_csv_list(
         missing: "error" (default) or "skip" entries whose file does not exist.
     """
     csv_path = Path(csv_path)
-    if not csv_path.is_file():
-        raise ConfigError(f"{csv_path}: CSV not found; check the path")
+    text = read_text_file(csv_path, what="CSV")
     base = Path(root) if root is not None else csv_path.parent
-    with csv_path.open(newline="") as fh:
-        reader = csv.DictReader(fh)
+    try:
+        reader = csv.DictReader(io.StringIO(text, newline=""))
         columns = {c.strip() for c in reader.fieldnames or ()}
         rows = [{k.strip(): (v or "") for k, v in r.items() if k is not None} for r in reader]
+    except csv.Error as exc:
+        raise ConfigError(f"{csv_path} is not a valid CSV ({exc}); fix the file") from None
     kinetics = {"youtube_id", "time_start", "time_end", "label"} <= columns
     if not kinetics and not {"path", "label"} <= columns:
         raise ConfigError(
@@ -199,16 +203,21 @@ def read_ucf101(
             raise ConfigError(
                 f"{needed}: UCF101 split file not found; pass the folder holding classInd.txt and {list_file.name}"
             )
-    lines = [line.split() for line in class_file.read_text().splitlines() if line.strip()]
-    indexed = sorted((int(i), name) for i, name in lines)
+    lines = [line.split() for line in read_text_file(class_file, what="class index").splitlines() if line.strip()]
+    try:
+        indexed = sorted((int(i), name) for i, name in lines)
+    except ValueError:
+        raise ConfigError(f"{class_file}: each line must be 'INDEX NAME' (UCF101's classInd.txt); fix the file") from None
     names = [name for _, name in indexed]
     lookup = {name: i for i, name in enumerate(names)}
     entries = []
-    for line in list_file.read_text().splitlines():
+    for line in read_text_file(list_file, what="split list").splitlines():
         parts = line.split()
         if not parts:
             continue
         rel = parts[0]
+        if len(parts) > 1 and not parts[1].isdigit():
+            raise ConfigError(f"{list_file}: {line.strip()!r} is not 'PATH LABEL_INDEX'; fix the split list")
         label = int(parts[1]) - 1 if len(parts) > 1 else _label_index(rel.split("/")[0], names, lookup, str(list_file))
         entries.append((rel, root / rel, label, {}))
     return _finish(entries, names, missing, list_file)
@@ -229,6 +238,12 @@ def read_folder(root: str | Path, *, extensions: Sequence[str] = VIDEO_EXTENSION
     )
     if not items:
         raise ConfigError(f"{root}: no videos ({', '.join(sorted(suffixes))}) in class sub-folders; check the folder")
+    empty = [name for label, name in enumerate(names) if not any(lab == label for _, lab in items)]
+    if empty:
+        raise ConfigError(
+            f"{root}: class folder {empty[0]!r}{f' (and {len(empty) - 1} more)' if len(empty) > 1 else ''} holds no "
+            f"videos ({', '.join(sorted(suffixes))}), so nothing would teach that class; add videos or remove the folder"
+        )
     return VideoList(items=items, class_names=tuple(names), extras=tuple({} for _ in items))
 
 

@@ -363,12 +363,15 @@ def _write_into(
     else:
         # spawn, not fork: a forked child inherits torch's thread pools in an unusable state
         context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+        pool = ProcessPoolExecutor(max_workers=workers, mp_context=context)
+        try:
             futures = [pool.submit(_render_and_write, job) for job in jobs]
             for done, future in enumerate(as_completed(futures), start=1):
                 future.result()
                 if progress is not None:
                     progress(done, len(jobs))
+        finally:  # on failure or a signal, drop the videos not yet started instead of rendering them all
+            pool.shutdown(wait=True, cancel_futures=True)
     for split, specs in splits.items():
         with (root / f"{split}.csv").open("w", newline="") as fh:
             writer = csv.writer(fh, lineterminator="\n")

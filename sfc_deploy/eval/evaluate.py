@@ -31,7 +31,7 @@ import torch
 from sfc_deploy.bench.flops import dense_cost, sfc_cost
 from sfc_deploy.common.environment import environment
 from sfc_deploy.data.datasets import VideoList
-from sfc_deploy.data.inputs import model_input
+from sfc_deploy.data.inputs import InputSpec, model_input
 from sfc_deploy.errors import ConfigError
 from sfc_deploy.export.weights import model_from_manifest
 from sfc_deploy.models.factory import create_model
@@ -210,11 +210,10 @@ def _run(videos: VideoList, methods: list[tuple[Method, Deployment, SFCModel]], 
             frames = store.all_frames(i)
             inputs: dict[tuple, torch.Tensor] = {}
             for (method, dep, cost_model), tally in zip(methods, tallies):
-                spec = dep.input_spec if method.strategy == "sfc" else None
+                spec = dep.input_spec if method.strategy == "sfc" else InputSpec()  # clips: the crop size
                 key = (method.strategy, spec)
                 if key not in inputs:
-                    inputs[key] = model_input(frames, method.strategy, dep.config, spec or dep.input_spec,
-                                              **options[method.strategy]).tensor
+                    inputs[key] = model_input(frames, method.strategy, dep.config, spec, **options[method.strategy]).tensor
                 x = inputs[key]
                 logits = classify(dep, x, method.strategy)
                 if method.strategy == "sfc":

@@ -199,8 +199,8 @@ def from_export(export_dir: str | Path, *, runtime: str = "onnxruntime", precisi
     """SFC from an export folder (head -> SFC -> tail of ``runtime`` at ``precision``); close it after use."""
     dep = load(export_dir, runtime, precision=precision, **({} if threads is None else {"threads": threads}))
     try:
+        dep.check(("head", "sfc", "tail"))  # missing or damaged files fail now, not after decoding
         spec = dep.input_spec
-        dep.artifact("tail")  # fail now, with the manifest's message, rather than after decoding
     except BaseException:
         dep.close()
         raise

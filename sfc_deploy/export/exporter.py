@@ -20,6 +20,7 @@ from pathlib import Path
 
 from sfc_deploy.common.atomic import atomic_dir, terminate_as_exit
 from sfc_deploy.common.environment import library_versions
+from sfc_deploy.common.outputs import check_output_dir
 from sfc_deploy.common.precision import PRECISIONS, torch_dtype
 from sfc_deploy.errors import ArtifactError, ConfigError
 from sfc_deploy.export.formats import EXPORT_FORMATS, FORMATS, Format, resolve
@@ -78,10 +79,7 @@ def export_model(
 def check_options(out_dir: Path, options: ExportOptions, force: bool) -> None:
     """Refuse bad options before any work: an existing output without ``force``, unknown
     precision / format / part, a format whose library or device is missing."""
-    if out_dir.exists() and not force:
-        raise ConfigError(f"{out_dir} already exists; pass --force to replace it or choose another --out")
-    if out_dir.exists() and not out_dir.is_dir():
-        raise ConfigError(f"--out {out_dir} is an existing file, not a folder; remove it or choose another --out")
+    check_output_dir(out_dir, option="--out", force=force)
     for precision in options.precisions:
         if precision not in PRECISIONS:
             raise ConfigError(f"unknown precision {precision!r}; expected one of {', '.join(PRECISIONS)}")

@@ -201,6 +201,8 @@ def load_canonical_state_dict(
         CheckpointError: missing file, not a checkpoint, unsafe pickle without ``trust``, unknown layout.
     """
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"checkpoint {path} is a folder, not a weights file; pass the .pyth/.pth/.pt/.safetensors file")
     if not path.is_file():
         raise CheckpointError(
             f"checkpoint {path} not found; check the path (sfc-deploy never downloads weights: fetch the "
@@ -251,7 +253,7 @@ def _torch_load(path: Path, *, trust: bool) -> Any:
             raise CheckpointError(
                 f"{path} pickles objects other than tensors ({', '.join(unsafe)}) and unpickling "
                 "them can run code, so weights-only loading refused it; if you trust its origin pass "
-                "--trust-checkpoint (trust=True), then `sfc-deploy convert` it to .safetensors once"
+                "--trust-checkpoint, then `sfc-deploy convert` it to .safetensors once"
             ) from None
     try:
         return torch.load(path, map_location="cpu", weights_only=False)
@@ -364,16 +366,16 @@ def check_state(
     if not (missing or unexpected) and all(k.startswith("fc.") for k in wrong):
         rows = got["fc.weight"][0]
         hint = (
-            "only the classifier differs: "
-            f"the checkpoint has {rows} classes, build the model with num_classes={rows}"
+            f"only the classifier differs: the checkpoint has {rows} classes; drop --num-classes (the classifier "
+            "is then sized from the checkpoint) or pass the checkpoint trained for your classes"
         )
     else:
-        hint = _suggest(got)
+        hint = _suggest(got, backbone)
     raise CheckpointError(f"checkpoint {source} does not fit backbone {backbone}: {'; '.join(parts)}; {hint}")
 
 
-def _suggest(got: dict[str, tuple[int, ...]]) -> str:
-    """Name the registered backbone(s) whose canonical shapes the checkpoint has."""
+def _suggest(got: dict[str, tuple[int, ...]], requested: str | None = None) -> str:
+    """Name the registered backbone(s) whose canonical shapes the checkpoint has, and the fix."""
     registered = _registered_shapes(tuple(list_backbones()))
     scores = {name: _agreement(got, shapes) for name, shapes in registered.items()}
     exact = [name for name, (same, total) in scores.items() if same == total == len(got)]
@@ -387,8 +389,13 @@ def _suggest(got: dict[str, tuple[int, ...]]) -> str:
     best = max(scores, key=lambda n: scores[n][0])
     same, total = scores[best]
     if same == 0:
-        return f"no registered backbone ({', '.join(list_backbones())}) has these shapes"
-    return f"closest registered backbone: {best} ({same} of {total} tensors match)"
+        return (f"no registered backbone ({', '.join(list_backbones())}) has these shapes; pass a checkpoint of one "
+                "of them or register a backbone with these shapes")
+    if best == requested:
+        return (f"it is closest to {best} itself ({same} of {total} tensors match), so it was trained with another "
+                f"configuration of {best} (widths, depths, kernels); pass a checkpoint of this {best}, or register "
+                "a backbone with the checkpoint's configuration")
+    return f"closest registered backbone: {best} ({same} of {total} tensors match); try --backbone {best}"
 
 
 def _agreement(got: dict[str, tuple[int, ...]], shapes: dict[str, tuple[int, ...]]) -> tuple[int, int]:

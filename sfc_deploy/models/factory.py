@@ -98,12 +98,19 @@ def create_model(
         _check_sfc_belongs(meta, model_backbone.config, sfc_checkpoint)
     model = SFCModel(model_backbone, SFC(sfc_config), split=split)
     if sfc_state is not None:
-        missing, unexpected = model.sfc.load_state_dict(sfc_state, strict=False)
-        if missing or unexpected:
+        expected = {k: tuple(v.shape) for k, v in model.sfc.state_dict().items()}
+        got = {k: tuple(v.shape) for k, v in sfc_state.items()}
+        missing = [k for k in expected if k not in got]
+        unexpected = [k for k in got if k not in expected]
+        wrong = [f"{k}: file {got[k]} vs model {expected[k]}" for k in expected if k in got and got[k] != expected[k]]
+        if missing or unexpected or wrong:
             raise CheckpointError(
-                f"{sfc_checkpoint}: SFC weights do not match (missing {len(missing)}: {missing[:3]}, "
-                f"unexpected {len(unexpected)}: {unexpected[:3]}); it was saved by another version"
+                f"{sfc_checkpoint}: SFC weights do not fit the SFC module its own metadata describes (missing "
+                f"{len(missing)}: {missing[:3]}, unexpected {len(unexpected)}: {unexpected[:3]}, mis-shaped "
+                f"{len(wrong)}: {wrong[:2]}); the file is damaged or was edited: use the sfc.safetensors "
+                "`sfc-deploy train` wrote, or train again"
             )
+        model.sfc.load_state_dict(sfc_state)
     return model.eval()
 
 

@@ -86,12 +86,19 @@ class SFCConfig:
             raise ConfigError(f"SFC config is malformed ({exc}); re-create it with this version of sfc-deploy") from exc
 
 
+#: a tau past this keeps one frame of any video SFC can hold in memory (the paper tops out at 4)
+MAX_TAU = 4096.0
+
+
 def parse_tau(value: str | float) -> float:
     """Accept "2", "1.5" or "4/3" (the paper's tau values)."""
     try:
-        return float(Fraction(str(value)))
-    except (ValueError, ZeroDivisionError) as exc:
+        tau = float(Fraction(str(value)))
+    except (ValueError, ZeroDivisionError, OverflowError) as exc:
         raise ConfigError(f"tau must be a number >= 1 such as 2 or 4/3, got {value!r}") from exc
+    if tau > MAX_TAU:  # callers check the lower bound in their own words
+        raise ConfigError(f"tau must be at most {MAX_TAU:g} (k = round(T / tau) frames are kept), got {value!r}")
+    return tau
 
 
 def compressed_length(t: int, tau: float) -> int:

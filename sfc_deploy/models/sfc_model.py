@@ -89,6 +89,8 @@ def read_sfc_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict
     from safetensors.torch import load_file, safe_open
 
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"SFC checkpoint {path} is a folder, not a file; pass the sfc.safetensors `sfc-deploy train` wrote")
     if not path.is_file():
         raise CheckpointError(f"SFC checkpoint {path} does not exist; pass the file written by `sfc-deploy train`")
     try:

@@ -128,7 +128,12 @@ class Deployment:
 
     def artifact(self, part: str) -> Artifact:
         if self.runtime == "pytorch":
-            return self._pytorch_artifacts()[part]
+            specs = self._pytorch_artifacts()
+            if part not in specs:
+                where = self.manifest.root if self.manifest is not None else "the model"
+                raise ArtifactError(f"{where} has no {part} part; it has {', '.join(specs)}. "
+                                    f"Re-export with --parts including {part}")
+            return specs[part]
         fmt = format_of_runtime(self.runtime)
         return self.manifest.find(part, fmt.name, self.precision, fmt.serves(part, self.sfc_variant))
 
@@ -154,9 +159,16 @@ class Deployment:
         """Whether this deployment has ``part`` for its runtime and precision (exports may be partial)."""
         try:
             self.artifact(part)
-        except (ArtifactError, KeyError):
+        except ArtifactError:
             return False
         return True
+
+    def check(self, parts: tuple[str, ...] = ("head", "sfc", "tail", "clip")) -> None:
+        """The artifacts of ``parts`` are listed and intact (sha256): fail before decoding and warnings."""
+        for part in parts:
+            art = self.artifact(part)
+            if self.manifest is not None:
+                self.manifest.path_of(art)
 
     @property
     def input_spec(self) -> InputSpec:
@@ -168,9 +180,6 @@ class Deployment:
 
     def runner(self, part: str) -> Runner:
         if part not in self._runners:
-            if not self.has(part):
-                self.artifact(part)  # raises the manifest's message
-                raise ArtifactError(f"this deployment has no {part} part")
             runner = make_runner(self.manifest, self.artifact(part), self.runtime, model=self.model, **self.runner_options)
             self._runners[part] = runner.__enter__()
         return self._runners[part]

@@ -33,6 +33,7 @@ from sfc_deploy.models.registry import get_config
 from sfc_deploy.models.resnet3d import ResNet3d
 from sfc_deploy.train.common import (
     METRICS_FILE, STATE_FILE, Metrics, Progress, Schedule, Timer, check_resume, check_same_run, epoch_generator,
+    in_run_folder,
     make_optimizer, set_threads,
 )
 from sfc_deploy.train.views import Augment, FrameStore, render
@@ -108,6 +109,7 @@ def draw_clip(store: FrameStore, i: int, config: BackboneConfig, g: torch.Genera
     return clip_frame_indices(n, start, config.frames, config.stride)
 
 
+@in_run_folder
 def train_backbone(
     videos: VideoList,
     out: str | Path,

@@ -8,6 +8,7 @@ uninterrupted run would have done, as long as the weights and the optimizer stat
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import time
@@ -18,6 +19,7 @@ from typing import Any
 
 import torch
 
+from sfc_deploy.common.outputs import run_folder
 from sfc_deploy.common.parsing import parse_ints
 from sfc_deploy.errors import CheckpointError, ConfigError
 
@@ -112,6 +114,19 @@ class Metrics:
 
 def read_metrics(path: str | Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+
+
+def in_run_folder(train: Callable[..., dict[str, Any]]) -> Callable[..., dict[str, Any]]:
+    """Run a training function ``train(videos, out, ...)`` with ``out`` locked against a second writer;
+    a run that fails before its first checkpoint leaves no folder behind (:func:`run_folder`)."""
+
+    @functools.wraps(train)
+    def wrapper(videos, out, *args, **kwargs):
+        out = Path(out)
+        with run_folder(out, keep_if=lambda: (out / STATE_FILE).exists()):
+            return train(videos, out, *args, **kwargs)
+
+    return wrapper
 
 
 def check_resume(out: Path, resume: bool, force: bool) -> dict[str, Any] | None:

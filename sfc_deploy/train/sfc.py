@@ -37,6 +37,7 @@ from sfc_deploy.models.sfc_model import SFCModel, save_sfc_checkpoint
 from sfc_deploy.train.cache import build_cache, cache_key, cache_views, head_features, load_or_build_cache, render_view
 from sfc_deploy.train.common import (
     METRICS_FILE, STATE_FILE, Metrics, Progress, Schedule, Timer, check_resume, check_same_run, epoch_generator,
+    in_run_folder,
     make_optimizer, set_threads,
 )
 from sfc_deploy.train.views import Augment, FrameStore
@@ -134,6 +135,7 @@ def sfc_step(model: SFCModel, feats: list[torch.Tensor], labels: list[int], opt:
     return loss_sum, correct, float(norm)
 
 
+@in_run_folder
 def train_sfc(
     videos: VideoList,
     out: str | Path,
