@@ -186,10 +186,11 @@ class _Reference:
             self.synthetic = _sfc_intermediates(model, video[:, :, ::stride][:, :, :frames].contiguous())
             self.short_video = self.synthetic["video"][:, :, : self.short_t].contiguous()
             self.short_logits = model(self.short_video)
-            self.dense = None
+            self.dense = self.clip_logits = None
             if "clip" in manifest.parts:
                 with Deployment.from_model(model) as dep:  # the same dense path as every runtime's
                     self.dense = dep.predict_clips(self.dense_crops)
+                self.clip_logits = model.backbone(self.dense_crops[:batch])  # per-crop logits, for the clip model alone
 
 
 def _check_deployment(out: list[Check], manifest, runtime, precision, graph, label, ref: _Reference, threads) -> None:
@@ -236,6 +237,8 @@ def _check_sources(out: list[Check], manifest: Manifest, runtime: str, precision
     feeds = {"head": ({"video": r["video"]}, {"f_head": r["f_head"]}),
              "sfc": ({"f_head": r["f_head"]}, {"f_sfc": r["f_sfc"], "attention": r["attention"]}),
              "tail": ({"f_sfc": r["f_sfc"]}, {"logits": r["logits"]})}
+    if ref.clip_logits is not None:
+        feeds["clip"] = ({"clip": ref.dense_crops[: ref.clip_logits.shape[0]]}, {"logits": ref.clip_logits})
     for art in manifest.artifacts:
         if art.format != fmt.name or art.precision != precision or art.derived_from or art.part not in feeds:
             continue
