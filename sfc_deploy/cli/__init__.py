@@ -34,6 +34,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "sfc_deploy.cli.eval",
     "sfc_deploy.cli.predict",
     "sfc_deploy.cli.bench",
+    "sfc_deploy.cli.scale",
 )
 
 #: the exit codes every command uses (README: "Exit codes")

@@ -26,6 +26,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("verify",),
     ("train", "bench"),
     ("eval",),
+    ("scale",),
     ("cli",),
 ]
 

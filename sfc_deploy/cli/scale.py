@@ -1,0 +1,59 @@
+"""``sfc-deploy classify``: an export over a collection of videos, one Parquet row per video."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from sfc_deploy.cli.train import progress_bar
+from sfc_deploy.common.outputs import check_output_file
+from sfc_deploy.errors import ConfigError
+
+
+def classify_cmd(
+    source: Annotated[str, typer.Argument(metavar="INPUT", help="A CSV (path column), a folder, a glob ('videos/**/*.mp4'), a list file (.txt) or one video.")],
+    export: Annotated[Path, typer.Option("--export", help="The export folder to run (sfc-deploy export).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Predictions file (.parquet); a rerun with the same --out resumes.")],
+    jsonl: Annotated[Path | None, typer.Option("--jsonl", help="Also write the rows as JSON lines to this file.")] = None,
+    runtime: Annotated[str, typer.Option(help="onnxruntime, torchscript, aoti, tensorrt or pytorch.")] = "onnxruntime",
+    precision: Annotated[str, typer.Option(help="fp32 or fp16.")] = "fp32",
+    threads: Annotated[int | None, typer.Option("--threads", min=1, help="Intra-op threads of the runtime.")] = None,
+    workers: Annotated[int, typer.Option("--workers", min=1, help="Decoding threads working ahead of the model.")] = 2,
+    prefetch: Annotated[int, typer.Option("--prefetch", min=1, help="Most videos decoded ahead (the memory bound).")] = 4,
+    top: Annotated[int, typer.Option("--top", min=1, help="Classes kept per video.")] = 5,
+    max_frames: Annotated[int | None, typer.Option("--max-frames", min=1, help="Most sampled frames per video (longer: segments).")] = None,
+) -> None:
+    """Classify every video of INPUT with SFC; bad videos become rows with their error, the job carries on.
+
+    Writes one row per video (path, top1, top1_prob, topk, the most-attended frames and their
+    timestamps, decode and model seconds, error). Exit 0 when the job ran, even if some rows carry
+    an error; the summary says how many.
+    """
+    from sfc_deploy.scale.classify import ClassifyOptions, classify
+    from sfc_deploy.scale.sources import resolve_inputs
+
+    check_output_file(out, option="--out", suffix=".parquet")
+    if jsonl is not None:
+        check_output_file(jsonl, option="--jsonl")
+        if jsonl.resolve() == out.resolve():
+            raise ConfigError("--jsonl must be another file than --out")
+    if not (export / "manifest.json").is_file():
+        raise ConfigError(f"--export {export} is not an export folder (no manifest.json); run sfc-deploy export first")
+    paths = resolve_inputs(source)
+    options = ClassifyOptions(runtime=runtime, precision=precision, threads=threads, workers=workers,
+                              prefetch=prefetch, top=top, max_frames=max_frames, jsonl=jsonl)
+    with progress_bar("classify") as report:
+        summary = classify(paths, export, out, options, progress=lambda done, total: report("videos", done, total))
+    typer.echo(
+        f"{summary['videos']} videos: {summary['succeeded']} classified, {summary['failed']} failed "
+        f"(see the error column), {summary['skipped']} already done; {summary['classified']} run now at "
+        f"{summary['videos_per_s']:.2f} videos/s (decode {summary['decode_s']:.1f} s, model {summary['model_s']:.1f} s, "
+        f"overlapped); wrote {out}"
+    )
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``classify`` to the ``sfc-deploy`` app."""
+    app.command("classify")(classify_cmd)
