@@ -13,7 +13,7 @@ setup: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q "$(TORCH_SPEC)" -e ".[test]"
+	$(BIN)/pip install -q "$(TORCH_SPEC)" -e ".[test,scale]"
 	touch $@
 
 bench: setup
