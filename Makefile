@@ -1,6 +1,6 @@
 # Two entry points, both from a fresh clone:
 #   make bench   set up, then run the main job on the built-in default (no checkpoint, no GPU)
-#   make test    set up, then run the test suite
+#   make test    set up (with the test and scale extras: pytest, import-linter, Ray), then run the test suite
 PYTHON ?= python3
 VENV ?= .venv
 # The CPU build of torch; a bare "torch" would pull a multi-GB CUDA build.
@@ -13,13 +13,17 @@ setup: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q "$(TORCH_SPEC)" -e .
+	touch $@
+
+$(VENV)/.installed-test: $(VENV)/.installed pyproject.toml
 	$(BIN)/pip install -q "$(TORCH_SPEC)" -e ".[test,scale]"
 	touch $@
 
 bench: setup
 	$(BIN)/sfc-deploy bench
 
-test: setup
+test: $(VENV)/.installed-test
 	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -q
 
