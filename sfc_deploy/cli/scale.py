@@ -20,7 +20,11 @@ def classify_cmd(
     runtime: Annotated[str, typer.Option(help="onnxruntime, torchscript, aoti, tensorrt or pytorch.")] = "onnxruntime",
     precision: Annotated[str, typer.Option(help="fp32 or fp16.")] = "fp32",
     threads: Annotated[int | None, typer.Option("--threads", min=1, help="Intra-op threads of the runtime.")] = None,
-    workers: Annotated[int, typer.Option("--workers", min=1, help="Decoding threads working ahead of the model.")] = 2,
+    engine: Annotated[str, typer.Option("--engine", help="local (decoding threads + this process) or ray (a Ray Data actor pool).")] = "local",
+    address: Annotated[str | None, typer.Option("--address", help="--engine ray: an existing Ray cluster (default: start a local one).")] = None,
+    workers: Annotated[int, typer.Option("--workers", min=1, help="local: decoding threads working ahead of the model; ray: actors, each loading the export once.")] = 2,
+    cpus_per_worker: Annotated[float, typer.Option("--cpus-per-worker", help="--engine ray: CPUs per actor (its runtime's threads).")] = 1.0,
+    gpus_per_worker: Annotated[float, typer.Option("--gpus-per-worker", help="--engine ray: GPUs per actor.")] = 0.0,
     prefetch: Annotated[int, typer.Option("--prefetch", min=1, help="Most videos decoded ahead (the memory bound).")] = 4,
     top: Annotated[int, typer.Option("--top", min=1, help="Classes kept per video.")] = 5,
     max_frames: Annotated[int | None, typer.Option("--max-frames", min=1, help="Most sampled frames per video (longer: segments).")] = None,
@@ -31,9 +35,13 @@ def classify_cmd(
     timestamps, decode and model seconds, error). Exit 0 when the job ran, even if some rows carry
     an error; the summary says how many.
     """
-    from sfc_deploy.scale.classify import ClassifyOptions, classify
+    from sfc_deploy.scale.classify import ENGINES, ClassifyOptions, RayOptions, classify
     from sfc_deploy.scale.sources import resolve_inputs
 
+    if engine not in ENGINES:
+        raise ConfigError(f"unknown --engine {engine!r}; expected one of {', '.join(ENGINES)}")
+    if engine == "local" and (address or cpus_per_worker != 1.0 or gpus_per_worker):
+        raise ConfigError("--address, --cpus-per-worker and --gpus-per-worker apply to --engine ray only; add --engine ray")
     check_output_file(out, option="--out", suffix=".parquet")
     if jsonl is not None:
         check_output_file(jsonl, option="--jsonl")
@@ -44,8 +52,14 @@ def classify_cmd(
     paths = resolve_inputs(source)
     options = ClassifyOptions(runtime=runtime, precision=precision, threads=threads, workers=workers,
                               prefetch=prefetch, top=top, max_frames=max_frames, jsonl=jsonl)
+    ray = RayOptions(address=address, workers=workers, cpus_per_worker=cpus_per_worker, gpus_per_worker=gpus_per_worker)
+    if engine == "ray":
+        from sfc_deploy.scale.ray_engine import import_ray
+
+        import_ray()  # without Ray: one line saying how to install it, before any work
     with progress_bar("classify") as report:
-        summary = classify(paths, export, out, options, progress=lambda done, total: report("videos", done, total))
+        summary = classify(paths, export, out, options, engine=engine, ray=ray,
+                           progress=lambda done, total: report("videos", done, total))
     typer.echo(
         f"{summary['videos']} videos: {summary['succeeded']} classified, {summary['failed']} failed "
         f"(see the error column), {summary['skipped']} already done; {summary['classified']} run now at "

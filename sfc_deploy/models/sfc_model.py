@@ -16,7 +16,7 @@ from sfc_deploy.common.atomic import atomic_write
 from sfc_deploy.errors import CheckpointError
 from sfc_deploy.models.config import BackboneConfig, check_split
 from sfc_deploy.models.resnet3d import ResNet3d
-from sfc_deploy.models.sfc import SFC, SFCConfig
+from sfc_deploy.models.sfc import SFC
 
 SFC_FORMAT = "sfc/1"
 

@@ -96,21 +96,59 @@ def _read_journal(path: Path) -> list[dict[str, Any]]:
     return rows
 
 
+@dataclass(frozen=True)
+class RayOptions:
+    """The Ray engine's cluster and actors (see :mod:`sfc_deploy.scale.ray_engine`).
+
+    Attributes:
+        address: an existing Ray cluster ("auto", "ray://host:10001"); None starts a local one.
+        workers: actors, each loading the export once.
+        cpus_per_worker: CPUs each actor reserves; its runtime gets as many intra-op threads.
+        gpus_per_worker: GPUs each actor reserves (0 on a CPU machine).
+    """
+
+    address: str | None = None
+    workers: int = 2
+    cpus_per_worker: float = 1.0
+    gpus_per_worker: float = 0.0
+
+    def check(self) -> None:
+        if self.workers < 1:
+            raise ConfigError(f"--workers must be >= 1, got {self.workers}")
+        if self.cpus_per_worker <= 0 or self.gpus_per_worker < 0:
+            raise ConfigError(
+                f"--cpus-per-worker must be > 0 and --gpus-per-worker >= 0, got {self.cpus_per_worker}, {self.gpus_per_worker}"
+            )
+
+
+ENGINES = ("local", "ray")
+
+
 def classify(
     paths: Sequence[str],
     export_dir: str | Path,
     out: str | Path,
     options: ClassifyOptions = ClassifyOptions(),
     *,
+    engine: str = "local",
+    ray: RayOptions | None = None,
     progress: Progress | None = None,
 ) -> dict[str, Any]:
     """Classify ``paths`` with the export in ``export_dir``; write the rows to ``out`` (Parquet).
+
+    ``engine`` "local" decodes on threads of this process and infers here; "ray" runs both inside
+    a Ray Data actor pool (:mod:`sfc_deploy.scale.ray_engine`). Both make the same rows, journal
+    them here as they arrive, and resume from the same journal and output.
 
     Returns:
         A summary: videos in total, done before (skipped), classified now, failed (rows with an
         error), wall seconds of this run, videos/s, summed decode and model seconds.
     """
     options.check()
+    if engine not in ENGINES:
+        raise ConfigError(f"unknown engine {engine!r}; expected one of {', '.join(ENGINES)}")
+    ray = ray or RayOptions()
+    ray.check()
     out = Path(out)
     with output_lock(out):
         done: dict[str, dict[str, Any]] = {}
@@ -119,18 +157,46 @@ def classify(
         journal = journal_path(out)
         done.update((r["path"], r) for r in _read_journal(journal))
         todo = [p for p in paths if p not in done]
+        new: dict[str, dict[str, Any]] = {}
         extra = {"threads": options.threads} if options.threads else {}
-        with load(export_dir, options.runtime, precision=options.precision, **extra) as dep:
-            dep.check(("head", "sfc", "tail"))
-            names = _class_names(dep)
-            t0 = time.perf_counter()
-            new = _run(dep, todo, names, options, journal, progress, total=len(paths), done=len(paths) - len(todo))
-            wall = time.perf_counter() - t0
+        dep = load(export_dir, options.runtime, precision=options.precision, **extra)
+        try:
+            dep.check(("head", "sfc", "tail"))  # a bad export fails here, before any journal or worker
+            if engine == "ray":
+                dep.close()  # the driver only checks: the actors load the export themselves
+            fresh = not journal.exists()
+            try:
+                with journal.open("a", encoding="utf-8") as log:
+                    def record(row: dict[str, Any]) -> None:
+                        new[row["path"]] = row
+                        log.write(json.dumps(row) + "\n")
+                        log.flush()
+                        if progress is not None:
+                            progress(len(paths) - len(todo) + len(new), len(paths))
+
+                    t0 = time.perf_counter()
+                    if engine == "local":
+                        _run(dep, todo, class_names(dep), options, record)
+                    else:
+                        from sfc_deploy.scale.ray_engine import run_ray
+
+                        run_ray(todo, export_dir, options, ray, record)
+                    wall = time.perf_counter() - t0
+            except BaseException:
+                if fresh and not new:
+                    journal.unlink(missing_ok=True)  # nothing to resume from: leave nothing behind
+                raise
+        finally:
+            dep.close()
+        missing = [p for p in todo if p not in new]
+        if missing:  # pragma: no cover - an engine that lost rows is a bug, not a user error
+            raise SfcError(f"the {engine} engine returned no row for {len(missing)} videos (first: {missing[0]})")
         rows = [done.get(p) or new[p] for p in paths]
         _write_outputs(rows, out, options.jsonl)
         journal.unlink(missing_ok=True)
     failed = sum(bool(r["error"]) for r in rows)
     return {
+        "engine": engine,
         "videos": len(rows),
         "skipped": len(paths) - len(todo),
         "classified": len(todo),
@@ -144,7 +210,7 @@ def classify(
     }
 
 
-def _class_names(dep: Deployment) -> tuple[str, ...]:
+def class_names(dep: Deployment) -> tuple[str, ...]:
     n, names = dep.config.num_classes, dep.config.class_names
     return tuple(names) if names and len(names) == n else tuple(str(i) for i in range(n))
 
@@ -156,16 +222,13 @@ def _decode(path: str, config, spec: InputSpec, max_frames: int | None) -> tuple
     return fitted, info, time.perf_counter() - t0
 
 
-def _run(dep: Deployment, todo: list[str], names: tuple[str, ...], options: ClassifyOptions, journal: Path,
-         progress: Progress | None, *, total: int, done: int) -> dict[str, dict[str, Any]]:
+def _run(dep: Deployment, todo: list[str], names: tuple[str, ...], options: ClassifyOptions,
+         record: Callable[[dict[str, Any]], None]) -> None:
     """Decode ahead on ``options.workers`` threads (at most ``options.prefetch`` in flight), infer in order."""
-    rows: dict[str, dict[str, Any]] = {}
     spec = dep.input_spec  # read once: the decoding threads only read plain data
     pending: deque[tuple[str, Future]] = deque()
     it = iter(todo)
-    journal.parent.mkdir(parents=True, exist_ok=True)
-    with ThreadPoolExecutor(max_workers=options.workers, thread_name_prefix="sfc-decode") as pool, \
-            journal.open("a", encoding="utf-8") as log:
+    with ThreadPoolExecutor(max_workers=options.workers, thread_name_prefix="sfc-decode") as pool:
         def fill() -> None:
             while len(pending) < options.prefetch:
                 path = next(it, None)
@@ -178,16 +241,21 @@ def _run(dep: Deployment, todo: list[str], names: tuple[str, ...], options: Clas
             while pending:
                 path, future = pending.popleft()
                 fill()  # keep the decoders busy while the model serves this video
-                row = _row(path, future, dep, names, options)
-                rows[path] = row
-                log.write(json.dumps(row) + "\n")
-                log.flush()
-                if progress is not None:
-                    progress(done + len(rows), total)
+                record(_row(path, future, dep, names, options))
         finally:
             for _, future in pending:
                 future.cancel()
-    return rows
+
+
+def classify_one(path: str, dep: Deployment, names: tuple[str, ...], options: ClassifyOptions,
+                 spec: InputSpec | None = None) -> dict[str, Any]:
+    """One video's row, decoded and inferred on this thread (what each Ray actor does per video)."""
+    future: Future = Future()
+    try:
+        future.set_result(_decode(path, dep.config, spec or dep.input_spec, options.max_frames))
+    except Exception as exc:  # noqa: BLE001 - becomes the row's error
+        future.set_exception(exc)
+    return _row(path, future, dep, names, options)
 
 
 def _row(path: str, future: Future, dep: Deployment, names: tuple[str, ...], options: ClassifyOptions) -> dict[str, Any]:
@@ -248,4 +316,4 @@ def top1_of(rows: list[dict[str, Any]]) -> dict[str, str | None]:
     return {r["path"]: (r["top1"] if not r["error"] else None) for r in rows}
 
 
-__all__ = ["COLUMNS", "ClassifyOptions", "classify", "journal_path", "read_rows", "top1_of"]
+__all__ = ["COLUMNS", "ENGINES", "ClassifyOptions", "RayOptions", "classify", "classify_one", "journal_path", "read_rows", "top1_of"]
