@@ -1,12 +1,15 @@
 """``sfc-deploy predict``: classify video files with SFC and show where it looked.
 
 Thin: options are checked here (what applies with and without ``--export``), the work is
-:mod:`sfc_deploy.eval.predict`. Every video is probed before the model loads, so a missing or corrupt
-file fails at once, and the JSON is written only after every video was classified.
+:mod:`sfc_deploy.eval.predict` (and :mod:`sfc_deploy.eval.explain` for ``--explain``). Every video is
+probed and every output checked before the model loads, so a missing or corrupt file or an existing
+output fails at once; the ``--explain`` folder appears whole or not at all, and the JSON is written
+only after every video was classified (and explained).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 from typing import Annotated
@@ -16,11 +19,13 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from sfc_deploy.common.outputs import check_output_file
+from sfc_deploy.common.atomic import atomic_dir
+from sfc_deploy.common.outputs import check_output_dir, check_output_file
 from sfc_deploy.cli.options import CheckpointOpt, SfcCheckpointOpt, TrustOpt
 from sfc_deploy.cli.train import ThreadsOpt
 from sfc_deploy.data.video import probe_video
 from sfc_deploy.errors import ConfigError
+from sfc_deploy.eval.explain import explain_video, png_names, write_explain_index
 from sfc_deploy.eval.predict import Prediction, Predictor, from_checkpoints, from_export, predict_video, resolve_class_names
 from sfc_deploy.models.sfc import parse_tau
 from sfc_deploy.train.common import set_threads
@@ -98,6 +103,9 @@ def predict_cmd(
     top: Annotated[int, typer.Option("--top", min=1, help="Classes to show per video.")] = 5,
     json_out: Annotated[Path | None, typer.Option("--json", help="Also write the predictions and attention to this JSON file.")] = None,
     matrix: Annotated[bool, typer.Option("--attention-matrix", help="With --json: include the full k x T attention map.")] = False,
+    explain: Annotated[Path | None, typer.Option("--explain", help="Write a folder with a picture per video of where SFC "
+                                                 "looked (attention map over the frames; index.html for several videos).")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing --explain folder.")] = False,
     threads: ThreadsOpt = None,
 ) -> None:
     """Classify whole videos with SFC in one pass; show the top classes and where SFC looked."""
@@ -106,8 +114,12 @@ def predict_cmd(
     _check_options(export=export, given=given, runtime=runtime, precision=precision)
     if matrix and json_out is None:
         raise ConfigError("--attention-matrix goes into the JSON file; add --json FILE or drop --attention-matrix")
+    if force and explain is None:
+        raise ConfigError("--force replaces an existing --explain folder; add --explain DIR or drop --force")
     if json_out is not None:
         check_output_file(json_out, option="--json")
+    if explain is not None:
+        check_output_dir(explain, option="--explain", force=force)
     tau_value = parse_tau(tau) if tau is not None else None
     set_threads(threads)
     infos = [probe_video(v) for v in videos]  # missing or corrupt files fail before the model loads
@@ -118,15 +130,25 @@ def predict_cmd(
         predictor = from_checkpoints(backbone or "slow8x8", checkpoint=checkpoint, sfc_checkpoint=sfc_checkpoint,
                                      tau=tau_value, trust_checkpoint=trust_checkpoint)
     console, notes = Console(highlight=False, soft_wrap=True), Console(stderr=True, highlight=False, soft_wrap=True)
-    with predictor:
+    with predictor, contextlib.ExitStack() as outputs:
         names, names_from = resolve_class_names(predictor, classes)
         for warning in predictor.warnings:
             notes.print(f"[yellow]note: {escape(warning)}[/]")
-        predictions = []
-        for path, info in zip(videos, infos):
+        folder = outputs.enter_context(_explain_folder(explain, force)) if explain is not None else None
+        pngs = png_names(videos)
+        predictions, explained = [], []
+        for path, info, png in zip(videos, infos, pngs):
             pred = predict_video(predictor, path, class_names=names, top=top, max_frames=max_frames, info=info)
             show(console, pred)
             predictions.append(pred)
+            if folder is not None:
+                note = "; ".join(f"note: {w}" for w in predictor.warnings) or None
+                explained.append((pred, explain_video(pred, folder / png, top_frames=PEAKS, note=note)))
+        if folder is not None and len(explained) > 1:
+            write_explain_index(explained, folder, subtitle=_model_line(predictor))
+    if explain is not None:
+        console.print(f"wrote {escape(str(explain))}/ ({len(explained)} PNG{'s' if len(explained) > 1 else ''}"
+                      f"{' and index.html' if len(explained) > 1 else ''})")
     if json_out is not None:
         from sfc_deploy.common.atomic import atomic_write_text
 
@@ -134,6 +156,29 @@ def predict_cmd(
                "videos": [p.to_dict(matrix=matrix) for p in predictions]}
         atomic_write_text(json_out, json.dumps(doc, indent=1) + "\n")
         console.print(f"wrote {escape(str(json_out))}")
+
+
+@contextlib.contextmanager
+def _explain_folder(out: Path, force: bool):
+    """The ``--explain`` folder being written (a temporary sibling, renamed into place on success)."""
+    try:
+        with atomic_dir(out, replace=force) as work:
+            yield work
+    except FileExistsError:
+        raise ConfigError(f"{out} appeared while predicting (another run writing --explain {out}?); pass --force to "
+                          "replace it or choose another --explain") from None
+
+
+def _model_line(predictor: Predictor) -> str:
+    """The model behind the pictures, for the top of ``index.html`` (with its warnings: random weights)."""
+    src = predictor.source
+    if src.get("kind") == "export":
+        where = f"export {src['export']} on {src['runtime']} {src['precision']}"
+    else:
+        where = (f"checkpoint {src.get('checkpoint') or 'none (random weights)'}, "
+                 f"SFC {src.get('sfc_checkpoint') or 'untrained'}")
+    line = f"backbone {src.get('backbone')}, tau {src.get('tau')}, {where}"
+    return "; ".join([line, *predictor.warnings])
 
 
 def register(app: typer.Typer) -> None:

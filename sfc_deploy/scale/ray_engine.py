@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from sfc_deploy.errors import BackendUnavailableError
-from sfc_deploy.scale.classify import ClassifyOptions, RayOptions, class_names, classify_one
+from sfc_deploy.scale.rows import ClassifyOptions, RayOptions, class_names, classify_one
 
 
 def import_ray():

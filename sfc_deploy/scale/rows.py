@@ -1,0 +1,135 @@
+"""One video's row of ``sfc-deploy classify``, made the same way by every engine.
+
+The options of a job, the row's columns, and the per-video work: probe and decode with the one
+video-to-input function (:func:`~sfc_deploy.data.inputs.model_input`), run the SFC pipeline, keep the
+top classes and the most-attended frames. A failure of either step becomes the row's ``error``.
+The local engine (:mod:`sfc_deploy.scale.classify`) and the Ray actors
+(:mod:`sfc_deploy.scale.ray_engine`) both call :func:`classify_one` / :func:`make_row`.
+"""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import Future
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sfc_deploy.data.inputs import InputSpec, ModelInput, model_input
+from sfc_deploy.data.video import probe_video
+from sfc_deploy.errors import ConfigError, SfcError
+from sfc_deploy.runtime.pipeline import Deployment
+
+COLUMNS = ("path", "top1", "top1_prob", "topk", "peak_frames", "peak_seconds", "num_frames", "fps", "decode_s",
+           "model_s", "error")
+
+
+
+@dataclass(frozen=True)
+class ClassifyOptions:
+    """How to run the job.
+
+    Attributes:
+        runtime, precision, threads: the deployment (as for predict).
+        workers: decoding threads working ahead of the model.
+        prefetch: most decoded (or decoding) videos held at once: the memory bound.
+        top: classes per row; peaks: most-attended sampled frames per row.
+        max_frames: most sampled frames per video (longer videos become segments); None: all.
+        jsonl: also write the rows as JSON lines to this file.
+    """
+
+    runtime: str = "onnxruntime"
+    precision: str = "fp32"
+    threads: int | None = None
+    workers: int = 2
+    prefetch: int = 4
+    top: int = 5
+    peaks: int = 3
+    max_frames: int | None = None
+    jsonl: Path | None = None
+
+    def check(self) -> None:
+        for name in ("workers", "prefetch", "top", "peaks"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"--{name} must be >= 1, got {getattr(self, name)}")
+        if self.max_frames is not None and self.max_frames < 1:
+            raise ConfigError(f"--max-frames must be >= 1, got {self.max_frames}")
+
+
+@dataclass(frozen=True)
+class RayOptions:
+    """The Ray engine's cluster and actors (see :mod:`sfc_deploy.scale.ray_engine`).
+
+    Attributes:
+        address: an existing Ray cluster ("auto", "ray://host:10001"); None starts a local one.
+        workers: actors, each loading the export once.
+        cpus_per_worker: CPUs each actor reserves; its runtime gets as many intra-op threads.
+        gpus_per_worker: GPUs each actor reserves (0 on a CPU machine).
+    """
+
+    address: str | None = None
+    workers: int = 2
+    cpus_per_worker: float = 1.0
+    gpus_per_worker: float = 0.0
+
+    def check(self) -> None:
+        if self.workers < 1:
+            raise ConfigError(f"--workers must be >= 1, got {self.workers}")
+        if self.cpus_per_worker <= 0 or self.gpus_per_worker < 0:
+            raise ConfigError(
+                f"--cpus-per-worker must be > 0 and --gpus-per-worker >= 0, got {self.cpus_per_worker}, {self.gpus_per_worker}"
+            )
+
+
+def class_names(dep: Deployment) -> tuple[str, ...]:
+    n, names = dep.config.num_classes, dep.config.class_names
+    return tuple(names) if names and len(names) == n else tuple(str(i) for i in range(n))
+
+
+def decode(path: str, config, spec: InputSpec, max_frames: int | None) -> tuple[ModelInput, Any, float]:
+    t0 = time.perf_counter()
+    info = probe_video(path)
+    fitted = model_input(path, "sfc", config, spec, info=info, max_frames=max_frames)
+    return fitted, info, time.perf_counter() - t0
+
+
+def classify_one(path: str, dep: Deployment, names: tuple[str, ...], options: ClassifyOptions,
+                 spec: InputSpec | None = None) -> dict[str, Any]:
+    """One video's row, decoded and inferred on this thread (what each Ray actor does per video)."""
+    future: Future = Future()
+    try:
+        future.set_result(decode(path, dep.config, spec or dep.input_spec, options.max_frames))
+    except Exception as exc:  # noqa: BLE001 - becomes the row's error
+        future.set_exception(exc)
+    return make_row(path, future, dep, names, options)
+
+
+def make_row(path: str, future: Future, dep: Deployment, names: tuple[str, ...], options: ClassifyOptions) -> dict[str, Any]:
+    row: dict[str, Any] = {c: None for c in COLUMNS}
+    row.update(path=path, topk=[], peak_frames=[], peak_seconds=[], error="")
+    try:
+        fitted, info, decode_s = future.result()
+    except SfcError as exc:
+        return {**row, "error": _one_line(exc)}
+    except Exception as exc:  # noqa: BLE001 - one bad file must not end the job
+        return {**row, "error": f"{type(exc).__name__}: {_one_line(exc)}"}
+    row.update(num_frames=info.num_frames, fps=info.fps, decode_s=decode_s)
+    t0 = time.perf_counter()
+    try:
+        logits, attention = dep.predict_with_attention(fitted.tensor)
+    except Exception as exc:  # noqa: BLE001 - e.g. a video too long for memory: its row says so
+        return {**row, "error": f"model: {type(exc).__name__}: {_one_line(exc)}"}
+    row["model_s"] = time.perf_counter() - t0
+    probs = logits[0].float().softmax(-1)
+    best = probs.topk(min(options.top, probs.numel()))
+    topk = [{"class": names[int(i)], "prob": float(p)} for p, i in zip(best.values, best.indices)]
+    mass = attention[0].float().sum(0)
+    positions = mass.topk(min(options.peaks, mass.numel())).indices.tolist()
+    frames = [int(fitted.sampled.frame_indices[0][i]) for i in positions]
+    row.update(top1=topk[0]["class"], top1_prob=topk[0]["prob"], topk=topk, peak_frames=frames,
+               peak_seconds=[f / info.fps if info.fps > 0 else None for f in frames])
+    return row
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(part.strip() for part in str(exc).splitlines() if part.strip())[:500]
