@@ -134,3 +134,14 @@ def test_cli_classify_bad_input_is_one_line(sfc_export_ts: Path, videos: Path, t
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: ") and fragment in lines[0], result.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+
+def test_engine_ray_without_ray_says_how_to_install_it(sfc_export_ts: Path, videos: Path, tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, "ray", None)  # what a plain install without the scale extra looks like
+    result = runner.invoke(app, ["classify", str(videos), "--export", str(sfc_export_ts), "--runtime", "torchscript",
+                                 "--out", str(tmp_path / "p.parquet"), "--engine", "ray"])
+    assert result.exit_code == 2, result.output
+    assert "pip install 'sfc-deploy[scale]'" in result.stderr and list(tmp_path.iterdir()) == []
