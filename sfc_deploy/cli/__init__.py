@@ -23,6 +23,7 @@ except ImportError:  # pragma: no cover - depends on the installed typer
     from click import exceptions as click_exceptions
 
 from sfc_deploy.common.atomic import terminate_as_exit
+from sfc_deploy.common.text import one_line
 from sfc_deploy.errors import SfcError
 
 COMMAND_MODULES: tuple[str, ...] = (
@@ -35,6 +36,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "sfc_deploy.cli.predict",
     "sfc_deploy.cli.bench",
     "sfc_deploy.cli.scale",
+    "sfc_deploy.cli.serve",
 )
 
 #: the exit codes every command uses (README: "Exit codes")
@@ -50,14 +52,8 @@ MAX_MESSAGE = 600
 _DEBUG = {"on": False}
 
 
-def one_line(message: object) -> str:
-    """A message of any length and line count as one line (a pasted library error included)."""
-    text = " ".join(part.strip() for part in str(message).splitlines() if part.strip())
-    return text if len(text) <= MAX_MESSAGE else text[: MAX_MESSAGE - 3] + "..."
-
-
 def _error(message: object, code: int) -> typer.Exit:
-    typer.echo(f"error: {one_line(message)}", err=True)
+    typer.echo(f"error: {one_line(message, MAX_MESSAGE)}", err=True)
     return typer.Exit(code)
 
 

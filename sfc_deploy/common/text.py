@@ -1,4 +1,5 @@
-"""Text files read one way: UTF-8 (a byte-order mark tolerated), with a one-line error otherwise."""
+"""Text in and out: files read one way (UTF-8, a byte-order mark tolerated, a one-line error otherwise),
+and messages folded to one line."""
 
 from __future__ import annotations
 
@@ -25,3 +26,9 @@ def read_text_file(path: str | Path, *, what: str = "file") -> str:
         raise ConfigError(
             f"{path} is not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start}); save the {what} as UTF-8"
         ) from None
+
+
+def one_line(message: object, limit: int = 600) -> str:
+    """A message of any length and line count as one line (a pasted library error included)."""
+    text = " ".join(part.strip() for part in str(message).splitlines() if part.strip())
+    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -182,7 +182,7 @@ def _schema():
 
     return pa.schema([
         ("path", pa.string()), ("top1", pa.string()), ("top1_prob", pa.float64()),
-        ("topk", pa.list_(pa.struct([("class", pa.string()), ("prob", pa.float64())]))),
+        ("topk", pa.list_(pa.struct([("class", pa.string()), ("index", pa.int64()), ("prob", pa.float64())]))),
         ("peak_frames", pa.list_(pa.int64())), ("peak_seconds", pa.list_(pa.float64())),
         ("num_frames", pa.int64()), ("fps", pa.float64()), ("decode_s", pa.float64()), ("model_s", pa.float64()),
         ("error", pa.string()),

@@ -83,7 +83,7 @@ def run_ray(todo: Sequence[str], export_dir: str | Path, options: ClassifyOption
             fn_constructor_kwargs={"export_dir": str(Path(export_dir).resolve()), "options_json": json.dumps(fields),
                                    "threads": threads},
             batch_size=1,
-            concurrency=ray_options.workers,
+            compute=ray.data.ActorPoolStrategy(size=ray_options.workers),
             num_cpus=ray_options.cpus_per_worker,
             num_gpus=ray_options.gpus_per_worker or None,
         )

@@ -10,11 +10,13 @@ The local engine (:mod:`sfc_deploy.scale.classify`) and the Ray actors
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from sfc_deploy.common.text import one_line
 from sfc_deploy.data.inputs import InputSpec, ModelInput, model_input
 from sfc_deploy.data.video import probe_video
 from sfc_deploy.errors import ConfigError, SfcError
@@ -110,26 +112,30 @@ def make_row(path: str, future: Future, dep: Deployment, names: tuple[str, ...],
     try:
         fitted, info, decode_s = future.result()
     except SfcError as exc:
-        return {**row, "error": _one_line(exc)}
+        return {**row, "error": one_line(exc, 500)}
     except Exception as exc:  # noqa: BLE001 - one bad file must not end the job
-        return {**row, "error": f"{type(exc).__name__}: {_one_line(exc)}"}
+        return {**row, "error": f"{type(exc).__name__}: {one_line(exc, 500)}"}
     row.update(num_frames=info.num_frames, fps=info.fps, decode_s=decode_s)
     t0 = time.perf_counter()
     try:
         logits, attention = dep.predict_with_attention(fitted.tensor)
     except Exception as exc:  # noqa: BLE001 - e.g. a video too long for memory: its row says so
-        return {**row, "error": f"model: {type(exc).__name__}: {_one_line(exc)}"}
+        return {**row, "error": f"model: {type(exc).__name__}: {one_line(exc, 500)}"}
     row["model_s"] = time.perf_counter() - t0
-    probs = logits[0].float().softmax(-1)
-    best = probs.topk(min(options.top, probs.numel()))
-    topk = [{"class": names[int(i)], "prob": float(p)} for p, i in zip(best.values, best.indices)]
-    mass = attention[0].float().sum(0)
-    positions = mass.topk(min(options.peaks, mass.numel())).indices.tolist()
-    frames = [int(fitted.sampled.frame_indices[0][i]) for i in positions]
-    row.update(top1=topk[0]["class"], top1_prob=topk[0]["prob"], topk=topk, peak_frames=frames,
-               peak_seconds=[f / info.fps if info.fps > 0 else None for f in frames])
+    row.update(summarize(logits[0], attention[0], fitted.sampled.frame_indices[0], info.fps, names,
+                         top=options.top, peaks=options.peaks))
     return row
 
 
-def _one_line(exc: BaseException) -> str:
-    return " ".join(part.strip() for part in str(exc).splitlines() if part.strip())[:500]
+def summarize(logits, attention, frame_indices: Sequence[int], fps: float, names: Sequence[str], *,
+              top: int = 5, peaks: int = 3) -> dict[str, Any]:
+    """One video's answer from its logits (classes,) and attention (k, T): the top classes (name,
+    index, probability) and the most-attended sampled frames as source frames and seconds."""
+    probs = logits.float().softmax(-1)
+    best = probs.topk(min(top, probs.numel()))
+    topk = [{"class": names[int(i)], "index": int(i), "prob": float(p)} for p, i in zip(best.values, best.indices)]
+    mass = attention.float().sum(0)
+    positions = mass.topk(min(peaks, mass.numel())).indices.tolist()
+    frames = [int(frame_indices[i]) for i in positions]
+    return {"top1": topk[0]["class"], "top1_prob": topk[0]["prob"], "topk": topk, "peak_frames": frames,
+            "peak_seconds": [f / fps if fps > 0 else None for f in frames]}

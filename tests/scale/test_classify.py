@@ -46,7 +46,7 @@ def test_rows_match_predict_and_the_corrupt_video_is_a_row(sfc_export_ts: Path, 
             pred = predict_video(predictor, videos / name, top=3)
             row = rows[name]
             assert row["error"] == ""
-            assert [c["class"] for c in row["topk"]] == [c.name for c in pred.top]
+            assert [(c["class"], c["index"]) for c in row["topk"]] == [(c.name, c.index) for c in pred.top]
             assert row["top1_prob"] == pytest.approx(pred.top[0].prob, abs=1e-6)
             peaks = [pred.frame_indices[i] for i in pred.peaks(3)]
             assert row["peak_frames"] == peaks
