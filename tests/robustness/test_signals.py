@@ -86,3 +86,38 @@ def test_two_writers_to_one_folder_never_both_succeed(tmp_path: Path) -> None:
     assert "is being written by pid" in line and str(first.pid) in line
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data"]  # no lock, no partial folder left
     assert (tmp_path / "data" / "train.csv").is_file()
+
+
+def test_classify_killed_mid_job_resumes_without_redoing_rows(tmp_path: Path, sfc_export_ts: Path) -> None:
+    import json
+
+    from sfc_deploy.data.synth import write_counter_video
+    from sfc_deploy.scale.classify import journal_path, read_rows
+
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    for i in range(60):
+        write_counter_video(videos / f"v{i:02d}.mp4", 48, (32, 40))
+    out = tmp_path / "pred.parquet"
+    args = ["classify", str(videos), "--export", str(sfc_export_ts), "--runtime", "torchscript", "--out", str(out),
+            "--workers", "1", "--prefetch", "1", "--threads", "1"]
+    proc = _start(args, tmp_path)
+    journal = journal_path(out)
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline and proc.poll() is None:
+        if journal.is_file() and len(journal.read_text().splitlines()) >= 3:
+            break
+        time.sleep(0.02)
+    assert proc.poll() is None, f"the job ended before it could be killed: {proc.communicate()}"
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 143, stderr
+    assert "terminated" in _one_error_line(stderr)
+    assert not out.exists()  # no half-written predictions; the finished rows wait in the journal
+    finished = {json.loads(line)["path"] for line in journal.read_text().splitlines() if line.strip().endswith("}")}
+    assert 3 <= len(finished) < 60
+    rerun = subprocess.run([*CLI, *args], cwd=tmp_path, capture_output=True, text=True, timeout=180)
+    assert rerun.returncode == 0, rerun.stderr
+    assert f"{len(finished)} already done" in rerun.stdout
+    rows = read_rows(out)
+    assert len(rows) == 60 and not any(r["error"] for r in rows) and not journal.exists()
