@@ -135,6 +135,9 @@ class Manifest:
     libraries: dict[str, str] = field(default_factory=dict)
     parity: dict[str, Any] | None = None
     manifest_version: int = MANIFEST_VERSION
+    #: file -> (size, mtime_ns) at its last sha256 match: a file checked once is not hashed again
+    #: while it is unchanged (a check before work, then the runner's load, read it once)
+    _verified: dict[str, tuple[int, int]] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def tau(self) -> float:
@@ -207,11 +210,16 @@ class Manifest:
         path = self.root / art.file
         if not path.is_file():
             raise ArtifactError(f"{path} is listed in the manifest but missing; re-run sfc-deploy export")
-        if check and art.sha256 and sha256_of(path) != art.sha256:
-            raise ArtifactError(
-                f"{path} does not match its sha256 in {self.root / MANIFEST} (modified or corrupt); "
-                "re-run sfc-deploy export --force"
-            )
+        if check and art.sha256:
+            stat = path.stat()
+            seen = (stat.st_size, stat.st_mtime_ns)
+            if self._verified.get(art.file) != seen:
+                if sha256_of(path) != art.sha256:
+                    raise ArtifactError(
+                        f"{path} does not match its sha256 in {self.root / MANIFEST} (modified or corrupt); "
+                        "re-run sfc-deploy export --force"
+                    )
+                self._verified[art.file] = seen
         return path
 
     def check_files(self) -> None:
