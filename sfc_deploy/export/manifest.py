@@ -135,9 +135,6 @@ class Manifest:
     libraries: dict[str, str] = field(default_factory=dict)
     parity: dict[str, Any] | None = None
     manifest_version: int = MANIFEST_VERSION
-    #: file -> (size, mtime_ns) at its last sha256 match: a file checked once is not hashed again
-    #: while it is unchanged (a check before work, then the runner's load, read it once)
-    _verified: dict[str, tuple[int, int]] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def tau(self) -> float:
@@ -210,16 +207,11 @@ class Manifest:
         path = self.root / art.file
         if not path.is_file():
             raise ArtifactError(f"{path} is listed in the manifest but missing; re-run sfc-deploy export")
-        if check and art.sha256:
-            stat = path.stat()
-            seen = (stat.st_size, stat.st_mtime_ns)
-            if self._verified.get(art.file) != seen:
-                if sha256_of(path) != art.sha256:
-                    raise ArtifactError(
-                        f"{path} does not match its sha256 in {self.root / MANIFEST} (modified or corrupt); "
-                        "re-run sfc-deploy export --force"
-                    )
-                self._verified[art.file] = seen
+        if check and art.sha256 and not _matches(path, art.sha256):
+            raise ArtifactError(
+                f"{path} does not match its sha256 in {self.root / MANIFEST} (modified or corrupt); "
+                "re-run sfc-deploy export --force"
+            )
         return path
 
     def check_files(self) -> None:
@@ -232,6 +224,19 @@ class Manifest:
 
     def save(self) -> None:
         atomic_write_text(self.root / MANIFEST, json.dumps(self.to_dict(), indent=2) + "\n")
+
+
+#: (file, size, mtime_ns) -> the sha256 it had then: a file checked once in this process is not
+#: hashed again while unchanged (a check before the work, then each runner's load, read it once)
+_HASHED: dict[tuple[str, int, int], str] = {}
+
+
+def _matches(path: Path, sha256: str) -> bool:
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    if key not in _HASHED:
+        _HASHED[key] = sha256_of(path)
+    return _HASHED[key] == sha256
 
 
 def sha256_of(path: str | Path) -> str:
