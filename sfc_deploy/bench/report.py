@@ -93,6 +93,7 @@ def summarize(run: dict, cost: dict, matmul_gflops: float) -> dict:
         "batch_size": run.get("batch_size", 1),
         "batch_trials_s": run.get("batch_trials_s", {}),
         "frames": run["frames"],
+        "segments": run.get("segments"),
         "head_chunk": run.get("head_chunk"),
         "input": run["input"],
         "latencies_s": lat,
@@ -136,7 +137,9 @@ def build_report(*, exports: dict, matmul: dict, dense: dict, sfc_runs: dict, le
                    else "passed" if manifest["parity"]["passed"] else "FAILED"),
         "input": {
             "source": sfc_row["input"],
-            "sfc": f"{sfc_row['frames']} frames x {inp['size'][0]}x{inp['size'][1]} (tau {head_tau:g}, split {manifest['split']})",
+            "sfc": f"{sfc_row['frames']} frames x {inp['size'][0]}x{inp['size'][1]} (tau {head_tau:g}, split {manifest['split']})"
+                   + (f", {sfc_row['segments'][0]} segments x {sfc_row['segments'][1]} frames"
+                      if sfc_row.get("segments") else ""),
             "dense": f"{inp['dense']['clips']} clips x {inp['dense']['crops']} crops of "
                      f"{inp['dense']['frames']}x{inp['dense']['crop']}x{inp['dense']['crop']}",
             "raw_frames": inp["raw_frames"] if not options.video_files else None,

@@ -43,6 +43,7 @@ class BenchOptions:
     video_files: tuple[Path, ...] = ()
     labels: tuple[int, ...] = ()  # class of each video file (from --labels): adds top-1 per strategy
     lengths: tuple[int, ...] = ()
+    segments: tuple[int, int] | None = None  # SFC on --video files: S segments of F sampled frames (paper section 6)
     cache_dir: Path | None = None
     peak_seconds: float = 2.0
     verify_export: bool = False  # full-size parity takes minutes; `sfc-deploy verify DIR` runs it on demand
@@ -72,6 +73,11 @@ class BenchOptions:
                 raise ConfigError(f"--video {f} does not exist; pass existing video files or leave it out for synthetic input")
         if self.labels and len(self.labels) != len(self.video_files):
             raise ConfigError(f"{len(self.labels)} labels for {len(self.video_files)} videos; give one label per video")
+        if self.segments is not None:
+            if not self.video_files:
+                raise ConfigError("--segments/--segment-frames sample real videos; add --video FILE (or --labels) or drop them")
+            if len(self.segments) != 2 or min(self.segments) < 1:
+                raise ConfigError(f"--segments and --segment-frames must be >= 1, got {self.segments}")
         if any(n < 1 for n in self.lengths):
             raise ConfigError(f"--lengths must be positive raw-frame counts, got {list(self.lengths)}")
 
@@ -174,7 +180,7 @@ def run_bench(opts: BenchOptions, progress: Progress = lambda kind, data: None) 
     first = exports[opts.taus[0]]
     files = [str(f) for f in opts.video_files]
     common = dict(runtime=opts.runtime, precision=opts.precision, threads=threads, seed=opts.seed, video_files=files,
-                  labels=list(opts.labels))
+                  labels=list(opts.labels), segments=list(opts.segments) if opts.segments else None)
 
     def work(label: str, job: WorkerJob) -> dict:
         say(label)

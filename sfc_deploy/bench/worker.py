@@ -61,6 +61,7 @@ class WorkerJob:
     video_files: list[str] = field(default_factory=list)  # real input: decode included in the timing
     labels: list[int] = field(default_factory=list)  # class of each video file: top-1 over the timed videos
     memory_only: bool = False  # stop after the first (memory) video
+    segments: list[int] | None = None  # SFC on video files: [S, F] segments of F sampled frames (paper section 6)
     seed: int = 0
 
     def check(self) -> None:
@@ -73,6 +74,8 @@ class WorkerJob:
             )
         if any(b < 1 for b in self.batch_sizes) or not self.batch_sizes:
             raise ConfigError(f"batch sizes must be positive integers, got {self.batch_sizes}; e.g. --batch-size 30,10,5")
+        if self.segments is not None and (len(self.segments) != 2 or min(self.segments) < 1):
+            raise ConfigError(f"segments must be [S, F] with both >= 1, got {self.segments}")
 
 
 def _rss_mb() -> float:
@@ -155,7 +158,12 @@ class _Inputs:
         self.label = self.job.labels[i] if self.job.labels else None
         self._next += 1
         strategy = "dense" if self.job.strategy == "dense" else "sfc"
-        x = model_input(path, strategy, self.dep.config, self.dep.input_spec).tensor
+        if strategy == "sfc" and self.job.segments:  # untrimmed videos: S segments of F sampled frames
+            s, f = self.job.segments
+            x = model_input(path, "segments", self.dep.config, self.dep.input_spec, segments=s,
+                            frames_per_segment=f).tensor
+        else:
+            x = model_input(path, strategy, self.dep.config, self.dep.input_spec).tensor
         if strategy == "sfc":
             self.frames = int(x.shape[2])  # GMACs follow the decoded length
         return x.to(self.dtype)
@@ -219,6 +227,7 @@ def run_job(job: WorkerJob, emit: Callable[[dict], None] = lambda e: None) -> di
         "threads": job.threads,
         "input": "video files (decode included)" if job.video_files else "synthetic tensors",
         "frames": inputs.frames if job.strategy == "sfc" else inputs.dense.frames,
+        "segments": list(job.segments) if job.segments and job.video_files and job.strategy == "sfc" else None,
         "base_rss_mb": base_mb,
         "peak_rss_mb": memory_mb,
         "video_mem_mb": max(memory_mb - base_mb, 0.0),

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from sfc_deploy.cli.options import BackboneOpt, FramesOpt, SizeOpt, parse_size
+from sfc_deploy.cli.options import BackboneOpt, FramesOpt, SegmentFramesOpt, SegmentsOpt, SizeOpt, parse_size, segments_pair
 from sfc_deploy.common.outputs import check_output_file
 from sfc_deploy.common.parsing import split_list
 from sfc_deploy.errors import ConfigError
@@ -49,6 +49,8 @@ def register(app: typer.Typer) -> None:
         tau: Annotated[str, typer.Option("--tau", help="SFC compression ratio, or a sweep like 1,4/3,2,4 (default export only).")] = "2",
         video: Annotated[list[Path] | None, typer.Option("--video", help="Real video files (decode included in the timing); repeatable.")] = None,
         labels: Annotated[Path | None, typer.Option("--labels", help="A labelled video list (dataset CSV, UCF101 split folder, class folders): decode included, adds top-1 (Figure 5 with --tau sweeps).")] = None,
+        segments: SegmentsOpt = None,
+        segment_frames: SegmentFramesOpt = None,
         lengths: Annotated[str | None, typer.Option("--lengths", help="Also measure peak memory at these raw-frame lengths, e.g. 144,288,576,1152.")] = None,
         backbone: BackboneOpt = "slow8x8",
         frames: FramesOpt = 288,
@@ -100,6 +102,7 @@ def register(app: typer.Typer) -> None:
             video_files=files,
             labels=classes,
             lengths=parse_int_list(lengths, "--lengths") if lengths else (),
+            segments=segments_pair(segments, segment_frames),
             cache_dir=cache,
             verify_export=verify,
         )

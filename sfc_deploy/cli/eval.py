@@ -7,13 +7,13 @@ from typing import Annotated
 
 import typer
 
-from sfc_deploy.cli.options import BackboneOpt, CheckpointOpt, TrustOpt
+from sfc_deploy.cli.options import BackboneOpt, CheckpointOpt, SegmentFramesOpt, SegmentsOpt, TrustOpt, segments_pair
 from sfc_deploy.cli.train import SkipMissingOpt, ThreadsOpt, progress_bar
 from sfc_deploy.common.outputs import check_output_dir, check_output_file
 from sfc_deploy.common.parsing import split_list
 from sfc_deploy.data.datasets import load_video_list
 from sfc_deploy.errors import ConfigError
-from sfc_deploy.eval.evaluate import STRATEGIES, evaluate, evaluate_export, parse_sfc_entries
+from sfc_deploy.eval.evaluate import ALL_STRATEGIES, STRATEGIES, evaluate, evaluate_export, parse_sfc_entries
 from sfc_deploy.eval.report import write_report
 from sfc_deploy.models.sfc import parse_tau
 from sfc_deploy.train.common import set_threads
@@ -27,9 +27,11 @@ def eval_cmd(
     trust_checkpoint: TrustOpt = False,
     sfc: Annotated[list[str] | None, typer.Option("--sfc", help="SFC checkpoint as NAME=PATH (repeatable).")] = None,
     tau: Annotated[str, typer.Option("--tau", help="Comma-separated tau values SFC runs at, e.g. 2,4.")] = "2",
-    strategies: Annotated[str, typer.Option(help=f"Comma-separated, some of {','.join(STRATEGIES)}.")] = ",".join(STRATEGIES),
+    strategies: Annotated[str, typer.Option(help=f"Comma-separated, some of {','.join(ALL_STRATEGIES)}.")] = ",".join(STRATEGIES),
     num_clips: Annotated[int, typer.Option(min=1, help="Temporal clips of uniform and dense sampling.")] = 10,
     max_frames: Annotated[int | None, typer.Option(min=1, help="SFC: most sampled frames (default: all).")] = None,
+    segments: SegmentsOpt = None,
+    segment_frames: SegmentFramesOpt = None,
     limit: Annotated[int | None, typer.Option(min=1, help="Evaluate only the first N videos.")] = None,
     name: Annotated[str, typer.Option(help="Report file name stem.")] = "eval",
     runtime: Annotated[str, typer.Option(help="pytorch (the models), or with --export: onnxruntime, torchscript, aoti, tensorrt, pytorch.")] = "pytorch",
@@ -53,23 +55,26 @@ def eval_cmd(
     if not taus or any(t < 1 for t in taus):
         raise ConfigError(f"--tau must list values >= 1 such as 2,4, got {tau!r}")
     chosen = split_list(strategies)
-    unknown = [c for c in chosen if c not in STRATEGIES]
+    unknown = [c for c in chosen if c not in ALL_STRATEGIES]
     if unknown or not chosen:  # before the videos are listed and the model is built
-        raise ConfigError(f"unknown strategy {', '.join(unknown) or repr(strategies)}; expected some of {', '.join(STRATEGIES)}")
+        raise ConfigError(f"unknown strategy {', '.join(unknown) or repr(strategies)}; expected some of {', '.join(ALL_STRATEGIES)}")
+    seg = segments_pair(segments, segment_frames)
+    if seg is not None and "segments" not in chosen:
+        raise ConfigError("--segments/--segment-frames apply to strategy segments; add it to --strategies or drop them")
     videos = load_video_list(data, subset="test", missing="skip" if skip_missing else "error")
     if limit is not None:
         videos = type(videos)(items=videos.items[:limit], class_names=videos.class_names)
     with progress_bar("eval") as report:
         if export is not None:
             result = evaluate_export(videos, export, runtime=runtime, precision=precision, strategies=chosen,
-                                     num_clips=num_clips, max_frames=max_frames, progress=report)
+                                     num_clips=num_clips, max_frames=max_frames, segments=seg, progress=report)
         else:
             result = evaluate(videos, backbone=backbone, checkpoint=checkpoint, sfc_checkpoints=parse_sfc_entries(sfc or []),
-                              taus=taus, strategies=chosen, num_clips=num_clips, max_frames=max_frames,
+                              taus=taus, strategies=chosen, num_clips=num_clips, max_frames=max_frames, segments=seg,
                               trust_checkpoint=trust_checkpoint, progress=report)
     paths = write_report(result, out, name=name)
     for r in result["results"]:
-        typer.echo(f"{r['method']:<28} top-1 {r['top1']:6.1%}  top-5 {r['top5']:6.1%}  {r['gmacs']:9.3f} GMACs/video")
+        typer.echo(f"{r['method']:<36} top-1 {r['top1']:6.1%}  top-5 {r['top5']:6.1%}  {r['gmacs']:9.3f} GMACs/video")
     typer.echo(f"wrote {paths['json']}, {paths['md']}, {paths['png']}")
 
 

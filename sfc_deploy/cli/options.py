@@ -33,3 +33,17 @@ def parse_size(value: str) -> tuple[int, int]:
 
 def tau_value(value: str) -> float:
     return parse_tau(value)
+
+
+SegmentsOpt = Annotated[int | None, typer.Option("--segments", min=1, help="Untrimmed videos (paper section 6): S uniformly "
+                                                 "spaced segments (with --segment-frames; default: the whole video).")]
+SegmentFramesOpt = Annotated[int | None, typer.Option("--segment-frames", min=1, help="With --segments: F consecutive "
+                                                      "sampled frames per segment (the paper: 8 x 32 = 256, 8 x 128 = 1024).")]
+
+
+def segments_pair(segments: int | None, segment_frames: int | None) -> tuple[int, int] | None:
+    """``--segments S --segment-frames F`` -> (S, F); neither -> None; one alone is refused."""
+    if (segments is None) != (segment_frames is None):
+        given, missing = ("--segments", "--segment-frames") if segments is not None else ("--segment-frames", "--segments")
+        raise ConfigError(f"{given} needs {missing}: pass both (e.g. --segments 8 --segment-frames 32) or neither")
+    return None if segments is None else (segments, segment_frames)  # type: ignore[return-value]

@@ -21,8 +21,9 @@ from rich.table import Table
 
 from sfc_deploy.common.atomic import atomic_dir
 from sfc_deploy.common.outputs import check_output_dir, check_output_file
-from sfc_deploy.cli.options import CheckpointOpt, SfcCheckpointOpt, TrustOpt
+from sfc_deploy.cli.options import CheckpointOpt, SegmentFramesOpt, SegmentsOpt, SfcCheckpointOpt, TrustOpt, segments_pair
 from sfc_deploy.cli.train import ThreadsOpt
+from sfc_deploy.data.inputs import InputSpec, check_segments
 from sfc_deploy.data.video import probe_video
 from sfc_deploy.errors import ConfigError
 from sfc_deploy.eval.explain import explain_video, png_names, write_explain_index
@@ -96,6 +97,8 @@ def predict_cmd(
     sfc_checkpoint: SfcCheckpointOpt = None,
     tau: Annotated[str | None, typer.Option("--tau", help="Compression ratio (default: the SFC checkpoint's, else 2).")] = None,
     max_frames: Annotated[int | None, typer.Option(min=1, help="Most sampled frames; longer videos become segments (default: all).")] = None,
+    segments: SegmentsOpt = None,
+    segment_frames: SegmentFramesOpt = None,
     export: Annotated[Path | None, typer.Option("--export", help="Run an export folder's artifacts instead of checkpoints.")] = None,
     runtime: Annotated[str | None, typer.Option(help="With --export: onnxruntime (default), torchscript, aoti, tensorrt, pytorch.")] = None,
     precision: Annotated[str | None, typer.Option(help="With --export: fp32 (default) or fp16.")] = None,
@@ -112,6 +115,9 @@ def predict_cmd(
     given = {"--backbone": backbone is not None, "--checkpoint": checkpoint is not None,
              "--trust-checkpoint": trust_checkpoint, "--sfc-checkpoint": sfc_checkpoint is not None, "--tau": tau is not None}
     _check_options(export=export, given=given, runtime=runtime, precision=precision)
+    seg = segments_pair(segments, segment_frames)
+    if seg is not None and max_frames is not None:
+        raise ConfigError("--max-frames applies to whole-video input; drop it with --segments/--segment-frames")
     if matrix and json_out is None:
         raise ConfigError("--attention-matrix goes into the JSON file; add --json FILE or drop --attention-matrix")
     if force and explain is None:
@@ -131,6 +137,8 @@ def predict_cmd(
                                      tau=tau_value, trust_checkpoint=trust_checkpoint)
     console, notes = Console(highlight=False, soft_wrap=True), Console(stderr=True, highlight=False, soft_wrap=True)
     with predictor, contextlib.ExitStack() as outputs:
+        if seg is not None:  # S*F against a fixed time axis: one line, before any video is decoded
+            check_segments(InputSpec(predictor.frames, predictor.size), *seg)
         names, names_from = resolve_class_names(predictor, classes)
         for warning in predictor.warnings:
             notes.print(f"[yellow]note: {escape(warning)}[/]")
@@ -138,7 +146,8 @@ def predict_cmd(
         pngs = png_names(videos)
         predictions, explained = [], []
         for path, info, png in zip(videos, infos, pngs):
-            pred = predict_video(predictor, path, class_names=names, top=top, max_frames=max_frames, info=info)
+            pred = predict_video(predictor, path, class_names=names, top=top, max_frames=max_frames, info=info,
+                                 segments=seg)
             show(console, pred)
             predictions.append(pred)
             if folder is not None:

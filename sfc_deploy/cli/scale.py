@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from sfc_deploy.cli.options import SegmentFramesOpt, SegmentsOpt, segments_pair
 from sfc_deploy.cli.train import progress_bar
 from sfc_deploy.common.outputs import check_output_file
 from sfc_deploy.errors import ConfigError
@@ -28,6 +29,8 @@ def classify_cmd(
     prefetch: Annotated[int, typer.Option("--prefetch", min=1, help="Most videos decoded ahead (the memory bound).")] = 4,
     top: Annotated[int, typer.Option("--top", min=1, help="Classes kept per video.")] = 5,
     max_frames: Annotated[int | None, typer.Option("--max-frames", min=1, help="Most sampled frames per video (longer: segments).")] = None,
+    segments: SegmentsOpt = None,
+    segment_frames: SegmentFramesOpt = None,
 ) -> None:
     """Classify every video of INPUT with SFC; bad videos become rows with their error, the job carries on.
 
@@ -42,6 +45,7 @@ def classify_cmd(
         raise ConfigError(f"unknown --engine {engine!r}; expected one of {', '.join(ENGINES)}")
     if engine == "local" and (address or cpus_per_worker != 1.0 or gpus_per_worker):
         raise ConfigError("--address, --cpus-per-worker and --gpus-per-worker apply to --engine ray only; add --engine ray")
+    seg = segments_pair(segments, segment_frames)
     check_output_file(out, option="--out", suffix=".parquet")
     if jsonl is not None:
         check_output_file(jsonl, option="--jsonl")
@@ -51,7 +55,8 @@ def classify_cmd(
         raise ConfigError(f"--export {export} is not an export folder (no manifest.json); run sfc-deploy export first")
     paths = resolve_inputs(source)
     options = ClassifyOptions(runtime=runtime, precision=precision, threads=threads, workers=workers,
-                              prefetch=prefetch, top=top, max_frames=max_frames, jsonl=jsonl)
+                              prefetch=prefetch, top=top, max_frames=max_frames, jsonl=jsonl,
+                              segments=seg)
     ray = RayOptions(address=address, workers=workers, cpus_per_worker=cpus_per_worker, gpus_per_worker=gpus_per_worker)
     if engine == "ray":
         from sfc_deploy.scale.ray_engine import import_ray

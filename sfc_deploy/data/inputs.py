@@ -7,7 +7,9 @@ video file or a tensor with a strategy (:mod:`sfc_deploy.data.samplers`) and fit
 the spec with the same rules everywhere (predict, eval, bench, verify):
 
 * a fixed T: the sampler is asked for exactly T frames (a longer video becomes segments, a shorter
-  one repeats its last frame: the sampler's own rules for long and short videos);
+  one repeats its last frame: the sampler's own rules for long and short videos); strategy
+  ``segments`` (S segments of F sampled frames, paper section 6) must fill it exactly (S*F == T),
+  else a one-line :class:`ConfigError` names the fix (:func:`check_segments`);
 * a fixed HxW: frames resized (short side) larger than the export are centre-cropped to it, smaller
   ones are refused with the fix (re-export with a ``--size`` that fits): never stretched, so the
   model sees the aspect ratio it was trained on.
@@ -90,15 +92,27 @@ def model_input(
             opts.update(max_frames=t, min_frames=t, segments=min(SEGMENTS, t))
     elif max_frames is not None:
         raise ConfigError(f"max_frames applies to the sfc strategy only, not {strategy!r}")
+    if strategy == "segments":
+        check_segments(spec, opts.get("segments", 8), opts.get("frames_per_segment", 32))
     if isinstance(source, torch.Tensor):
         sampled = sample_tensor(source, strategy, config, **opts)
     else:
         sampled = sample_video(source, strategy, config, info=info, **opts)
     if strategy not in ("sfc", "segments"):
         return ModelInput(sampled)
-    if spec.frames is not None and strategy == "sfc" and sampled.tensor.shape[2] != spec.frames:  # pragma: no cover
+    if spec.frames is not None and sampled.tensor.shape[2] != spec.frames:  # pragma: no cover
         raise ConfigError(f"{where}: sampled {sampled.tensor.shape[2]} frames but the export takes {spec.frames}")
     return fit_size(sampled, spec.size, where=where)
+
+
+def check_segments(spec: InputSpec, segments: int, frames_per_segment: int) -> None:
+    """Refuse S segments of F frames for a fixed time axis T unless S*F == T (one line naming the fix)."""
+    s, f = int(segments), int(frames_per_segment)
+    if spec.frames is not None and s * f != spec.frames:
+        raise ConfigError(f"the export's SFC graph takes exactly {spec.frames} frames but --segments {s} "
+                          f"--segment-frames {f} gives {s * f}; pick S x F = {spec.frames}, or re-export with --frames "
+                          f"{s * f} x the backbone's stride (--frames counts raw frames), or run it with "
+                          "--runtime pytorch (any length)")
 
 
 def fit_size(sampled: SampledVideo, size: tuple[int, int] | None, *, where: str = "the video") -> ModelInput:

@@ -4,7 +4,9 @@ Every video is decoded once; each strategy then samples its input from the same 
 the one video-to-input function (:func:`~sfc_deploy.data.inputs.model_input`), so the strategies
 differ only in what they feed the network: ``single`` (one centre clip), ``uniform`` (N centre
 clips, logits averaged), ``dense`` (10 clips x 3 crops, logits averaged: the baseline SFC replaces)
-and SFC (the whole video, one pass) for each trained SFC checkpoint at each requested tau.
+and SFC (the whole video, one pass) for each trained SFC checkpoint at each requested tau; asked
+for by name, ``segments`` is SFC on S uniformly spaced segments of F consecutive sampled frames,
+concatenated (paper section 6, untrimmed videos: 8 x 32 = 256 or 8 x 128 = 1024 frames).
 
 Checkpoints and exports are evaluated by the same loop over deployments
 (:class:`~sfc_deploy.runtime.pipeline.Deployment`): a PyTorch model in memory, or an export folder
@@ -42,6 +44,11 @@ from sfc_deploy.train.common import Progress
 from sfc_deploy.train.views import FrameStore
 
 STRATEGIES = ("single", "uniform", "dense", "sfc")
+#: Every strategy eval knows: the defaults, and ``segments`` (SFC on S segments of F consecutive
+#: sampled frames: the paper's section 6 input for untrimmed videos), asked for by name.
+ALL_STRATEGIES = (*STRATEGIES, "segments")
+#: The paper's untrimmed input (table 7): 8 segments of 32 sampled frames (256 in all).
+SEGMENTS = (8, 32)
 
 
 @dataclass(frozen=True)
@@ -86,16 +93,35 @@ def sfc_at_tau(base: SFCModel, tau: float) -> SFCModel:
 
 
 def _check(videos: VideoList, strategies: Sequence[str]) -> None:
-    unknown = [s for s in strategies if s not in STRATEGIES]
+    unknown = [s for s in strategies if s not in ALL_STRATEGIES]
     if unknown:
-        raise ConfigError(f"unknown strategy {', '.join(unknown)}; expected some of {', '.join(STRATEGIES)}")
+        raise ConfigError(f"unknown strategy {', '.join(unknown)}; expected some of {', '.join(ALL_STRATEGIES)}")
     if not len(videos):
         raise ConfigError("the evaluation list is empty; pass a CSV/folder with labelled videos")
 
 
 def _clip_methods(strategies: Sequence[str], num_clips: int) -> list[Method]:
     names = {"single": "single", "uniform": f"uniform-{num_clips}", "dense": f"dense-{num_clips * 3}"}
-    return [Method(names[s], s) for s in strategies if s != "sfc"]
+    return [Method(names[s], s) for s in strategies if s in names]
+
+
+def _sfc_methods(strategies: Sequence[str], name: str, tau: float, segments: tuple[int, int]) -> list[Method]:
+    """SFC methods of one checkpoint at one tau: the whole video (sfc) and/or S x F segments."""
+    out = []
+    if "sfc" in strategies:
+        out.append(Method(f"sfc:{name}@tau={tau:g}", "sfc", tau, name))
+    if "segments" in strategies:
+        out.append(Method(f"sfc-segments-{segments[0]}x{segments[1]}:{name}@tau={tau:g}", "segments", tau, name))
+    return out
+
+
+def _segments(strategies: Sequence[str], segments: tuple[int, int] | None) -> tuple[int, int]:
+    if segments is not None and "segments" not in strategies:
+        raise ConfigError("--segments/--segment-frames apply to strategy segments; add it to --strategies or drop them")
+    s, f = segments or SEGMENTS
+    if s < 1 or f < 1:
+        raise ConfigError(f"--segments and --segment-frames must be >= 1, got {s} and {f}")
+    return s, f
 
 
 def evaluate(
@@ -108,19 +134,24 @@ def evaluate(
     strategies: Sequence[str] = STRATEGIES,
     num_clips: int = 10,
     max_frames: int | None = None,
+    segments: tuple[int, int] | None = None,
     trust_checkpoint: bool = False,
     progress: Progress | None = None,
 ) -> dict[str, Any]:
     """Evaluate on PyTorch (CPU); returns the report (see :func:`sfc_deploy.eval.report.write_report`).
 
+    ``segments``: (S, F) of strategy ``segments`` (default :data:`SEGMENTS`).
+
     Raises:
-        ConfigError: unknown strategy, ``sfc`` without checkpoints, an empty list, or class counts
+        ConfigError: unknown strategy, ``sfc`` or ``segments`` without checkpoints, an empty list, or class counts
             that do not match the data.
     """
     _check(videos, strategies)
+    segments = _segments(strategies, segments)
     sfc_checkpoints = dict(sfc_checkpoints or {})
-    if "sfc" in strategies and not sfc_checkpoints:
-        raise ConfigError("strategy sfc needs at least one --sfc NAME=PATH (a checkpoint from `sfc-deploy train`)")
+    for wants in ("sfc", "segments"):
+        if wants in strategies and not sfc_checkpoints:
+            raise ConfigError(f"strategy {wants} needs at least one --sfc NAME=PATH (a checkpoint from `sfc-deploy train`)")
     if num_clips < 1:
         raise ConfigError(f"num_clips must be >= 1, got {num_clips}")
     base = create_model(backbone, checkpoint=checkpoint, trust_checkpoint=trust_checkpoint,
@@ -132,7 +163,7 @@ def evaluate(
     clip_dep = Deployment.from_model(base)
     methods: list[tuple[Method, Deployment, SFCModel]] = [(m, clip_dep, base) for m in _clip_methods(strategies, num_clips)]
     sfc_meta: dict[str, dict[str, Any]] = {}
-    if "sfc" in strategies:
+    if "sfc" in strategies or "segments" in strategies:
         for name, path in sfc_checkpoints.items():
             _, meta = read_sfc_checkpoint(path)
             sfc_meta[name] = {"checkpoint": str(path), **meta["sfc_config"], "split": meta["split"]}
@@ -140,8 +171,9 @@ def evaluate(
                                    num_classes=None if checkpoint else config.num_classes)
             for tau in taus:
                 model = sfc_at_tau(trained, tau)
-                methods.append((Method(f"sfc:{name}@tau={tau:g}", "sfc", tau, name), Deployment.from_model(model), model))
-    tallies = _run(videos, methods, num_clips=num_clips, max_frames=max_frames, progress=progress)
+                dep = Deployment.from_model(model)
+                methods.extend((m, dep, model) for m in _sfc_methods(strategies, name, tau, segments))
+    tallies = _run(videos, methods, num_clips=num_clips, max_frames=max_frames, segments=segments, progress=progress)
     return {
         "runtime": "pytorch",
         "precision": "fp32",
@@ -161,6 +193,7 @@ def evaluate_export(
     strategies: Sequence[str] = STRATEGIES,
     num_clips: int = 10,
     max_frames: int | None = None,
+    segments: tuple[int, int] | None = None,
     progress: Progress | None = None,
 ) -> dict[str, Any]:
     """The same evaluation on exported artifacts: what a deployment would score, not what PyTorch would.
@@ -170,6 +203,7 @@ def evaluate_export(
     export's fixed frame size and time axis by the same function predict and bench use.
     """
     _check(videos, strategies)
+    segments = _segments(strategies, segments)
     with load(export_dir, runtime, precision=precision) as dep:
         manifest, config = dep.manifest, dep.config
         reference = model_from_manifest(manifest)
@@ -178,9 +212,8 @@ def evaluate_export(
                               f"{len(videos.class_names)}; evaluate on the label set it was trained on")
         sfc_meta = {"export": {"checkpoint": manifest.sfc_checkpoint or str(export_dir), **manifest.sfc.to_dict()}}
         methods = [(m, dep, reference) for m in _clip_methods(strategies, num_clips)]
-        if "sfc" in strategies:
-            methods.append((Method(f"sfc:export@tau={manifest.tau:g}", "sfc", manifest.tau, "export"), dep, reference))
-        tallies = _run(videos, methods, num_clips=num_clips, max_frames=max_frames, progress=progress)
+        methods.extend((m, dep, reference) for m in _sfc_methods(strategies, "export", manifest.tau, segments))
+        tallies = _run(videos, methods, num_clips=num_clips, max_frames=max_frames, segments=segments, progress=progress)
     return {
         "runtime": runtime,
         "precision": precision,
@@ -192,17 +225,23 @@ def evaluate_export(
     }
 
 
+#: Strategies whose input goes through SFC (head -> SFC -> tail) rather than the clip model.
+SFC_INPUTS = ("sfc", "segments")
+
+
 def classify(dep: Deployment, x: torch.Tensor, strategy: str) -> torch.Tensor:
-    """Logits (classes,) of one video's sampled input: the SFC pipeline, or the clip pipeline."""
-    return dep.predict(x)[0] if strategy == "sfc" else dep.predict_clips(x)[0]
+    """Logits (classes,) of one video's sampled input: the SFC pipeline (sfc, segments), or the clip pipeline."""
+    return dep.predict(x)[0] if strategy in SFC_INPUTS else dep.predict_clips(x)[0]
 
 
 def _run(videos: VideoList, methods: list[tuple[Method, Deployment, SFCModel]], *, num_clips: int,
-         max_frames: int | None, progress: Progress | None) -> list[_Tally]:
+         max_frames: int | None, progress: Progress | None,
+         segments: tuple[int, int] = SEGMENTS) -> list[_Tally]:
     """The evaluation loop: decode each video once, feed every method its input, tally top-5 and cost."""
     tallies = [_Tally(m) for m, _, _ in methods]
     store = FrameStore(videos, preload=False)
-    options = {"single": {}, "uniform": {"num_clips": num_clips}, "dense": {"num_clips": num_clips}, "sfc": {"max_frames": max_frames}}
+    options = {"single": {}, "uniform": {"num_clips": num_clips}, "dense": {"num_clips": num_clips}, "sfc": {"max_frames": max_frames},
+               "segments": {"segments": segments[0], "frames_per_segment": segments[1]}}
     clip_costs: dict[tuple[int, str], float] = {}
     sfc_costs: dict[tuple[int, tuple[int, ...]], float] = {}
     with torch.no_grad():
@@ -210,13 +249,13 @@ def _run(videos: VideoList, methods: list[tuple[Method, Deployment, SFCModel]], 
             frames = store.all_frames(i)
             inputs: dict[tuple, torch.Tensor] = {}
             for (method, dep, cost_model), tally in zip(methods, tallies):
-                spec = dep.input_spec if method.strategy == "sfc" else InputSpec()  # clips: the crop size
+                spec = dep.input_spec if method.strategy in SFC_INPUTS else InputSpec()  # clips: the crop size
                 key = (method.strategy, spec)
                 if key not in inputs:
                     inputs[key] = model_input(frames, method.strategy, dep.config, spec, **options[method.strategy]).tensor
                 x = inputs[key]
                 logits = classify(dep, x, method.strategy)
-                if method.strategy == "sfc":
+                if method.strategy in SFC_INPUTS:
                     ckey = (id(cost_model), tuple(x.shape))
                     if ckey not in sfc_costs:
                         sfc_costs[ckey] = sfc_cost(cost_model, frames=x.shape[2], size=tuple(x.shape[-2:])).gmacs

@@ -233,15 +233,25 @@ def resolve_class_names(predictor: Predictor, classes_file: str | Path | None = 
 
 
 def sample_for(predictor: Predictor, path: str | Path, *, info: VideoInfo | None = None,
-               max_frames: int | None = None) -> tuple[SampledVideo, tuple[int, int] | None]:
+               max_frames: int | None = None, segments: tuple[int, int] | None = None,
+               ) -> tuple[SampledVideo, tuple[int, int] | None]:
     """SFC's input for ``path`` as ``predictor`` takes it, and the centre crop taken to fit it (or None).
+
+    ``segments`` (S, F): the paper's section 6 input instead of the whole video, S uniformly spaced
+    segments of F consecutive sampled frames, concatenated (S*F frames).
 
     Raises:
         VideoError: missing, corrupt or empty video; frames smaller than a fixed-size export.
-        ConfigError: ``max_frames`` against a fixed time axis.
+        ConfigError: ``max_frames`` against a fixed time axis or with ``segments``; S*F against it.
     """
-    fitted = model_input(path, "sfc", predictor.config, InputSpec(predictor.frames, predictor.size),
-                         info=info, max_frames=max_frames)
+    spec = InputSpec(predictor.frames, predictor.size)
+    if segments is not None:
+        if max_frames is not None:
+            raise ConfigError("--max-frames applies to whole-video input; drop it with --segments/--segment-frames")
+        fitted = model_input(path, "segments", predictor.config, spec, info=info,
+                             segments=segments[0], frames_per_segment=segments[1])
+        return fitted.sampled, fitted.crop
+    fitted = model_input(path, "sfc", predictor.config, spec, info=info, max_frames=max_frames)
     return fitted.sampled, fitted.crop
 
 
@@ -253,6 +263,7 @@ def predict_video(
     top: int = 5,
     max_frames: int | None = None,
     info: VideoInfo | None = None,
+    segments: tuple[int, int] | None = None,
 ) -> Prediction:
     """Classify one video with SFC; see :class:`Prediction`.
 
@@ -263,13 +274,15 @@ def predict_video(
         top: how many classes to keep (at most all of them).
         max_frames: most sampled frames (a longer video becomes segments), None: all.
         info: a previous :func:`probe_video` result.
+        segments: (S, F): S uniformly spaced segments of F consecutive sampled frames (paper
+            section 6, untrimmed videos) instead of the whole video; None: the whole video.
     """
     if top < 1:
         raise ConfigError(f"--top must be >= 1, got {top}")
     names = tuple(class_names) if class_names is not None else resolve_class_names(predictor)[0]
     path = Path(path)
     info = info or probe_video(path)
-    sampled, crop = sample_for(predictor, path, info=info, max_frames=max_frames)
+    sampled, crop = sample_for(predictor, path, info=info, max_frames=max_frames, segments=segments)
     logits, attention = predictor.forward(sampled.tensor)
     logits, attention = logits[0].float(), attention[0].float()
     if len(names) != logits.numel():

@@ -41,7 +41,7 @@ def plot(report: dict[str, Any], path: str | Path, *, title: str = "Speed/accura
 
     path = Path(path)
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    colours = {"single": "tab:gray", "uniform": "tab:blue", "dense": "tab:red", "sfc": "tab:green"}
+    colours = {"single": "tab:gray", "uniform": "tab:blue", "dense": "tab:red", "sfc": "tab:green", "segments": "tab:olive"}
     for r in report["results"]:
         ax.scatter(r["gmacs"], 100 * r["top1"], color=colours[r["strategy"]], s=30)
         ax.annotate(r["method"], (r["gmacs"], 100 * r["top1"]), fontsize=7, xytext=(4, 2), textcoords="offset points")

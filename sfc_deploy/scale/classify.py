@@ -104,6 +104,7 @@ def classify(
         dep = load(export_dir, options.runtime, precision=options.precision, **extra)
         try:
             dep.check(("head", "sfc", "tail"))  # a bad export fails here, before any journal or worker
+            options.check_spec(dep.input_spec)  # segments against a fixed time axis: one line, no rows
             if engine == "ray":
                 dep.close()  # the driver only checks: the actors load the export themselves
             fresh = not journal.exists()
@@ -164,7 +165,8 @@ def _run(dep: Deployment, todo: list[str], names: tuple[str, ...], options: Clas
                 path = next(it, None)
                 if path is None:
                     return
-                pending.append((path, pool.submit(decode, path, dep.config, spec, options.max_frames)))
+                pending.append((path, pool.submit(decode, path, dep.config, spec, options.max_frames,
+                                                          options.segments)))
 
         try:
             fill()

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from sfc_deploy.common.text import one_line
-from sfc_deploy.data.inputs import InputSpec, ModelInput, model_input
+from sfc_deploy.data.inputs import InputSpec, ModelInput, check_segments, model_input
 from sfc_deploy.data.video import probe_video
 from sfc_deploy.errors import ConfigError, SfcError
 from sfc_deploy.runtime.pipeline import Deployment
@@ -37,6 +37,8 @@ class ClassifyOptions:
         prefetch: most decoded (or decoding) videos held at once: the memory bound.
         top: classes per row; peaks: most-attended sampled frames per row.
         max_frames: most sampled frames per video (longer videos become segments); None: all.
+        segments: (S, F): S uniformly spaced segments of F consecutive sampled frames per video
+            (paper section 6, untrimmed videos) instead of the whole video; None: the whole video.
         jsonl: also write the rows as JSON lines to this file.
     """
 
@@ -49,6 +51,7 @@ class ClassifyOptions:
     peaks: int = 3
     max_frames: int | None = None
     jsonl: Path | None = None
+    segments: tuple[int, int] | None = None
 
     def check(self) -> None:
         for name in ("workers", "prefetch", "top", "peaks"):
@@ -56,6 +59,16 @@ class ClassifyOptions:
                 raise ConfigError(f"--{name} must be >= 1, got {getattr(self, name)}")
         if self.max_frames is not None and self.max_frames < 1:
             raise ConfigError(f"--max-frames must be >= 1, got {self.max_frames}")
+        if self.segments is not None:
+            if len(self.segments) != 2 or min(self.segments) < 1:
+                raise ConfigError(f"--segments and --segment-frames must be >= 1, got {self.segments}")
+            if self.max_frames is not None:
+                raise ConfigError("--max-frames applies to whole-video input; drop it with --segments/--segment-frames")
+
+    def check_spec(self, spec: InputSpec) -> None:
+        """Refuse segments that do not fill a fixed time axis, before any video is decoded."""
+        if self.segments is not None:
+            check_segments(spec, *self.segments)
 
 
 @dataclass(frozen=True)
@@ -88,10 +101,15 @@ def class_names(dep: Deployment) -> tuple[str, ...]:
     return tuple(names) if names and len(names) == n else tuple(str(i) for i in range(n))
 
 
-def decode(path: str, config, spec: InputSpec, max_frames: int | None) -> tuple[ModelInput, Any, float]:
+def decode(path: str, config, spec: InputSpec, max_frames: int | None,
+           segments: tuple[int, int] | None = None) -> tuple[ModelInput, Any, float]:
     t0 = time.perf_counter()
     info = probe_video(path)
-    fitted = model_input(path, "sfc", config, spec, info=info, max_frames=max_frames)
+    if segments is not None:
+        fitted = model_input(path, "segments", config, spec, info=info, max_frames=max_frames,
+                             segments=segments[0], frames_per_segment=segments[1])
+    else:
+        fitted = model_input(path, "sfc", config, spec, info=info, max_frames=max_frames)
     return fitted, info, time.perf_counter() - t0
 
 
@@ -100,7 +118,8 @@ def classify_one(path: str, dep: Deployment, names: tuple[str, ...], options: Cl
     """One video's row, decoded and inferred on this thread (what each Ray actor does per video)."""
     future: Future = Future()
     try:
-        future.set_result(decode(path, dep.config, spec or dep.input_spec, options.max_frames))
+        future.set_result(decode(path, dep.config, spec or dep.input_spec, options.max_frames,
+                                 options.segments))
     except Exception as exc:  # noqa: BLE001 - becomes the row's error
         future.set_exception(exc)
     return make_row(path, future, dep, names, options)
