@@ -13,7 +13,7 @@ from sfc_deploy.common.outputs import check_output_dir, check_output_file
 from sfc_deploy.common.parsing import split_list
 from sfc_deploy.data.datasets import load_video_list
 from sfc_deploy.errors import ConfigError
-from sfc_deploy.eval.evaluate import ALL_STRATEGIES, STRATEGIES, evaluate, evaluate_export, parse_sfc_entries
+from sfc_deploy.eval.evaluate import ALL_STRATEGIES, STRATEGIES, check_strategies, evaluate, evaluate_export, parse_sfc_entries
 from sfc_deploy.eval.report import write_report
 from sfc_deploy.models.sfc import parse_tau
 from sfc_deploy.train.common import set_threads
@@ -54,10 +54,7 @@ def eval_cmd(
     taus = [parse_tau(t) for t in split_list(tau)]
     if not taus or any(t < 1 for t in taus):
         raise ConfigError(f"--tau must list values >= 1 such as 2,4, got {tau!r}")
-    chosen = split_list(strategies)
-    unknown = [c for c in chosen if c not in ALL_STRATEGIES]
-    if unknown or not chosen:  # before the videos are listed and the model is built
-        raise ConfigError(f"unknown strategy {', '.join(unknown) or repr(strategies)}; expected some of {', '.join(ALL_STRATEGIES)}")
+    chosen = check_strategies(split_list(strategies))  # before the videos are listed and the model is built
     seg = segments_pair(segments, segment_frames)
     if seg is not None and "segments" not in chosen:
         raise ConfigError("--segments/--segment-frames apply to strategy segments; add it to --strategies or drop them")

@@ -92,10 +92,16 @@ def sfc_at_tau(base: SFCModel, tau: float) -> SFCModel:
     return SFCModel(base.backbone, sfc, split=base.split).eval()
 
 
-def _check(videos: VideoList, strategies: Sequence[str]) -> None:
+def check_strategies(strategies: Sequence[str]) -> list[str]:
+    """The strategies themselves, or a one-line error naming the unknown ones (none given is refused too)."""
     unknown = [s for s in strategies if s not in ALL_STRATEGIES]
-    if unknown:
-        raise ConfigError(f"unknown strategy {', '.join(unknown)}; expected some of {', '.join(ALL_STRATEGIES)}")
+    if unknown or not strategies:
+        raise ConfigError(f"unknown strategy {', '.join(unknown) or 'none given'}; expected some of {', '.join(ALL_STRATEGIES)}")
+    return list(strategies)
+
+
+def _check(videos: VideoList, strategies: Sequence[str]) -> None:
+    check_strategies(strategies)
     if not len(videos):
         raise ConfigError("the evaluation list is empty; pass a CSV/folder with labelled videos")
 
