@@ -11,7 +11,6 @@ import pytest
 from typer.testing import CliRunner
 
 from sfc_deploy.cli import app
-from sfc_deploy.data.synth import write_counter_video
 from sfc_deploy.eval.predict import from_export, predict_video
 from sfc_deploy.scale.classify import COLUMNS, ClassifyOptions, classify, journal_path, read_rows, top1_of
 from sfc_deploy.scale.sources import resolve_inputs
@@ -19,16 +18,6 @@ from sfc_deploy.scale.sources import resolve_inputs
 pytestmark = pytest.mark.usefixtures("sfc_one_thread")
 runner = CliRunner()
 OPTS = ClassifyOptions(runtime="torchscript", workers=2, prefetch=2, top=3)
-
-
-@pytest.fixture(scope="module")
-def videos(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Four good videos of different lengths and one corrupt file, in a folder."""
-    root = tmp_path_factory.mktemp("videos")
-    for i, frames in enumerate((40, 64, 90, 24)):
-        write_counter_video(root / f"v{i}.mp4", frames, (32, 40 + 8 * (i % 2)))
-    (root / "broken.mp4").write_bytes(b"\x00\x01not a video" * 50)
-    return root
 
 
 def test_rows_match_predict_and_the_corrupt_video_is_a_row(sfc_export_ts: Path, videos: Path, tmp_path: Path) -> None:

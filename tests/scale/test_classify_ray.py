@@ -14,7 +14,6 @@ import pytest
 from typer.testing import CliRunner
 
 from sfc_deploy.cli import app
-from sfc_deploy.data.synth import write_counter_video
 from sfc_deploy.scale.classify import ClassifyOptions, RayOptions, classify, journal_path, read_rows
 from sfc_deploy.scale.sources import resolve_inputs
 
@@ -29,15 +28,6 @@ def local_ray():
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
     yield
     ray.shutdown()
-
-
-@pytest.fixture(scope="module")
-def videos(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("videos")
-    for i, frames in enumerate((40, 64, 90, 24)):
-        write_counter_video(root / f"v{i}.mp4", frames, (32, 40 + 8 * (i % 2)))
-    (root / "broken.mp4").write_bytes(b"\x00\x01not a video" * 50)
-    return root
 
 
 def _same_rows(a: list[dict], b: list[dict]) -> None:
