@@ -145,20 +145,6 @@ def ensure_export(opts: BenchOptions, tau: float, say: Callable[[str], None] = l
     return out
 
 
-def check_export(path: Path, runtime: str, precision: str) -> None:
-    """Every file of the export intact, and the parts both strategies need there for ``runtime``."""
-    from sfc_deploy.export.manifest import load_manifest
-    from sfc_deploy.runtime.pipeline import Deployment
-
-    manifest = load_manifest(path)
-    manifest.check_files()
-    if runtime == "pytorch":
-        return  # serves the weights, checked above
-    dep = Deployment(manifest, runtime, precision=precision)
-    for part in ("head", "sfc", "tail", "clip"):
-        dep.artifact(part)  # raises, naming what the folder has and the re-export to run
-
-
 def run_bench(opts: BenchOptions, progress: Progress = lambda kind, data: None) -> dict:
     """Measure dense 30-crop sampling and SFC (for each tau) and return the report dict.
 
@@ -175,8 +161,10 @@ def run_bench(opts: BenchOptions, progress: Progress = lambda kind, data: None) 
         exports = {opts.taus[0]: Path(opts.export_dir)}
     else:
         exports = {tau: ensure_export(opts, tau, say) for tau in opts.taus}
+    from sfc_deploy.runtime.pipeline import check_export
+
     for path in exports.values():  # a damaged or incomplete export fails now, not inside a worker minutes later
-        check_export(path, opts.runtime, opts.precision)
+        check_export(path, opts.runtime, opts.precision, parts=("head", "sfc", "tail", "clip"))
     first = exports[opts.taus[0]]
     files = [str(f) for f in opts.video_files]
     common = dict(runtime=opts.runtime, precision=opts.precision, threads=threads, seed=opts.seed, video_files=files,

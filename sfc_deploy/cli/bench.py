@@ -108,9 +108,9 @@ def register(app: typer.Typer) -> None:
         )
         opts.check()
         if export_dir is not None:  # a damaged or incomplete export fails here, before the progress bar and the workers
-            from sfc_deploy.bench.suite import check_export
+            from sfc_deploy.runtime.pipeline import check_export
 
-            check_export(export_dir, runtime, precision)
+            check_export(export_dir, runtime, precision, parts=("head", "sfc", "tail", "clip"))
         run_and_report(opts, json_out=json_out, markdown_out=markdown_out, plot_out=plot_out)
 
 

@@ -233,6 +233,21 @@ def _free(specs: tuple[TensorSpec, ...], free: bool) -> tuple[TensorSpec, ...]:
     return tuple(out)
 
 
+def check_export(root: str | Path, runtime: str, precision: str = "fp32",
+                 parts: tuple[str, ...] = ("head", "sfc", "tail")) -> Manifest:
+    """An export that ``runtime`` can serve at ``precision``: the manifest readable, every listed
+    file intact (sha256), and the files of ``parts`` there. For commands that check before their
+    work starts (bench, serve); nothing is loaded into a runtime."""
+    manifest = load_manifest(root)
+    manifest.check_files()
+    if runtime != "pytorch":  # PyTorch serves the weights, checked above; its parts come from them
+        fmt = format_of_runtime(runtime)
+        get_precision(precision)
+        for part in parts:
+            manifest.find(part, fmt.name, precision, fmt.serves(part, "portable"))
+    return manifest
+
+
 def load(root: str | Path, runtime: str = "onnxruntime", **options) -> Deployment:
     """Open an export folder: ``load(DIR, runtime="onnxruntime").predict(frames)``."""
     return Deployment(load_manifest(root), runtime, **options)
