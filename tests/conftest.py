@@ -132,3 +132,21 @@ def sfc_export_ts(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def sfc_export_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """ONNX fp32 of the SFC part (portable and custom-op graphs). Read-only."""
     return sfc_tiny_export(tmp_path_factory.mktemp("sfc_onnx") / "export", ("onnx",), parts=("sfc",))
+
+
+# --- CLI errors ---------------------------------------------------------------------------------
+def assert_one_line_error(result, *fragments: str) -> str:
+    """A typer CliRunner result that failed as every command should on bad input: exit 2 and exactly
+    one line on stderr, ``error: ...``, containing each fragment. Returns that line."""
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+    return lines[0]
+
+
+@pytest.fixture
+def one_line_error():
+    """:func:`assert_one_line_error`, for test modules (they cannot import conftest under importlib mode)."""
+    return assert_one_line_error

@@ -21,7 +21,8 @@ def default_threads() -> int:
     return max(1, min(usable, psutil.cpu_count(logical=False) or usable))
 
 
-def matmul_peak_gflops(*, threads: int, precision: str = "fp32", size: int = 2048, seconds: float = 2.0) -> dict:
+def matmul_peak_gflops(*, threads: int, precision: str = "fp32", size: int = 2048, seconds: float = 2.0,
+                       device: str = "cpu") -> dict:
     """Best sustained GFLOP/s of one square matrix multiply on ``threads`` threads.
 
     The best of several timed repetitions is kept: the peak is what the hardware can do, and
@@ -32,7 +33,10 @@ def matmul_peak_gflops(*, threads: int, precision: str = "fp32", size: int = 204
         precision: fp32 or fp16 (the model's precision).
         size: matrix side; 2048 is large enough to reach the BLAS kernel's plateau on a CPU.
         seconds: time budget for the repetitions (at least three are run).
+        device: "cpu" or "cuda:N"; on CUDA see :func:`cuda_matmul_peak_gflops`.
     """
+    if device.startswith("cuda"):
+        return cuda_matmul_peak_gflops(device=device, precision=precision, seconds=seconds)
     import torch
 
     from sfc_deploy.common.precision import torch_dtype
@@ -53,6 +57,43 @@ def matmul_peak_gflops(*, threads: int, precision: str = "fp32", size: int = 204
         if ort_gflops > result["gflops"]:  # the peak is the best this machine's libraries reach
             result["gflops"], result["library"] = ort_gflops, f"onnxruntime MLAS {_ort_version()}"
     return result
+
+
+def cuda_matmul_peak_gflops(*, device: str, precision: str = "fp16", size: int = 8192, seconds: float = 2.0,
+                            per_event: int = 10) -> dict:
+    """Best sustained GFLOP/s of a square ``size`` matmul on a CUDA device, timed with CUDA events.
+
+    Groups of ``per_event`` back-to-back multiplies are bracketed by two events (one launch gap is
+    then negligible); the fastest group over ``seconds`` (at least three) is the peak. The dtype is
+    the model's precision (fp16/bf16: tensor cores; fp32 with torch's default, TF32 off for matmul).
+    """
+    import torch
+
+    from sfc_deploy.common.precision import torch_dtype
+
+    dev = torch.device(device)
+    dtype = torch_dtype(precision)
+    gen = torch.Generator(device=dev).manual_seed(0)
+    a = torch.randn(size, size, device=dev, dtype=dtype, generator=gen)
+    b = torch.randn(size, size, device=dev, dtype=dtype, generator=gen)
+    out = torch.empty(size, size, device=dev, dtype=dtype)
+    for _ in range(3):  # warm-up: cuBLAS handle, workspace, clocks
+        torch.mm(a, b, out=out)
+    torch.cuda.synchronize(dev)
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    best, reps, t_start = float("inf"), 0, time.perf_counter()
+    while reps < 3 or time.perf_counter() - t_start < seconds:
+        start.record()
+        for _ in range(per_event):
+            torch.mm(a, b, out=out)
+        end.record()
+        end.synchronize()
+        best = min(best, start.elapsed_time(end) / 1e3 / per_event)
+        reps += 1
+    gflops = 2.0 * size**3 / best / 1e9
+    return {"gflops": gflops, "size": size, "threads": None, "precision": precision, "repeats": reps * per_event,
+            "library": f"torch {torch.__version__} (cuBLAS, CUDA {torch.version.cuda})", "by_library": {"torch": gflops},
+            "device": str(dev), "gpu": torch.cuda.get_device_name(dev), "timer": "cuda events"}
 
 
 def _ort_version() -> str:

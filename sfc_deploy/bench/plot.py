@@ -45,12 +45,18 @@ def write_plot(report: dict, path: str | Path, *, accuracy: dict[str, float] | N
             for i, v in enumerate(vals):
                 ax.text(i, v, f"{v:.3g}", ha="center", va="bottom")
         elif panel == "memory":
-            per_video = [report["dense"]["video_mem_mb"], report["sfc"]["video_mem_mb"]]
-            base = [report["dense"]["base_mem_mb"], report["sfc"]["base_mem_mb"]]
+            if "gpu_memory_ratio" in report:  # on CUDA: torch's allocator on the GPU
+                mem = [report["dense"]["gpu_memory"], report["sfc"]["gpu_memory"]]
+                per_video, base = [m["video_mb"] for m in mem], [m["model_allocated_mb"] for m in mem]
+                ylabel, ratio = "peak GPU memory allocated (MB)", report["gpu_memory_ratio"]
+            else:
+                per_video = [report["dense"]["video_mem_mb"], report["sfc"]["video_mem_mb"]]
+                base = [report["dense"]["base_mem_mb"], report["sfc"]["base_mem_mb"]]
+                ylabel, ratio = "peak RSS (MB)", report["memory_ratio"]
             ax.bar(names, base, color="#bbbbbb", label="loaded model (counted once)")
             ax.bar(names, per_video, bottom=base, color=colors, label="one video")
-            ax.set_ylabel("peak RSS (MB)")
-            ax.set_title(f"memory ({report['memory_ratio']:.2f}x less per video)")
+            ax.set_ylabel(ylabel)
+            ax.set_title(f"memory ({ratio:.2f}x less per video)")
             ax.legend(fontsize=7, loc="upper right")
         elif panel == "length":
             rows = report["memory_vs_length"]
@@ -67,8 +73,9 @@ def write_plot(report: dict, path: str | Path, *, accuracy: dict[str, float] | N
             ax.legend(fontsize=7)
         else:
             _tau_panel(ax, report, accuracy)
-    fig.suptitle(f"{report['backbone']} | {report['runtime']} {report['precision']} | {report['threads']} threads | "
-                 f"{report['machine']['cpu']}", fontsize=9)
+    where = (f"{report['device']} | {(report.get('gpu') or {}).get('name', 'GPU')}" if "gpu_memory_ratio" in report
+             else f"{report['threads']} threads | {report['machine']['cpu']}")
+    fig.suptitle(f"{report['backbone']} | {report['runtime']} {report['precision']} | {where}", fontsize=9)
     fig.tight_layout()
     path = Path(path)
     try:

@@ -14,6 +14,13 @@ so a reader (or a test) can recompute the ratios. Definitions, written into the 
 * ``videos_per_16gb``: floor((16 GiB - base RSS) / video_mem_mb).
 * ``achieved_gflops``: 2 x GMACs x videos/s; ``peak_fraction``: that / the matmul peak measured
   in the same run on the same thread count.
+
+On a CUDA device the report adds, per strategy, ``gpu_memory`` (torch's allocator: the loaded
+model's share, the peak over the memory video, their difference per video, and videos per 16/80 GB
+computed as floor((budget - model) / per video)), the batch sweep (videos/s per videos-per-pass
+setting; the fastest is the one timed), and at the top ``gpu`` (name, driver, CUDA, cuDNN, torch),
+``gpu_memory_ratio`` and ``gpu_peak_ratio``. Latencies are then per pass of ``videos_per_pass``
+videos, timed with CUDA events.
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
+from sfc_deploy.bench.gpu import BUDGETS_MB
 from sfc_deploy.common.atomic import atomic_write_text
 from sfc_deploy.common.environment import library_versions, machine_info
 
@@ -43,6 +51,25 @@ DEFINITIONS = {
     "achieved_gflops": "2 * gmacs * videos_per_s",
     "peak_fraction": "achieved_gflops / matmul_peak_gflops measured in the same run and thread count",
 }
+#: what the GPU figures mean (added to ``definitions`` when the bench ran on CUDA)
+GPU_DEFINITIONS = {
+    "videos_per_s": "videos_per_pass * timed passes / their summed latency (CUDA events, after warm-up and a batch "
+                    "sweep whose fastest setting is the one timed)",
+    "latency_ms": "per pass of videos_per_pass videos, from a CUDA event before the input is made to one after the "
+                  "logits (decode and host-to-device copy included for real files)",
+    "gpu_memory.model_allocated_mb": "torch.cuda.memory_allocated once the model is loaded on the device",
+    "gpu_memory.peak_allocated_mb": "torch.cuda.max_memory_allocated over the memory video (one video; dense: its 30 "
+                                    "crops in one batch), peak stats reset after loading; peak_reserved_mb likewise",
+    "gpu_memory.video_mb": "peak_allocated_mb - model_allocated_mb: one video's activations, input and workspaces",
+    "gpu_memory.videos_per_16gb": "floor((16 GiB - model_allocated_mb) / video_mb): videos whose activations fit "
+                                  "beside one copy of the weights (the paper's accounting); videos_per_80gb likewise",
+    "gpu_memory_ratio": "dense.gpu_memory.video_mb / sfc.gpu_memory.video_mb",
+    "gpu_peak_ratio": "dense.gpu_memory.peak_allocated_mb / sfc.gpu_memory.peak_allocated_mb (weights included)",
+    "peak_fraction": "2 * gmacs * videos_per_s / the fp16/bf16/fp32 (model precision) matmul peak measured on the same "
+                     "GPU in the same run with CUDA events",
+}
+#: the issue's targets on one H100/H200 (slow8x8 at the paper's settings, fp16)
+GPU_TARGETS = {"sfc_videos_per_s": 400.0, "speedup": 6.0, "gpu_memory_ratio": 5.0}
 
 
 def latency_stats(latencies: list[float]) -> dict:
@@ -74,7 +101,7 @@ def _costs(export_dir: str, sfc_frames: int) -> tuple[dict, dict]:
 def summarize(run: dict, cost: dict, matmul_gflops: float) -> dict:
     """One strategy's row: throughput, latency, memory, cost, efficiency; raw numbers kept beside."""
     lat = run["latencies_s"]
-    vps = len(lat) / sum(lat)
+    vps = run.get("videos_per_pass", 1) * len(lat) / sum(lat)
     achieved = 2.0 * cost["gmacs"] * vps
     base = run["base_rss_mb"]
     video_mem = max(run["video_mem_mb"], 1e-6)
@@ -100,6 +127,8 @@ def summarize(run: dict, cost: dict, matmul_gflops: float) -> dict:
         "first_video_s": run["first_video_s"],
         "top1": run.get("top1"),
         "pid": run.get("pid"),
+        **{k: run[k] for k in ("videos_per_pass", "batch_sweep", "gpu_memory", "cuda_graphs", "cuda_graph_max_abs_diff", "cuda_graph_parity",
+                               "memory_format", "timer") if k in run},
     }
 
 
@@ -128,7 +157,7 @@ def build_report(*, exports: dict, matmul: dict, dense: dict, sfc_runs: dict, le
         "runtime": options.runtime,
         "precision": options.precision,
         "threads": threads,
-        "device": "cpu",
+        "device": getattr(options, "device", "cpu"),
         "machine": machine_info(),
         "libraries": library_versions(),
         "export_dirs": {f"{t:g}": d for t, d in exports.items()},
@@ -171,9 +200,29 @@ def build_report(*, exports: dict, matmul: dict, dense: dict, sfc_runs: dict, le
         "memory_ratio": {"target": TARGETS["memory_ratio"], "value": report["memory_ratio"]},
         "sfc_peak_fraction": {"target": TARGETS["sfc_peak_fraction"], "value": sfc_row["peak_fraction"]},
     }
+    if "gpu_memory" in sfc_row and "gpu_memory" in dense_row:
+        _add_gpu(report, matmul, options)
     for t in report["targets"].values():
         t["met"] = t["value"] >= t["target"]
     return report
+
+
+def _add_gpu(report: dict, matmul: dict, options) -> None:
+    """The CUDA additions: the GPU and its software, GPU memory ratios, the GPU targets."""
+    sfc, dense = report["sfc"], report["dense"]
+    report["gpu"] = matmul.get("gpu_info")
+    report["protocol"].update(device=report["device"], timer="cuda events", cuda_graphs=options.cuda_graphs,
+                              channels_last=options.channels_last, sfc_batch_candidates=list(options.sfc_batch),
+                              dense_videos_candidates=list(options.dense_videos), trial_passes=options.trial_passes,
+                              cudnn_benchmark=True)
+    report["gpu_memory_ratio"] = dense["gpu_memory"]["video_mb"] / max(sfc["gpu_memory"]["video_mb"], 1e-6)
+    report["gpu_peak_ratio"] = dense["gpu_memory"]["peak_allocated_mb"] / max(sfc["gpu_memory"]["peak_allocated_mb"], 1e-6)
+    report["definitions"] = {**report["definitions"], **GPU_DEFINITIONS}
+    report["targets"] = {
+        "sfc_videos_per_s": {"target": GPU_TARGETS["sfc_videos_per_s"], "value": sfc["videos_per_s"]},
+        "speedup": {"target": GPU_TARGETS["speedup"], "value": report["speedup"]},
+        "gpu_memory_ratio": {"target": GPU_TARGETS["gpu_memory_ratio"], "value": report["gpu_memory_ratio"]},
+    }
 
 
 # ---------------------------------------------------------------------------------------------
@@ -187,6 +236,47 @@ _TERMINAL = ("strategy", "vid/s", "p50 s", "p99 s", "peak MB", "MB/vid", "/16GB"
 
 def _num(v: float) -> str:
     return f"{v:.3g}" if abs(v) < 100 else f"{v:.0f}"
+
+
+_GPU_COLUMNS = ("strategy", "videos/s", "videos/pass", "p50 ms/pass", "p99 ms/pass", "GPU peak MB", "GPU MB/video",
+                "videos/16GB", "videos/80GB", "GMACs", "% matmul peak")
+#: the terminal drops videos/pass (the Markdown and JSON keep it) and GMACs, to fit 80 columns
+_GPU_TERMINAL = ("strategy", "vid/s", "p50 ms", "p99 ms", "peak MB", "MB/vid", "/16GB", "/80GB", "%peak")
+
+
+def on_gpu(report: dict) -> bool:
+    return "gpu_memory_ratio" in report
+
+
+def gpu_table_rows(report: dict) -> list[list[str]]:
+    """The rows of the GPU tables (Markdown: all columns; terminal: all but GMACs)."""
+    rows = []
+    for name, r in (("dense 30-crop", report["dense"]), (f"SFC tau={report['sfc']['tau']:g}", report["sfc"])):
+        lat, mem = r["latency_ms"], r["gpu_memory"]
+        rows.append([name, f"{r['videos_per_s']:.4g}", str(r.get("videos_per_pass", 1)), _num(lat["p50"]), _num(lat["p99"]),
+                     f"{mem['peak_allocated_mb']:.0f}", f"{mem['video_mb']:.0f}", str(mem["videos_per_16gb"]),
+                     str(mem["videos_per_80gb"]), _num(r["gmacs"]), f"{100 * r['peak_fraction']:.1f}%"])
+    return rows
+
+
+def sweep_lines(report: dict) -> list[str]:
+    """Markdown table of the batch sweep of both strategies (videos/s per setting)."""
+    lines = ["| strategy | videos/pass | crops/forward | videos/s | GPU peak MB |", "|---|---|---|---|---|"]
+    for name, r in (("dense", report["dense"]), ("SFC", report["sfc"])):
+        for row in r.get("batch_sweep", []):
+            peak = row.get("peak_allocated_mb")
+            lines.append(f"| {name} | {row['videos_per_pass']} | {row['crops_per_forward'] or '-'} | "
+                         f"{row['videos_per_s']:.4g} | {'-' if peak is None else f'{peak:.0f}'} |")
+    return lines
+
+
+def gpu_line(report: dict) -> str:
+    g = report.get("gpu") or {}
+    return (f"GPU {g.get('name', '?')} ({g.get('memory_gb', '?')} GB, sm {g.get('compute_capability', '?')}), driver "
+            f"{g.get('driver') or 'unknown'}, CUDA {g.get('cuda')}, cuDNN {g.get('cudnn')}, torch {g.get('torch')}; "
+            f"{report['runtime']} {report['precision']}"
+            + (", CUDA graphs" if report["protocol"].get("cuda_graphs") else "")
+            + (", channels-last-3d" if report["protocol"].get("channels_last") else ""))
 
 
 def table_rows(report: dict) -> list[list[str]]:
@@ -214,6 +304,12 @@ def _targets_apply(report: dict) -> bool:
 
 def headline(report: dict) -> str:
     """One line with the ratios, the way the paper states them."""
+    if on_gpu(report):
+        return (f"SFC vs dense on {report['device']}: {report['speedup']:.2f}x videos/s "
+                f"({report['sfc']['videos_per_s']:.4g} vs {report['dense']['videos_per_s']:.4g}), "
+                f"{report['gpu_memory_ratio']:.2f}x less GPU memory per video ({report['gpu_peak_ratio']:.2f}x lower "
+                f"peak), {report['gmacs_ratio']:.2f}x fewer GMACs; matmul peak "
+                f"{report['matmul_peak_gflops'] / 1e3:.0f} TFLOP/s {report['precision']}")
     acc = ""
     if report["sfc"].get("top1") is not None:
         acc = f"; top-1 SFC {report['sfc']['top1']:.1f}% vs dense {report['dense']['top1']:.1f}%"
@@ -232,12 +328,27 @@ def context_line(report: dict) -> str:
 
 def to_markdown(report: dict) -> str:
     """A Markdown section: context, the side-by-side table, ratios, sweeps."""
-    lines = [f"## sfc-deploy bench: {report['backbone']}, {report['runtime']} {report['precision']}", "",
-             f"{context_line(report)}. Created {report['created']}.", ""]
-    lines += ["| " + " | ".join(_COLUMNS) + " |", "|" + "|".join("---" for _ in _COLUMNS) + "|"]
-    lines += ["| " + " | ".join(row) + " |" for row in table_rows(report)]
+    gpu = on_gpu(report)
+    title = f"## sfc-deploy bench: {report['backbone']}, {report['runtime']} {report['precision']}"
+    lines = [title + (f" on {report['device']}" if gpu else ""), ""]
+    if gpu:
+        lines += [gpu_line(report) + ".", ""]
+    lines += [f"{context_line(report)}. Created {report['created']}.", ""]
+    columns, rows = (_GPU_COLUMNS, gpu_table_rows(report)) if gpu else (_COLUMNS, table_rows(report))
+    lines += ["| " + " | ".join(columns) + " |", "|" + "|".join("---" for _ in columns) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
     lines += [""] + [f"- {line}" for line in input_lines(report)]
     lines += ["", f"**{headline(report)}.**"]
+    if gpu:
+        lines += ["", "Batch sweep (each setting: one untimed pass, then timed passes; the fastest is the one timed):", ""]
+        lines += sweep_lines(report)
+        lines += ["", f"Videos per 16 GB / 80 GB: floor((budget - the loaded model's allocated memory) / one video's "
+                      f"GPU memory), budgets {BUDGETS_MB['16gb']} and {BUDGETS_MB['80gb']} MiB (the paper's accounting: "
+                      "one copy of the weights, as many videos' activations as fit beside it)."]
+        diffs = {k: report[k].get("cuda_graph_max_abs_diff") for k in ("dense", "sfc")}
+        if any(v is not None for v in diffs.values()):
+            lines += ["", "CUDA graph logits against eager on the same input, max |diff|: "
+                      + ", ".join(f"{k} {v:.3g}" for k, v in diffs.items() if v is not None) + "."]
     if _targets_apply(report):
         lines += [""] + [f"- target {k}: {v['value']:.2f} (>= {v['target']}) {'met' if v['met'] else 'NOT met'}"
                          for k, v in report["targets"].items()]
@@ -246,11 +357,14 @@ def to_markdown(report: dict) -> str:
         lines += [f"| {r['tau']:g} | {r['gmacs']:.1f} | {r['videos_per_s']:.3f} | {r['speedup']:.2f}x | "
                   f"{r['video_mem_mb']:.0f} | {100 * r['peak_fraction']:.0f}% |" for r in report["tau_sweep"]]
     if report["memory_vs_length"]:
-        keys = [k for k in ("sfc_streamed", "sfc_whole") if f"{k}_peak_mb" in report["memory_vs_length"][0]]
-        head = " | ".join(f"{k.replace('_', ' ')} peak MB" for k in keys)
-        lines += ["", f"| raw frames | SFC frames | {head} | dense 30-crop peak MB |", "|" + "---|" * (3 + len(keys))]
-        lines += [f"| {r['raw_frames']} | {r['frames']} | " + " | ".join(f"{r[f'{k}_peak_mb']:.0f}" for k in keys)
-                  + f" | {r['dense_peak_mb']:.0f} |" for r in report["memory_vs_length"]]
+        rows = report["memory_vs_length"]
+        gpu_rows = "dense_gpu_peak_mb" in rows[0]  # on CUDA: the GPU's peak allocated memory, not the host's RSS
+        sfx, what = ("_gpu_peak_mb", "GPU peak MB") if gpu_rows else ("_peak_mb", "peak MB")
+        keys = [k for k in ("sfc_streamed", "sfc_whole") if f"{k}{sfx}" in rows[0]]
+        head = " | ".join(f"{k.replace('_', ' ')} {what}" for k in keys)
+        lines += ["", f"| raw frames | SFC frames | {head} | dense 30-crop {what} |", "|" + "---|" * (3 + len(keys))]
+        lines += [f"| {r['raw_frames']} | {r['frames']} | " + " | ".join(f"{r[f'{k}{sfx}']:.0f}" for k in keys)
+                  + f" | {r[f'dense{sfx}']:.0f} |" for r in rows]
         lines += ["", "Dense sampling always runs 30 crops of 8 frames, so its memory does not depend on video length."]
     lines += ["", "Definitions: " + "; ".join(f"`{k}`: {v}" for k, v in report["definitions"].items()) + "."]
     return "\n".join(lines) + "\n"
@@ -263,15 +377,17 @@ def print_table(report: dict, console=None) -> None:
     from rich.table import Table
 
     console = console or Console()
+    gpu = on_gpu(report)
+    where = report["device"] if gpu else f"{report['threads']} threads"
     table = Table(title=f"sfc-deploy bench: {report['backbone']}, {report['runtime']} {report['precision']}, "
-                        f"{report['threads']} threads", box=box.SIMPLE_HEAD, padding=(0, 1), pad_edge=False, collapse_padding=True,
+                        f"{where}", box=box.SIMPLE_HEAD, padding=(0, 1), pad_edge=False, collapse_padding=True,
                   show_edge=False)
-    for col in _TERMINAL:
+    for col in (_GPU_TERMINAL if gpu else _TERMINAL):
         table.add_column(col, justify="left" if col == "strategy" else "right", no_wrap=True)
-    for row in table_rows(report):
-        table.add_row(*row[:3], *row[4:])
+    for row in (gpu_table_rows(report) if gpu else table_rows(report)):
+        table.add_row(*((*row[:2], *row[3:9], row[10]) if gpu else (*row[:3], *row[4:])))
     console.print(table)
-    for line in [context_line(report), *input_lines(report)]:
+    for line in [*([gpu_line(report)] if gpu else []), context_line(report), *input_lines(report)]:
         console.print(line)
     if _targets_apply(report):
         console.print("targets: " + ", ".join(

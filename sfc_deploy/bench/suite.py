@@ -21,6 +21,8 @@ from sfc_deploy.errors import ConfigError
 #: Raw-frame lengths of the memory-against-length sweep recorded in benchmarks/ (x0.5 .. x8 the paper's).
 DEFAULT_LENGTHS = (144, 288, 576, 1152, 2304)
 Progress = Callable[[str, dict], None]
+#: runtimes whose GPU memory torch's caching allocator sees (and so the bench can measure on CUDA)
+GPU_MEMORY_RUNTIMES = ("pytorch", "torchscript", "aoti")
 
 
 @dataclass
@@ -48,6 +50,12 @@ class BenchOptions:
     peak_seconds: float = 2.0
     verify_export: bool = False  # full-size parity takes minutes; `sfc-deploy verify DIR` runs it on demand
     seed: int = 0
+    device: str = "cpu"  # resolved: "cpu" or "cuda:N"
+    sfc_batch: tuple[int, ...] = (1,)  # SFC videos stacked per forward pass to try (CUDA: e.g. 1,4,16,32)
+    dense_videos: tuple[int, ...] = (1,)  # dense: videos whose 30 crops share one forward, beyond --batch-size
+    cuda_graphs: bool = False
+    channels_last: bool = False
+    trial_passes: int = 3  # timed passes per setting of a batch sweep
     extra: dict = field(default_factory=dict)
 
     def check(self) -> None:
@@ -80,6 +88,33 @@ class BenchOptions:
                 raise ConfigError(f"--segments and --segment-frames must be >= 1, got {self.segments}")
         if any(n < 1 for n in self.lengths):
             raise ConfigError(f"--lengths must be positive raw-frame counts, got {list(self.lengths)}")
+        if not self.sfc_batch or min(self.sfc_batch) < 1:
+            raise ConfigError(f"--sfc-batch values must be >= 1 videos per pass, got {list(self.sfc_batch)}; e.g. 1,4,16,32")
+        if not self.dense_videos or min(self.dense_videos) < 1:
+            raise ConfigError(f"--dense-videos values must be >= 1 videos per pass, got {list(self.dense_videos)}; e.g. 1,2,4")
+        if max(self.sfc_batch + self.dense_videos) > 1 and self.video_files:
+            raise ConfigError("--sfc-batch/--dense-videos above 1 stack synthetic videos of one shape; drop --video/--labels "
+                              "or leave them at 1")
+        cuda = self.device.startswith("cuda")
+        if self.cuda_graphs and not cuda:
+            raise ConfigError(f"--cuda-graphs captures CUDA graphs, which do not apply on {self.device}; "
+                              "use --device cuda (with --runtime pytorch) or drop --cuda-graphs")
+        if self.cuda_graphs and self.runtime != "pytorch":
+            raise ConfigError(f"--cuda-graphs applies to the pytorch runtime only, not {self.runtime}; "
+                              "use --runtime pytorch or drop --cuda-graphs")
+        if self.cuda_graphs and self.video_files:
+            raise ConfigError("--cuda-graphs replays one fixed input shape; time synthetic videos (drop --video/--labels)")
+        if self.channels_last:
+            from sfc_deploy.export.formats import FORMATS, format_of_runtime
+
+            if "memory_format" not in format_of_runtime(self.runtime).runner_options:
+                able = [f.runtime for f in FORMATS.values() if "memory_format" in f.runner_options]
+                raise ConfigError(f"--channels-last needs the runner option memory_format, which runtime {self.runtime} "
+                                  f"does not take; " + (f"use --runtime {' or '.join(able)}" if able else
+                                                        "no runtime of this build takes it, so drop --channels-last"))
+        if cuda and self.runtime not in GPU_MEMORY_RUNTIMES:
+            raise ConfigError(f"bench on {self.device} measures with torch's CUDA allocator, which serves the "
+                              f"{', '.join(GPU_MEMORY_RUNTIMES)} runtimes, not {self.runtime}; pick one of those")
 
 
 def cache_root(cache_dir: Path | None = None) -> Path:
@@ -168,24 +203,27 @@ def run_bench(opts: BenchOptions, progress: Progress = lambda kind, data: None) 
     first = exports[opts.taus[0]]
     files = [str(f) for f in opts.video_files]
     common = dict(runtime=opts.runtime, precision=opts.precision, threads=threads, seed=opts.seed, video_files=files,
-                  labels=list(opts.labels), segments=list(opts.segments) if opts.segments else None)
+                  labels=list(opts.labels), segments=list(opts.segments) if opts.segments else None,
+                  device=opts.device, channels_last=opts.channels_last, cuda_graphs=opts.cuda_graphs,
+                  trial_passes=opts.trial_passes)
 
     def work(label: str, job: WorkerJob) -> dict:
         say(label)
         return run_in_fresh_process(job, lambda e: progress("event", {**e, "label": label}))
 
     matmul = work("matrix-multiply peak", WorkerJob(strategy="matmul", threads=threads, precision=opts.precision,
-                                                         peak_seconds=opts.peak_seconds))
+                                                         peak_seconds=opts.peak_seconds, device=opts.device))
     dense = work(
         "dense 30-crop",
         WorkerJob(strategy="dense", export_dir=str(first), videos=opts.videos, warmup=opts.warmup,
-                  repeats=opts.repeats, batch_sizes=list(opts.batch_sizes), **common),
+                  repeats=opts.repeats, batch_sizes=list(opts.batch_sizes), dense_videos=list(opts.dense_videos),
+                  **common),
     )
     sfc_runs = {
         tau: work(
             f"SFC tau={tau:g}",
             WorkerJob(strategy="sfc", export_dir=str(path), videos=opts.videos, warmup=opts.warmup,
-                      repeats=opts.repeats, head_chunk=opts.head_chunk, **common),
+                      repeats=opts.repeats, head_chunk=opts.head_chunk, sfc_batch=list(opts.sfc_batch), **common),
         )
         for tau, path in exports.items()
     }
@@ -198,14 +236,19 @@ def run_bench(opts: BenchOptions, progress: Progress = lambda kind, data: None) 
         for raw in opts.lengths:
             row = {"raw_frames": raw, "frames": math.ceil(raw / stride), "dense_peak_mb": dense["peak_rss_mb"],
                    "dense_video_mem_mb": dense["video_mem_mb"]}
+            if "gpu_memory" in dense:
+                row["dense_gpu_peak_mb"] = dense["gpu_memory"]["peak_allocated_mb"]
             for chunk in chunks:
                 key = "sfc_streamed" if chunk else "sfc_whole"
                 r = work(
                     f"memory at {raw} raw frames ({'streamed' if chunk else 'whole head'})",
                     WorkerJob(strategy="sfc", export_dir=str(first), memory_only=True, frames=row["frames"],
-                              head_chunk=chunk, **{**common, "video_files": [], "labels": []}),
+                              head_chunk=chunk, **{**common, "video_files": [], "labels": [], "cuda_graphs": False}),
                 )
                 row[f"{key}_peak_mb"], row[f"{key}_video_mem_mb"] = r["peak_rss_mb"], r["video_mem_mb"]
+                if "gpu_memory" in r:  # on CUDA the memory that matters is the GPU's
+                    row[f"{key}_gpu_peak_mb"] = r["gpu_memory"]["peak_allocated_mb"]
+                    row[f"{key}_gpu_video_mb"] = r["gpu_memory"]["video_mb"]
             lengths.append(row)
     return build_report(
         exports={tau: str(p) for tau, p in exports.items()}, matmul=matmul, dense=dense, sfc_runs=sfc_runs,

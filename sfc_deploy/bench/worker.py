@@ -16,6 +16,15 @@ Protocol inside the worker, the same for both strategies:
 3. more warm-up videos; dense then tries each candidate batch size on one video and keeps the
    fastest (never handicap the baseline);
 4. ``repeats`` x ``videos`` timed videos, one at a time, each latency recorded.
+
+On a CUDA device (``job.device``, torch runtimes) the same protocol runs with: synthetic inputs
+made on the device; CUDA-event timing (:class:`sfc_deploy.bench.gpu.PassTimer`); GPU memory from
+torch's allocator (model share read once it is loaded, then ``reset_peak_memory_stats``, then the
+memory video); a batch sweep for both strategies (SFC: ``sfc_batch`` videos stacked per forward pass;
+dense: ``batch_sizes`` crops per forward, plus all crops of ``dense_videos`` videos per forward) whose
+fastest setting is then timed, ``repeats`` x ``videos`` passes; optionally each pass captured in a
+CUDA graph (``cuda_graphs``, pytorch runtime only). On the CPU, a job with the default
+``sfc_batch``/``dense_videos`` of [1] runs exactly as before.
 """
 
 from __future__ import annotations
@@ -63,6 +72,12 @@ class WorkerJob:
     memory_only: bool = False  # stop after the first (memory) video
     segments: list[int] | None = None  # SFC on video files: [S, F] segments of F sampled frames (paper section 6)
     seed: int = 0
+    device: str = "cpu"  # "cpu" or "cuda:N", already resolved (sfc_deploy.common.device.resolve_device)
+    sfc_batch: list[int] = field(default_factory=lambda: [1])  # SFC videos per forward pass to try
+    dense_videos: list[int] = field(default_factory=lambda: [1])  # dense: videos whose crops share one forward
+    cuda_graphs: bool = False  # capture each pass in a CUDA graph (pytorch runtime on CUDA)
+    channels_last: bool = False  # the torch runners' memory_format="channels_last_3d"
+    trial_passes: int = 3  # timed passes per batch setting of a sweep (after one untimed pass)
 
     def check(self) -> None:
         if self.strategy not in STRATEGIES:
@@ -76,6 +91,22 @@ class WorkerJob:
             raise ConfigError(f"batch sizes must be positive integers, got {self.batch_sizes}; e.g. --batch-size 30,10,5")
         if self.segments is not None and (len(self.segments) != 2 or min(self.segments) < 1):
             raise ConfigError(f"segments must be [S, F] with both >= 1, got {self.segments}")
+        if not self.sfc_batch or not self.dense_videos or min(self.sfc_batch + self.dense_videos) < 1:
+            raise ConfigError(f"videos per pass must be positive integers, got SFC {self.sfc_batch} and dense "
+                              f"{self.dense_videos}; e.g. --sfc-batch 1,4,16 --dense-videos 1,2")
+        if self.video_files and max(self.sfc_batch + self.dense_videos) > 1:
+            raise ConfigError("several videos per pass stack synthetic videos of one shape; drop --video/--labels "
+                              "or use --sfc-batch 1 --dense-videos 1")
+        if self.cuda_graphs and not (self.device.startswith("cuda") and self.runtime == "pytorch"):
+            raise ConfigError(f"--cuda-graphs applies to the pytorch runtime on a CUDA device only, not {self.runtime} "
+                              f"on {self.device}; drop --cuda-graphs or use --runtime pytorch --device cuda")
+        if self.trial_passes < 1:
+            raise ConfigError(f"trial passes must be >= 1, got {self.trial_passes}")
+
+    @property
+    def sweeps(self) -> bool:
+        """Whether this job sweeps videos per pass (always on CUDA; on the CPU only when asked)."""
+        return self.device.startswith("cuda") or max(self.sfc_batch + self.dense_videos) > 1
 
 
 def _rss_mb() -> float:
@@ -124,32 +155,54 @@ def _release_free_heap() -> None:
 
 
 class _Inputs:
-    """Produces the model input of one video: synthetic tensors made once, or decoded files each time."""
+    """Produces the model input of one pass: synthetic tensors made once per shape, or decoded files
+    each time (files: one video per pass).
+
+    Synthetic tensors of the CPU are made at once (as they always were, so they sit in the base RSS);
+    on a CUDA device they are generated on the device when first asked for, after the peak-memory
+    reset, so the input of the memory video is counted in what one video costs there.
+    """
 
     def __init__(self, job: WorkerJob, deployment) -> None:
-        import torch
-
         self.job, self.dep = job, deployment
         inp = deployment.manifest.input
         self.size = tuple(inp.size)
         self.frames = job.frames or inp.frames
         self.dense = inp.dense
+        self.per_video = self.dense.clips * self.dense.crops  # dense crops of one video
         self.dtype = deployment.dtype
+        self.device = job.device
         self._tensor = None
+        self._videos = 0
         self._next = 0
         self.label: int | None = None
-        if not job.video_files:
-            g = torch.Generator().manual_seed(job.seed)
-            if job.strategy == "sfc":
-                shape = (1, 3, self.frames, *self.size)
-            else:  # what the dense sampler hands the model: the 30 crops, already cropped
-                shape = (self.dense.clips * self.dense.crops, 3, self.dense.frames, self.dense.crop, self.dense.crop)
-            self._tensor = torch.randn(shape, generator=g).to(self.dtype)
+        if not job.video_files and self.device == "cpu":
+            self.next(1)
 
-    def next(self):
-        """The input of the next video (decoding and sampling happen here, inside the timing), fitted
-        to the export by the same function every command uses."""
-        if self._tensor is not None:
+    def _synthetic(self, videos: int):
+        import torch
+
+        if self.job.strategy == "sfc":
+            shape = (videos, 3, self.frames, *self.size)
+        else:  # what the dense sampler hands the model: the 30 crops of each video, already cropped
+            shape = (videos * self.per_video, 3, self.dense.frames, self.dense.crop, self.dense.crop)
+        if self.device == "cpu":
+            g = torch.Generator().manual_seed(self.job.seed)
+            return torch.randn(shape, generator=g).to(self.dtype)
+        g = torch.Generator(device=self.device).manual_seed(self.job.seed)
+        return torch.randn(shape, generator=g, device=self.device, dtype=self.dtype)
+
+    def drop(self) -> None:
+        """Free the synthetic tensor (before a memory reading that must not count it)."""
+        self._tensor, self._videos = None, 0
+
+    def next(self, videos: int = 1):
+        """The input of the next pass of ``videos`` videos (decoding and sampling happen here, inside
+        the timing), fitted to the export by the same function every command uses."""
+        if not self.job.video_files:
+            if self._videos != videos:
+                self._tensor = None  # the previous shape is freed before the next is made
+                self._tensor, self._videos = self._synthetic(videos), videos
             return self._tensor
         from sfc_deploy.data.inputs import model_input
 
@@ -166,7 +219,19 @@ class _Inputs:
             x = model_input(path, strategy, self.dep.config, self.dep.input_spec).tensor
         if strategy == "sfc":
             self.frames = int(x.shape[2])  # GMACs follow the decoded length
+        if self.device != "cpu":  # one host-to-device copy of the decoded video, inside the timing
+            return x.to(self.device, self.dtype)
         return x.to(self.dtype)
+
+
+def _settings(job: WorkerJob, per_video: int) -> list[tuple[int, int]]:
+    """The (crops per forward, videos per pass) settings a sweep tries. SFC: one forward per pass of
+    ``sfc_batch`` stacked videos (crops unused: 1); dense: ``batch_sizes`` crops of one video per
+    forward, then all the crops of ``dense_videos`` videos in one forward."""
+    if job.strategy == "sfc":
+        return [(1, v) for v in dict.fromkeys(job.sfc_batch)]
+    one_video = [(b, 1) for b in dict.fromkeys(job.batch_sizes)]
+    return one_video + [(per_video * v, v) for v in dict.fromkeys(job.dense_videos) if v > 1]
 
 
 def run_job(job: WorkerJob, emit: Callable[[dict], None] = lambda e: None) -> dict:
@@ -176,40 +241,78 @@ def run_job(job: WorkerJob, emit: Callable[[dict], None] = lambda e: None) -> di
         from sfc_deploy.bench.machine import matmul_peak_gflops
 
         emit({"event": "phase", "name": "matmul peak"})
-        return {"strategy": "matmul", **matmul_peak_gflops(threads=job.threads, precision=job.precision,
-                                                           seconds=job.peak_seconds)}
+        result = {"strategy": "matmul", **matmul_peak_gflops(threads=job.threads, precision=job.precision,
+                                                             seconds=job.peak_seconds, device=job.device),
+                  "device": job.device}
+        if job.device.startswith("cuda"):  # read here, so the parent process never opens a CUDA context
+            from sfc_deploy.common.environment import gpu_info
+
+            result["gpu_info"] = gpu_info(job.device)
+        return result
 
     import torch
 
+    from sfc_deploy.bench import gpu
     from sfc_deploy.export.formats import format_of_runtime
-    from sfc_deploy.runtime.pipeline import load
+    from sfc_deploy.runtime.pipeline import ClipPipeline, load
 
+    cuda = job.device.startswith("cuda")
+    if job.cuda_graphs and job.video_files:
+        raise ConfigError("--cuda-graphs replays one fixed input shape; time synthetic videos (drop --video/--labels)")
     torch.set_num_threads(job.threads)
+    if cuda:
+        torch.cuda.set_device(torch.device(job.device))
+        torch.backends.cudnn.benchmark = True  # fixed shapes: cuDNN's fastest 3D convolutions, for both strategies
     emit({"event": "phase", "name": "loading"})
     # runtimes with an arena give it back after every run, for both strategies alike
     extra = {"shrink_arena": True} if "shrink_arena" in format_of_runtime(job.runtime).runner_options else {}
+    options = dict(extra)
+    if cuda:
+        options["device"] = job.device
+    if job.channels_last:
+        options["memory_format"] = "channels_last_3d"
     dep = load(job.export_dir, job.runtime, precision=job.precision, threads=job.threads,
-               head_chunk=job.head_chunk if job.strategy == "sfc" else None, **extra)
+               head_chunk=job.head_chunk if job.strategy == "sfc" else None, **options)
     if job.strategy == "sfc":
         pipe = dep.sfc_pipeline()
-        run = lambda x, _b: pipe(x)[0]  # noqa: E731
+        eager = lambda x, _b, _v: pipe(x)[0]  # noqa: E731
     else:  # the one dense path (eval and verify run it too), at the batch size being tried
-        from sfc_deploy.runtime.pipeline import ClipPipeline
-
         clip = dep.runner("clip")
-        run = lambda x, b: ClipPipeline(clip, batch_size=b)(x)  # noqa: E731
+        eager = lambda x, b, v: ClipPipeline(clip, batch_size=b)(x, v)  # noqa: E731
+
+    graphs: dict[tuple[int, int], gpu.GraphedPass] = {}
+
+    def release_graphs() -> None:
+        for g in graphs.values():
+            g.release()
+        graphs.clear()
+
+    def pass_fn(b: int, v: int) -> Callable:
+        """The pass at (crops per forward, videos per pass): eager, or its CUDA graph (captured on first use)."""
+        if not job.cuda_graphs:
+            return lambda x: eager(x, b, v)
+        if (b, v) not in graphs:
+            release_graphs()  # one graph (and its memory pool) alive at a time
+            graphs[(b, v)] = gpu.GraphedPass(lambda x: eager(x, b, v), inputs.next(v))
+        return graphs[(b, v)]
+
     inputs = _Inputs(job, dep)
+    timer = gpu.PassTimer(job.device)
     _release_free_heap()
     peak_reset = _reset_peak()
     base_mb = _rss_mb()
-    full_batch = inputs.dense.clips * inputs.dense.crops  # the paper's way: all 30 crops in one batch
+    if cuda:
+        model_alloc, model_reserved = gpu.memory_snapshot(job.device)  # the loaded model's own share
+        gpu.reset_peak(job.device)
+    full_batch = inputs.per_video  # the paper's way: all 30 crops in one batch
 
     correct: list[bool] = []
 
-    def one(batch: int, *, score: bool = False) -> float:
-        t0 = time.perf_counter()
-        logits = run(inputs.next(), batch)
-        elapsed = time.perf_counter() - t0
+    def one(batch: int, videos: int = 1, *, score: bool = False) -> float:
+        fn = pass_fn(batch, videos)
+        timer.start()
+        logits = fn(inputs.next(videos))
+        elapsed = timer.stop()
         if not bool(torch.isfinite(logits).all()):
             raise SfcError(f"{job.runtime} {job.strategy} produced non-finite logits; check the export with sfc-deploy verify")
         if score and inputs.label is not None:
@@ -236,14 +339,46 @@ def run_job(job: WorkerJob, emit: Callable[[dict], None] = lambda e: None) -> di
         "allocator": {k: os.environ.get(k) for k in ALLOCATOR_ENV},
         "ort_arena_shrinkage": bool(extra),
         "peak_reset_after_load": peak_reset,
+        "device": job.device,
     }
+    if cuda:
+        peak_alloc, peak_reserved = gpu.peak_snapshot(job.device)
+        result.update(
+            gpu_memory=gpu.gpu_memory_record(model_allocated=model_alloc, model_reserved=model_reserved,
+                                             peak_allocated=peak_alloc, peak_reserved=peak_reserved,
+                                             total=gpu.total_memory(job.device)),
+            timer="cuda events", cudnn_benchmark=True, cuda_graphs=job.cuda_graphs,
+        )
+    if job.channels_last:
+        result["memory_format"] = "channels_last_3d"
     if job.memory_only:
+        release_graphs()
         return result
     for _ in range(job.warmup - 1):
         emit({"event": "video", "kind": "warmup", "seconds": one(full_batch)})
-    best = full_batch
+    best, best_videos = full_batch, 1
     trials: dict[int, float] = {}
-    if job.strategy == "dense" and len(job.batch_sizes) > 1:
+    sweep: list[dict] = []
+    if job.sweeps:  # every setting: one untimed pass (autotuning, capture), then trial_passes timed ones
+        emit({"event": "phase", "name": "batch sweep"})
+        for b, v in _settings(job, inputs.per_video):
+            release_graphs()
+            inputs.drop()
+            if cuda:
+                gpu.reset_peak(job.device)
+            one(b, v)
+            passes = []
+            for _ in range(job.trial_passes):
+                passes.append(one(b, v))
+                emit({"event": "video", "kind": "batch", "batch": b, "videos": v, "seconds": passes[-1]})
+            row = {"videos_per_pass": v, "crops_per_forward": b if job.strategy == "dense" else None,
+                   "pass_s": passes, "videos_per_s": v * len(passes) / sum(passes)}
+            if cuda:
+                row["peak_allocated_mb"], row["peak_reserved_mb"] = (x / gpu.MIB for x in gpu.peak_snapshot(job.device))
+            sweep.append(row)
+        top = max(sweep, key=lambda r: r["videos_per_s"])
+        best, best_videos = (top["crops_per_forward"] or 1), top["videos_per_pass"]
+    elif job.strategy == "dense" and len(job.batch_sizes) > 1:
         emit({"event": "phase", "name": "batch search"})
         for b in job.batch_sizes:
             trials[b] = one(b)
@@ -255,16 +390,26 @@ def run_job(job: WorkerJob, emit: Callable[[dict], None] = lambda e: None) -> di
     inputs._next = 0  # timed videos walk the file list from its start, so each labelled file is scored
     latencies = []
     for _ in range(job.repeats * job.videos):
-        latencies.append(one(best, score=True))
+        latencies.append(one(best, best_videos, score=True))
         emit({"event": "video", "kind": "timed", "seconds": latencies[-1]})
+    if job.cuda_graphs:  # the graph must compute what eager PyTorch computes on the same input
+        x = inputs.next(best_videos)
+        from sfc_deploy.verify.tolerances import compare
+
+        graphed = pass_fn(best, best_videos)(x).float().clone()
+        parity = compare(graphed, eager(x, best, best_videos), job.precision)
+        result.update(cuda_graph_max_abs_diff=parity["max_abs"], cuda_graph_parity=parity)
+    release_graphs()
     dep.close()
     result.update(
-        batch_size=best if job.strategy == "dense" else 1,
+        batch_size=best if job.strategy == "dense" else best_videos,
         batch_trials_s={str(k): v for k, v in trials.items()},
         latencies_s=latencies,
         peak_rss_end_mb=_peak_rss_mb(),
         top1=100.0 * sum(correct) / len(correct) if correct else None,
     )
+    if job.sweeps:
+        result.update(videos_per_pass=best_videos, batch_sweep=sweep)
     return result
 
 

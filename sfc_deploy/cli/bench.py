@@ -7,7 +7,8 @@ from typing import Annotated
 
 import typer
 
-from sfc_deploy.cli.options import BackboneOpt, FramesOpt, SegmentFramesOpt, SegmentsOpt, SizeOpt, parse_size, segments_pair
+from sfc_deploy.cli.options import (BackboneOpt, DeviceOpt, FramesOpt, SegmentFramesOpt, SegmentsOpt, SizeOpt, parse_size,
+                                    segments_pair)
 from sfc_deploy.common.outputs import check_output_file
 from sfc_deploy.common.parsing import split_list
 from sfc_deploy.errors import ConfigError
@@ -32,6 +33,24 @@ def parse_taus(value: str) -> tuple[float, ...]:
     if not taus:
         raise ConfigError(f"--tau is empty; give one value or a sweep like 1,4/3,2,4, got {value!r}")
     return tuple(dict.fromkeys(taus))
+
+
+def bench_device(text: str, runtime: str) -> str:
+    """``--device`` resolved for ``runtime``: an explicit CUDA device must be visible (one line otherwise);
+    ``auto`` picks CUDA only for runtimes that can run there."""
+    from rich.console import Console
+
+    from sfc_deploy.bench.suite import GPU_MEMORY_RUNTIMES
+    from sfc_deploy.common.device import resolve_device
+
+    on_gpu = runtime in GPU_MEMORY_RUNTIMES
+    if (text or "auto").strip().lower() == "auto" and not on_gpu:
+        return "cpu"
+    resolved = resolve_device(text, announce=Console(stderr=True).print)
+    if resolved != "cpu" and not on_gpu:
+        raise ConfigError(f"sfc-deploy bench runs runtime {runtime} on the CPU only (GPU memory is read from torch's "
+                          f"allocator); use --runtime {', '.join(GPU_MEMORY_RUNTIMES)} with --device {text}")
+    return resolved
 
 
 def register(app: typer.Typer) -> None:
@@ -60,6 +79,12 @@ def register(app: typer.Typer) -> None:
         markdown_out: Annotated[Path | None, typer.Option("--markdown", help="Write the table as Markdown.")] = None,
         plot_out: Annotated[Path | None, typer.Option("--plot", help="Write a PNG: throughput, memory, and sweeps.")] = None,
         verify: Annotated[bool, typer.Option("--verify/--no-verify", help="Check the default export against PyTorch (minutes at full size; `sfc-deploy verify DIR` does it later).")] = False,
+        device: DeviceOpt = "cpu",
+        sfc_batch: Annotated[str, typer.Option("--sfc-batch", help="SFC videos stacked per forward pass to try, e.g. 1,4,16,32 (synthetic input); the fastest is timed.")] = "1",
+        dense_videos: Annotated[str, typer.Option("--dense-videos", help="Dense: also try the 30 crops of N videos in one forward, e.g. 1,2,4 (synthetic input).")] = "1",
+        cuda_graphs: Annotated[bool, typer.Option("--cuda-graphs", help="Capture each SFC pass and dense clip batch in a CUDA graph (pytorch runtime on CUDA).")] = False,
+        channels_last: Annotated[bool, typer.Option("--channels-last", help="Run the torch runners in channels-last-3d memory format.")] = False,
+        trial_passes: Annotated[int, typer.Option("--trial-passes", min=1, help="Timed passes per setting of a batch sweep.")] = 3,
     ) -> None:
         """Videos/s, latency, peak memory and GMACs of SFC against 30-crop dense sampling, same weights and runtime."""
         from sfc_deploy.bench.suite import BenchOptions
@@ -69,6 +94,7 @@ def register(app: typer.Typer) -> None:
         check_runtime(runtime)
         if precision not in PRECISIONS:
             raise ConfigError(f"--precision {precision!r} is not one of {', '.join(PRECISIONS)}")
+        device = bench_device(device, runtime)
         if export_dir is not None and not (export_dir / "manifest.json").is_file():
             raise ConfigError(f"{export_dir} is not an export folder (no manifest.json); run sfc-deploy export --out {export_dir} first, or omit it")
         for option, out in (("--json", json_out), ("--markdown", markdown_out), ("--plot", plot_out)):
@@ -105,6 +131,12 @@ def register(app: typer.Typer) -> None:
             segments=segments_pair(segments, segment_frames),
             cache_dir=cache,
             verify_export=verify,
+            device=device,
+            sfc_batch=parse_int_list(sfc_batch, "--sfc-batch"),
+            dense_videos=parse_int_list(dense_videos, "--dense-videos"),
+            cuda_graphs=cuda_graphs,
+            channels_last=channels_last,
+            trial_passes=trial_passes,
         )
         opts.check()
         if export_dir is not None:  # a damaged or incomplete export fails here, before the progress bar and the workers
@@ -127,6 +159,10 @@ def run_and_report(opts, *, json_out: Path | None = None, markdown_out: Path | N
     # videos per worker: memory video + extra warm-ups + (dense) batch trials + timed
     per_sfc = opts.warmup + opts.videos * opts.repeats
     per_dense = per_sfc + (len(opts.batch_sizes) if len(opts.batch_sizes) > 1 else 0)
+    if opts.device != "cpu" or max(opts.sfc_batch + opts.dense_videos) > 1:  # batch sweeps: timed passes per setting
+        per_sfc = opts.warmup + opts.videos * opts.repeats + opts.trial_passes * len(set(opts.sfc_batch))
+        dense_settings = len(set(opts.batch_sizes)) + len({v for v in opts.dense_videos if v > 1})
+        per_dense = opts.warmup + opts.videos * opts.repeats + opts.trial_passes * dense_settings
     total = per_dense + per_sfc * len(opts.taus) + len(opts.lengths) * (2 if opts.head_chunk else 1)
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total} videos"),
                   TimeElapsedColumn(), console=err, transient=False) as bar:

@@ -7,8 +7,10 @@ from typing import Annotated
 
 import typer
 
-from sfc_deploy.cli.options import BackboneOpt, CheckpointOpt, SegmentFramesOpt, SegmentsOpt, TrustOpt, segments_pair
+from sfc_deploy.cli.options import (BackboneOpt, CheckpointOpt, DeviceOpt, SegmentFramesOpt, SegmentsOpt, TrustOpt,
+                                    segments_pair)
 from sfc_deploy.cli.train import SkipMissingOpt, ThreadsOpt, progress_bar
+from sfc_deploy.common.device import resolve_device
 from sfc_deploy.common.outputs import check_output_dir, check_output_file
 from sfc_deploy.common.parsing import split_list
 from sfc_deploy.data.datasets import load_video_list
@@ -36,9 +38,10 @@ def eval_cmd(
     name: Annotated[str, typer.Option(help="Report file name stem.")] = "eval",
     runtime: Annotated[str, typer.Option(help="pytorch (the models), or with --export: onnxruntime, torchscript, aoti, tensorrt, pytorch.")] = "pytorch",
     export: Annotated[Path | None, typer.Option("--export", help="Evaluate an export folder's artifacts instead of checkpoints.")] = None,
-    precision: Annotated[str, typer.Option(help="With --export: fp32 or fp16.")] = "fp32",
+    precision: Annotated[str, typer.Option(help="With --export: fp32, fp16, or bf16 (--runtime pytorch).")] = "fp32",
     threads: ThreadsOpt = None,
     skip_missing: SkipMissingOpt = False,
+    device: DeviceOpt = None,
 ) -> None:
     """Evaluate inference strategies on a labelled dataset; write JSON + Markdown + a speed/accuracy plot."""
     if export is None and runtime != "pytorch":
@@ -50,6 +53,8 @@ def eval_cmd(
         raise ConfigError(f"--name {name!r} must be a plain file name stem such as eval")
     for suffix in (".json", ".md", ".png"):
         check_output_file(out / f"{name}{suffix}", option="--out")
+    # none given: the runtime's own device (the CPU; CUDA for TensorRT)
+    where = resolve_device(device, announce=lambda line: typer.echo(line, err=True)) if device is not None else None
     set_threads(threads)
     taus = [parse_tau(t) for t in split_list(tau)]
     if not taus or any(t < 1 for t in taus):
@@ -64,11 +69,12 @@ def eval_cmd(
     with progress_bar("eval") as report:
         if export is not None:
             result = evaluate_export(videos, export, runtime=runtime, precision=precision, strategies=chosen,
-                                     num_clips=num_clips, max_frames=max_frames, segments=seg, progress=report)
+                                     num_clips=num_clips, max_frames=max_frames, segments=seg, progress=report,
+                                     device=where)
         else:
             result = evaluate(videos, backbone=backbone, checkpoint=checkpoint, sfc_checkpoints=parse_sfc_entries(sfc or []),
                               taus=taus, strategies=chosen, num_clips=num_clips, max_frames=max_frames, segments=seg,
-                              trust_checkpoint=trust_checkpoint, progress=report)
+                              trust_checkpoint=trust_checkpoint, progress=report, device=where)
     paths = write_report(result, out, name=name)
     for r in result["results"]:
         typer.echo(f"{r['method']:<36} top-1 {r['top1']:6.1%}  top-5 {r['top5']:6.1%}  {r['gmacs']:9.3f} GMACs/video")

@@ -10,6 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from sfc_deploy.common.device import DEVICE_HELP
 from sfc_deploy.common.parsing import split_list
 from sfc_deploy.cli.options import (
     BackboneOpt,
@@ -45,6 +46,7 @@ def register(app: typer.Typer) -> None:
         force: Annotated[bool, typer.Option("--force", help="Replace an existing --out folder.")] = False,
         no_verify: Annotated[bool, typer.Option("--no-verify", help="Skip the parity check against PyTorch.")] = False,
         trust_checkpoint: TrustOpt = False,
+        device: Annotated[str, typer.Option("--device", help="Device the AOTInductor packages are compiled for: cpu (default), cuda or cuda:N (needs a visible GPU), auto. ONNX and TorchScript files are device-portable.")] = "cpu",
     ) -> None:
         """Export head, SFC and tail (and the whole backbone for the dense baseline) with a manifest."""
         from sfc_deploy.export.exporter import ExportOptions, check_options, export_model
@@ -64,8 +66,9 @@ def register(app: typer.Typer) -> None:
             random_weights=checkpoint is None,
             checkpoint=str(checkpoint) if checkpoint else None,
             sfc_checkpoint=str(sfc_checkpoint) if sfc_checkpoint else None,
+            device=device,
         )
-        check_options(out, options, force)
+        check_options(out, options, force)  # --device cuda without a GPU: one line, before any work
         model = create_model(  # bad checkpoints fail here, before any warning or work
             config, tau=tau_value(tau), split=split, checkpoint=checkpoint, sfc_checkpoint=sfc_checkpoint,
             num_classes=num_classes, trust_checkpoint=trust_checkpoint,
@@ -98,6 +101,7 @@ def register(app: typer.Typer) -> None:
         dense_clips: Annotated[int, typer.Option("--dense-clips", min=1, max=10, help="Temporal clips x 3 crops in the dense pipeline check (10 = the full 30-crop protocol).")] = 2,
         threads: Annotated[int | None, typer.Option("--threads", min=1, help="Intra-op threads of every runtime (default: the runtime's choice).")] = None,
         record: Annotated[bool, typer.Option("--record/--no-record", help="Store the results in manifest.json.")] = True,
+        device: Annotated[str | None, typer.Option("--device", help="Where every runtime runs: " + DEVICE_HELP + " Default: each artifact where it was compiled for (AOTInductor CUDA packages on CUDA), the rest on the runtime's default.")] = None,
     ) -> None:
         """Run every artifact this machine can run against PyTorch; exit 1 when a tolerance is exceeded."""
         from sfc_deploy.export.formats import check_runtime, parse_precisions
@@ -110,7 +114,7 @@ def register(app: typer.Typer) -> None:
         with console.status("verifying against PyTorch") as status:
             report = run_verify(
                 manifest, runtimes=runtimes, precisions=precisions, graphs=[g.lower() for g in split_list(graph)] if graph else None,
-                dense_clips=dense_clips, threads=threads, progress=lambda m: _step(status, m),
+                dense_clips=dense_clips, threads=threads, device=device, progress=lambda m: _step(status, m),
             ).to_dict()
         if record:
             manifest.with_parity(report).save()
@@ -133,7 +137,7 @@ def print_report(report: dict) -> None:
     for c in report["checks"]:
         agree = lambda v: "" if v is None else f"{v:.0%}"  # noqa: E731
         table.add_row(
-            c["runtime"], c["precision"], c["variant"], c["part"], c["input"], f"{c['max_abs']:.2e}",
+            c["runtime"] + (f"@{c['device']}" if c.get("device") else ""), c["precision"], c["variant"], c["part"], c["input"], f"{c['max_abs']:.2e}",
             f"{c['max_rel']:.2e}", agree(c["top1_agree"]), agree(c["top5_agree"]),
             "[green]pass[/]" if c["passed"] else "[red]FAIL[/]",
         )
@@ -146,6 +150,9 @@ def print_report(report: dict) -> None:
     for c in report["checks"]:
         if c.get("error"):
             out.print(f"[red]FAILED[/] {c['runtime']} {c['precision']} ({c['variant']}): {c['error']}", soft_wrap=True)
+    if report.get("topk_cuda"):
+        topk = report["topk_cuda"]
+        out.print(f"TopK on CUDA: {topk['impl']}" + (f" ({topk['library'] or topk['reason']})" if topk["library"] or topk["reason"] else ""))
     for n in report["not_run"]:
         out.print(f"[yellow]not run[/] {n['runtime']} {n['precision']}: {n['reason']}")
     failed = sum(not c["passed"] for c in report["checks"])

@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from sfc_deploy.common.device import DEVICE_HELP
 from sfc_deploy.errors import ConfigError
 from sfc_deploy.models.sfc import parse_tau
 
@@ -17,6 +18,7 @@ FramesOpt = Annotated[int, typer.Option("--frames", min=1, help="Raw frames of t
 SizeOpt = Annotated[str, typer.Option("--size", help="HxW of the frames SFC reads (the paper: 256x312).")]
 CheckpointOpt = Annotated[Path | None, typer.Option("--checkpoint", help="Backbone weights in any supported layout.")]
 SfcCheckpointOpt = Annotated[Path | None, typer.Option("--sfc-checkpoint", help="Trained SFC weights (sfc-deploy train).")]
+DeviceOpt = Annotated[str, typer.Option("--device", help="Where the model runs: " + DEVICE_HELP)]
 TrustOpt = Annotated[bool, typer.Option("--trust-checkpoint", help="Allow pickled objects in checkpoints you trust.")]
 
 

@@ -20,8 +20,10 @@ from rich.markup import escape
 from rich.table import Table
 
 from sfc_deploy.common.atomic import atomic_dir
+from sfc_deploy.common.device import resolve_device
 from sfc_deploy.common.outputs import check_output_dir, check_output_file
-from sfc_deploy.cli.options import CheckpointOpt, SegmentFramesOpt, SegmentsOpt, SfcCheckpointOpt, TrustOpt, segments_pair
+from sfc_deploy.cli.options import (CheckpointOpt, DeviceOpt, SegmentFramesOpt, SegmentsOpt, SfcCheckpointOpt, TrustOpt,
+                                    segments_pair)
 from sfc_deploy.cli.train import ThreadsOpt
 from sfc_deploy.data.inputs import InputSpec, check_segments
 from sfc_deploy.data.video import probe_video
@@ -101,7 +103,7 @@ def predict_cmd(
     segment_frames: SegmentFramesOpt = None,
     export: Annotated[Path | None, typer.Option("--export", help="Run an export folder's artifacts instead of checkpoints.")] = None,
     runtime: Annotated[str | None, typer.Option(help="With --export: onnxruntime (default), torchscript, aoti, tensorrt, pytorch.")] = None,
-    precision: Annotated[str | None, typer.Option(help="With --export: fp32 (default) or fp16.")] = None,
+    precision: Annotated[str | None, typer.Option(help="With --export: fp32 (default), fp16, or bf16 (--runtime pytorch).")] = None,
     classes: Annotated[Path | None, typer.Option("--classes", help="Class names, one per line (default: stored ones, else indices).")] = None,
     top: Annotated[int, typer.Option("--top", min=1, help="Classes to show per video.")] = 5,
     json_out: Annotated[Path | None, typer.Option("--json", help="Also write the predictions and attention to this JSON file.")] = None,
@@ -110,6 +112,7 @@ def predict_cmd(
                                                  "looked (attention map over the frames; index.html for several videos).")] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing --explain folder.")] = False,
     threads: ThreadsOpt = None,
+    device: DeviceOpt = None,
 ) -> None:
     """Classify whole videos with SFC in one pass; show the top classes and where SFC looked."""
     given = {"--backbone": backbone is not None, "--checkpoint": checkpoint is not None,
@@ -127,14 +130,16 @@ def predict_cmd(
     if explain is not None:
         check_output_dir(explain, option="--explain", force=force)
     tau_value = parse_tau(tau) if tau is not None else None
+    # none given: the runtime's own device (the CPU; CUDA for TensorRT)
+    where = resolve_device(device, announce=lambda line: typer.echo(line, err=True)) if device is not None else None
     set_threads(threads)
     infos = [probe_video(v) for v in videos]  # missing or corrupt files fail before the model loads
     if export is not None:
         predictor: Predictor = from_export(export, runtime=runtime or "onnxruntime", precision=precision or "fp32",
-                                           threads=threads)
+                                           threads=threads, device=where)
     else:
         predictor = from_checkpoints(backbone or "slow8x8", checkpoint=checkpoint, sfc_checkpoint=sfc_checkpoint,
-                                     tau=tau_value, trust_checkpoint=trust_checkpoint)
+                                     tau=tau_value, trust_checkpoint=trust_checkpoint, device=where)
     console, notes = Console(highlight=False, soft_wrap=True), Console(stderr=True, highlight=False, soft_wrap=True)
     with predictor, contextlib.ExitStack() as outputs:
         if seg is not None:  # S*F against a fixed time axis: one line, before any video is decoded
@@ -183,6 +188,8 @@ def _model_line(predictor: Predictor) -> str:
     src = predictor.source
     if src.get("kind") == "export":
         where = f"export {src['export']} on {src['runtime']} {src['precision']}"
+        if src.get("device"):
+            where += f" ({src['device']})"
     else:
         where = (f"checkpoint {src.get('checkpoint') or 'none (random weights)'}, "
                  f"SFC {src.get('sfc_checkpoint') or 'untrained'}")

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+import sys
 from contextlib import contextmanager
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Annotated
 
@@ -11,12 +13,15 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from sfc_deploy.cli.options import BackboneOpt, CheckpointOpt, SplitOpt, TauOpt, TrustOpt, tau_value
+from sfc_deploy.cli.options import DeviceOpt
+from sfc_deploy.common.device import Amp, resolve_device
 from sfc_deploy.common.outputs import check_output_dir
 from sfc_deploy.data.datasets import load_video_list
-from sfc_deploy.errors import ConfigError
+from sfc_deploy.errors import ConfigError, SfcError
 from sfc_deploy.train.backbone import BackboneTrainOptions, train_backbone
 from sfc_deploy.train.common import parse_milestones
 from sfc_deploy.train.sfc import SFCTrainOptions, train_sfc
+from sfc_deploy.train.distributed import env_world, launch_local, process_group, rank_device, strip_nproc
 from sfc_deploy.train.views import Augment, parse_range
 
 DataArg = Annotated[Path, typer.Argument(help="Training list: a CSV (path,label,...), UCF101 split folder or class-folder tree.")]
@@ -70,23 +75,34 @@ def train_backbone_cmd(
     resume: ResumeOpt = False,
     force: ForceOpt = False,
     skip_missing: SkipMissingOpt = False,
+    device: DeviceOpt = "auto",
+    amp: Annotated[str, typer.Option("--amp", help="Mixed precision: off, bf16 or fp16 (fp16: CUDA only, with a gradient scaler).")] = "off",
+    workers: Annotated[int, typer.Option("--workers", min=0, help="Processes decoding clips while the model trains (0: decode in the main process). Results do not depend on it.")] = 2,
+    preload: Annotated[bool, typer.Option("--preload", help="Decode every frame of every video up front (small sets only: memory grows with the list).")] = False,
+    channels_last: Annotated[bool, typer.Option("--channels-last", help="channels-last-3d memory format for the model and its input (may help on GPUs).")] = False,
 ) -> None:
     """Train a whole backbone on random clips (for data without pretrained weights, e.g. `sfc-deploy synth`).
 
     Writes OUT/backbone.safetensors (loadable with --checkpoint), metrics.jsonl and train_state.pt.
+    Clips are decoded on the fly by --workers processes (only the frames each clip needs), so memory
+    does not grow with the video list; --preload decodes everything first instead.
     """
     options = BackboneTrainOptions(
         backbone=backbone, short_side=short_side, epochs=epochs, batch_size=batch_size,
         clips_per_video=clips_per_video, lr=lr, weight_decay=weight_decay, warmup=warmup, seed=seed,
         augment=Augment(scale=_range(scale), crop_fraction=crop_fraction, flip=flip, jitter=False),
     )
+    precision = Amp(amp)  # checked before the list is read: --amp fp16 on a CPU is refused at once
+    where = resolve_device(device, announce=lambda line: typer.echo(line, err=True))
+    precision.check(where)
     check_output_dir(out, option="--out", existing_ok=True)
     videos = load_video_list(data, subset="train", missing="skip" if skip_missing else "error")
     with progress_bar("train-backbone") as report:
-        summary = train_backbone(videos, out, options, resume=resume, force=force, threads=threads, progress=report)
+        summary = train_backbone(videos, out, options, resume=resume, force=force, threads=threads, progress=report,
+                                 device=where, amp=amp, workers=workers, preload=preload, channels_last=channels_last)
     last = summary["last"]
     shown = f"; last epoch loss {last['loss']:.3f}, clip accuracy {last['clip_acc']:.1%}" if last else ""
-    typer.echo(f"wrote {summary['weights']} ({summary['epochs']} epochs, {summary['seconds']:.0f} s{shown})")
+    typer.echo(f"wrote {summary['weights']} ({summary['epochs']} epochs on {summary['device']}, {summary['seconds']:.0f} s{shown})")
 
 
 def train_cmd(
@@ -121,11 +137,15 @@ def train_cmd(
     resume: ResumeOpt = False,
     force: ForceOpt = False,
     skip_missing: SkipMissingOpt = False,
+    device: DeviceOpt = "auto",
+    amp: Annotated[str, typer.Option("--amp", help="Mixed precision of SFC and tail: off, bf16 or fp16 (fp16: CUDA only, with a gradient scaler).")] = "off",
+    nproc: Annotated[int, typer.Option("--nproc", min=1, help="Data-parallel processes on this machine (runs torchrun --standalone; --batch-size stays the global batch). Leave it out under torchrun.")] = 1,
 ) -> None:
     """Train only SFC on a frozen backbone (paper recipe by default, plus gradient clipping at 1.0).
 
     Writes OUT/sfc.safetensors every epoch (it records the backbone it belongs to), metrics.jsonl and
-    train_state.pt for --resume.
+    train_state.pt for --resume. Data parallel: `--nproc N`, or `torchrun --nproc-per-node N -m
+    sfc_deploy.cli train ...` (one process per GPU, many nodes; rank 0 writes, nothing else does).
     """
     options = SFCTrainOptions(
         tau=tau_value(tau), split=split, pool=pool, kqv=kqv, theta_kernel=theta_kernel, logit_scale=logit_scale,
@@ -136,17 +156,39 @@ def train_cmd(
     )
     if options.tau < 1:
         raise ConfigError(f"--tau must be >= 1, got {tau}")
+    world = env_world()
+    say = (lambda line: typer.echo(line, err=True)) if world.is_main else None
+    where = rank_device(resolve_device(device, announce=say), world)
+    Amp(amp).check(where)
     check_output_dir(out, option="--out", existing_ok=True)
     videos = load_video_list(data, subset="train", missing="skip" if skip_missing else "error")
-    with progress_bar("train") as report:
+    if nproc > 1:
+        _launch(nproc, world.distributed)
+        return
+    with process_group(world, where), (progress_bar("train") if world.is_main else nullcontext()) as report:
         summary = train_sfc(videos, out, options, backbone=backbone, checkpoint=checkpoint,
                             trust_checkpoint=trust_checkpoint, resume=resume, force=force, threads=threads,
-                            cache_file=cache_file, progress=report)
+                            cache_file=cache_file, progress=report, device=where, amp=amp, world=world)
+    if not world.is_main:
+        return
     last = summary["last"]
     shown = f"; last epoch loss {last['loss']:.3f}, train accuracy {last['train_acc']:.1%}" if last else ""
     cache = "loaded" if summary["cache_loaded"] else f"{summary['cache_seconds']:.0f} s"
     typer.echo(f"wrote {summary['checkpoint']} (cache {cache}, "
                f"training {summary['train_seconds']:.0f} s{shown})")
+
+
+def _launch(nproc: int, inside_torchrun: bool) -> None:
+    """``sfc-deploy train --nproc N``: run the same command line as N torchrun processes here."""
+    if inside_torchrun:
+        raise ConfigError("--nproc launches torchrun itself; under torchrun leave --nproc out")
+    if "train" not in sys.argv[1:]:
+        raise ConfigError("--nproc relaunches the command line it was given; run `sfc-deploy train ... --nproc N` "
+                          "from a shell (or use torchrun)")
+    code = launch_local(strip_nproc(sys.argv[1:]), nproc)
+    if code != 0:
+        raise SfcError(f"{nproc} training processes ended with exit code {code} (their messages are above); "
+                      "fix the first error and rerun, with --resume if a checkpoint was written")
 
 
 def register(app: typer.Typer) -> None:

@@ -9,6 +9,8 @@ from __future__ import annotations
 import importlib.metadata as md
 import os
 import platform
+import shutil
+import subprocess
 from typing import Any
 
 #: distributions whose versions can change an artifact's numbers or a measurement
@@ -70,6 +72,45 @@ def device_name(device: str = "cpu") -> str:
     return device
 
 
+def nvidia_driver_version() -> str | None:
+    """The NVIDIA driver version (``nvidia-smi``), or None where there is no nvidia-smi or it fails."""
+    exe = shutil.which("nvidia-smi")
+    if exe is None:
+        return None
+    try:
+        out = subprocess.run([exe, "--query-gpu=driver_version", "--format=csv,noheader"], capture_output=True,
+                             text=True, timeout=20, check=True).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    lines = [line.strip() for line in out.splitlines() if line.strip()]
+    return lines[0] if lines else None
+
+
+def gpu_info(device: str = "cpu") -> dict[str, Any] | None:
+    """The GPU behind a CUDA ``device``: name, compute capability, memory, CUDA/cuDNN/driver versions
+    (None on the CPU), so a GPU figure always names the GPU and the software stack it came from."""
+    if not device.startswith("cuda"):
+        return None
+    import torch
+
+    if not torch.cuda.is_available():
+        return None
+    dev = torch.device(device)
+    props = torch.cuda.get_device_properties(dev)
+    cudnn = torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None
+    return {
+        "device": str(dev),
+        "name": torch.cuda.get_device_name(dev),
+        "compute_capability": f"{props.major}.{props.minor}",
+        "memory_gb": round(props.total_memory / 2**30, 1),
+        "multiprocessors": props.multi_processor_count,
+        "cuda": torch.version.cuda,
+        "cudnn": cudnn,
+        "driver": nvidia_driver_version(),
+        "torch": torch.__version__,
+    }
+
+
 def environment(*, device: str = "cpu") -> dict[str, Any]:
     """The full record: the flat fields reports print, plus the machine and the library versions."""
     import torch
@@ -85,4 +126,5 @@ def environment(*, device: str = "cpu") -> dict[str, Any]:
         "platform": libraries["platform"],
         "machine": machine,
         "libraries": libraries,
+        **({"gpu": gpu} if (gpu := gpu_info(device)) else {}),
     }

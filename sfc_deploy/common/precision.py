@@ -1,4 +1,10 @@
-"""Precisions as data: the name users type, the torch dtype, the dtype name in manifests."""
+"""Precisions as data: the name users type, the torch dtype, the dtype name in manifests.
+
+:data:`PRECISIONS` are the ones every export format writes (fp32, fp16). bf16 is served by the
+PyTorch runtime only (:data:`RUNTIME_PRECISIONS`): it converts the reference weights at load, so
+no artifact is written for it, and ONNX/TensorRT bf16 is not worth supporting; every other
+runtime refuses it with one line (:func:`check_runtime_precision`).
+"""
 
 from __future__ import annotations
 
@@ -11,27 +17,44 @@ from sfc_deploy.errors import ConfigError
 
 @dataclass(frozen=True)
 class Precision:
-    name: str  # as on the command line: fp32, fp16
+    name: str  # as on the command line: fp32, fp16, bf16
     dtype: torch.dtype
-    dtype_name: str  # as in manifest tensor specs: float32, float16
+    dtype_name: str  # as in manifest tensor specs: float32, float16, bfloat16
 
 
+#: precisions every export format writes (``export --precisions``)
 PRECISIONS: dict[str, Precision] = {
     p.name: p for p in (Precision("fp32", torch.float32, "float32"), Precision("fp16", torch.float16, "float16"))
 }
+#: precisions a runtime may serve: the exported ones, and bf16 on the PyTorch runtime (weights converted at load)
+RUNTIME_PRECISIONS: dict[str, Precision] = {**PRECISIONS, "bf16": Precision("bf16", torch.bfloat16, "bfloat16")}
+#: the runtime that serves the precisions no artifact is written in
+WEIGHTS_RUNTIME = "pytorch"
 #: manifest dtype name -> torch dtype (tensor specs also name integer tensors)
 TORCH_DTYPES: dict[str, torch.dtype] = {
-    **{p.dtype_name: p.dtype for p in PRECISIONS.values()},
+    **{p.dtype_name: p.dtype for p in RUNTIME_PRECISIONS.values()},
     "int64": torch.int64,
 }
 DTYPE_NAMES: dict[torch.dtype, str] = {v: k for k, v in TORCH_DTYPES.items()}
 
 
 def get_precision(name: str) -> Precision:
-    """The precision called ``name``, or a one-line error listing the known ones."""
-    if name not in PRECISIONS:
-        raise ConfigError(f"unknown precision {name!r}; expected one of {', '.join(PRECISIONS)}")
-    return PRECISIONS[name]
+    """The precision called ``name`` (exported or runtime-only), or a one-line error listing the known ones."""
+    if name not in RUNTIME_PRECISIONS:
+        raise ConfigError(f"unknown precision {name!r}; expected one of {', '.join(RUNTIME_PRECISIONS)}")
+    return RUNTIME_PRECISIONS[name]
+
+
+def check_runtime_precision(name: str, runtime: str) -> Precision:
+    """``name`` if ``runtime`` can serve it: bf16 only on the PyTorch runtime, one line otherwise."""
+    precision = get_precision(name)
+    if name not in PRECISIONS and runtime != WEIGHTS_RUNTIME:
+        raise ConfigError(
+            f"precision {name} is served by the {WEIGHTS_RUNTIME} runtime only (exports are written in "
+            f"{', '.join(PRECISIONS)}; ONNX/TensorRT bf16 is not supported); use --runtime {WEIGHTS_RUNTIME} "
+            f"or --precision fp16"
+        )
+    return precision
 
 
 def torch_dtype(precision: str) -> torch.dtype:

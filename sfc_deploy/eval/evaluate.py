@@ -143,10 +143,12 @@ def evaluate(
     segments: tuple[int, int] | None = None,
     trust_checkpoint: bool = False,
     progress: Progress | None = None,
+    device: str | None = None,
 ) -> dict[str, Any]:
-    """Evaluate on PyTorch (CPU); returns the report (see :func:`sfc_deploy.eval.report.write_report`).
+    """Evaluate on PyTorch; returns the report (see :func:`sfc_deploy.eval.report.write_report`).
 
-    ``segments``: (S, F) of strategy ``segments`` (default :data:`SEGMENTS`).
+    ``segments``: (S, F) of strategy ``segments`` (default :data:`SEGMENTS`). ``device``: "cpu" or
+    "cuda:N" (videos decode on the CPU; each model is copied to the device once); None: the CPU.
 
     Raises:
         ConfigError: unknown strategy, ``sfc`` or ``segments`` without checkpoints, an empty list, or class counts
@@ -166,7 +168,7 @@ def evaluate(
     if config.num_classes != len(videos.class_names):
         raise ConfigError(f"the backbone has {config.num_classes} classes but the data has "
                           f"{len(videos.class_names)}; evaluate on the label set it was trained on")
-    clip_dep = Deployment.from_model(base)
+    clip_dep = Deployment.from_model(base, device=device)
     methods: list[tuple[Method, Deployment, SFCModel]] = [(m, clip_dep, base) for m in _clip_methods(strategies, num_clips)]
     sfc_meta: dict[str, dict[str, Any]] = {}
     if "sfc" in strategies or "segments" in strategies:
@@ -177,13 +179,14 @@ def evaluate(
                                    num_classes=None if checkpoint else config.num_classes)
             for tau in taus:
                 model = sfc_at_tau(trained, tau)
-                dep = Deployment.from_model(model)
+                dep = Deployment.from_model(model, device=device)
                 methods.extend((m, dep, model) for m in _sfc_methods(strategies, name, tau, segments))
     tallies = _run(videos, methods, num_clips=num_clips, max_frames=max_frames, segments=segments, progress=progress)
     return {
         "runtime": "pytorch",
         "precision": "fp32",
-        "environment": environment(),
+        "device": clip_dep.device or "cpu",
+        "environment": environment(device=clip_dep.device or "cpu"),
         "backbone": {"name": config.name, "checkpoint": str(checkpoint) if checkpoint else None,
                      "short_side": config.preprocess.short_side, "frames": config.frames, "stride": config.stride},
         **_scores(tallies, videos, sfc_meta),
@@ -201,16 +204,18 @@ def evaluate_export(
     max_frames: int | None = None,
     segments: tuple[int, int] | None = None,
     progress: Progress | None = None,
+    device: str | None = None,
 ) -> dict[str, Any]:
     """The same evaluation on exported artifacts: what a deployment would score, not what PyTorch would.
 
     Clip strategies (single, uniform, dense) run the exported clip model; ``sfc`` runs head -> SFC ->
     tail of the export (its own trained SFC weights at its exported tau), on input fitted to the
-    export's fixed frame size and time axis by the same function predict and bench use.
+    export's fixed frame size and time axis by the same function predict and bench use. ``device``:
+    "cpu" or "cuda:N" (None: the runtime's default).
     """
     _check(videos, strategies)
     segments = _segments(strategies, segments)
-    with load(export_dir, runtime, precision=precision) as dep:
+    with load(export_dir, runtime, precision=precision, device=device) as dep:
         manifest, config = dep.manifest, dep.config
         reference = model_from_manifest(manifest)
         if config.num_classes != len(videos.class_names):
@@ -223,8 +228,9 @@ def evaluate_export(
     return {
         "runtime": runtime,
         "precision": precision,
+        "device": dep.device,  # None: the runtime's default
         "export": str(export_dir),
-        "environment": environment(),
+        "environment": environment(device=dep.device or "cpu"),
         "backbone": {"name": config.name, "checkpoint": manifest.checkpoint, "short_side": config.preprocess.short_side,
                      "frames": config.frames, "stride": config.stride},
         **_scores(tallies, videos, sfc_meta),

@@ -158,8 +158,9 @@ def from_checkpoints(
     sfc_checkpoint: str | Path | None = None,
     tau: float | None = None,
     trust_checkpoint: bool = False,
+    device: str | None = None,
 ) -> Predictor:
-    """SFC on PyTorch (CPU) from backbone weights and a trained SFC (either may be missing: random).
+    """SFC on PyTorch from backbone weights and a trained SFC (either may be missing: random).
 
     Args:
         backbone: registry name.
@@ -168,6 +169,7 @@ def from_checkpoints(
         tau: compression ratio; default the SFC checkpoint's (the weights do not depend on tau, so a
             trained SFC runs at any tau, as in eval), or 2.
         trust_checkpoint: allow pickled objects in checkpoints you trust.
+        device: "cpu" or "cuda:N" (see :func:`~sfc_deploy.common.device.resolve_device`); None: the CPU.
     """
     if tau is not None and tau < 1:
         raise ConfigError(f"--tau must be >= 1 (k = round(T / tau) <= T), got {tau:g}")
@@ -185,8 +187,9 @@ def from_checkpoints(
     if sfc_checkpoint is None:
         warnings.append("no --sfc-checkpoint: the SFC module is untrained (random init)")
 
-    dep = Deployment.from_model(model)
-    source = {"kind": "checkpoints", "runtime": "pytorch", "precision": "fp32", "backbone": model.config.name,
+    dep = Deployment.from_model(model, device=device)
+    source = {"kind": "checkpoints", "runtime": "pytorch", "precision": "fp32", "device": dep.device or "cpu",
+              "backbone": model.config.name,
               "checkpoint": str(checkpoint) if checkpoint else None,
               "sfc_checkpoint": str(sfc_checkpoint) if sfc_checkpoint else None,
               "tau": model.sfc.config.tau, "split": model.split}
@@ -195,9 +198,11 @@ def from_checkpoints(
 
 
 def from_export(export_dir: str | Path, *, runtime: str = "onnxruntime", precision: str = "fp32",
-                threads: int | None = None) -> Predictor:
-    """SFC from an export folder (head -> SFC -> tail of ``runtime`` at ``precision``); close it after use."""
-    dep = load(export_dir, runtime, precision=precision, **({} if threads is None else {"threads": threads}))
+                threads: int | None = None, device: str | None = None) -> Predictor:
+    """SFC from an export folder (head -> SFC -> tail of ``runtime`` at ``precision`` on ``device``,
+    None: the runtime's default); close it after use."""
+    dep = load(export_dir, runtime, precision=precision, device=device,
+               **({} if threads is None else {"threads": threads}))
     try:
         dep.check(("head", "sfc", "tail"))  # missing or damaged files fail now, not after decoding
         spec = dep.input_spec
@@ -209,7 +214,7 @@ def from_export(export_dir: str | Path, *, runtime: str = "onnxruntime", precisi
     if manifest.random_weights:
         warnings.append(f"{export_dir} was exported with RANDOM backbone weights, so the classes mean nothing")
     source = {"kind": "export", "export": str(export_dir), "runtime": runtime, "precision": precision,
-              "backbone": dep.config.name, "checkpoint": manifest.checkpoint,
+              "device": dep.device, "backbone": dep.config.name, "checkpoint": manifest.checkpoint,
               "sfc_checkpoint": manifest.sfc_checkpoint, "tau": manifest.tau, "split": manifest.split}
     return Predictor(config=dep.config, forward=dep.predict_with_attention, source=source, frames=spec.frames,
                      size=spec.size, class_names=dep.config.class_names, warnings=warnings, close=dep.close)

@@ -18,7 +18,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+
 from sfc_deploy.common.atomic import atomic_dir, terminate_as_exit
+from sfc_deploy.common.device import is_cuda, resolve_device
 from sfc_deploy.common.environment import library_versions
 from sfc_deploy.common.outputs import check_output_dir
 from sfc_deploy.common.precision import PRECISIONS, torch_dtype
@@ -38,6 +41,9 @@ class ExportOptions:
     ``parts`` defaults to all four (head, sfc, tail and the clip model of the dense baseline); a
     subset serves a deployment that needs only some of them (and keeps tests fast). ``tensorrt``
     holds the engine-build options (:class:`sfc_deploy.export.tensorrt.TensorRTOptions`).
+    ``device`` ("cpu", "cuda", "cuda:N", "auto") is what formats compiled for one device type
+    (AOTInductor) are compiled for, and is recorded per artifact; device-portable formats (ONNX,
+    TorchScript) are written the same for any device, so a CUDA export needs at least one of the former.
     """
 
     formats: tuple[str, ...] = ("onnx",)
@@ -50,6 +56,7 @@ class ExportOptions:
     checkpoint: str | None = None
     sfc_checkpoint: str | None = None
     tensorrt: object | None = None
+    device: str = "cpu"
 
 
 def export_model(
@@ -92,10 +99,27 @@ def check_options(out_dir: Path, options: ExportOptions, force: bool) -> None:
     unknown = [p for p in options.parts if p not in PARTS]
     if unknown or not options.parts:
         raise ConfigError(f"unknown or no parts {unknown or list(options.parts)}; expected any of {', '.join(PARTS)}")
+    check_device(options)
     if "tensorrt" in options.formats:
         from sfc_deploy.export.tensorrt import check_available
 
         check_available()
+
+
+def check_device(options: ExportOptions) -> str:
+    """The concrete device ``options.device`` names ("cpu"/"cuda:N"), refusing a CUDA export where
+    no GPU is visible (one line) or where no requested format is compiled for a device (``auto``
+    is not refused: it only says "the GPU if there is one")."""
+    device = resolve_device(options.device)
+    if is_cuda(device) and (options.device or "").strip().lower() != "auto":
+        compiled = [name for name, f in FORMATS.items() if (f.compiled_for_device or f.needs_gpu) and f.exportable]
+        if not any(FORMATS[f].compiled_for_device or FORMATS[f].needs_gpu for f in options.formats if f in FORMATS):
+            raise ConfigError(
+                f"--device {options.device} applies to formats compiled for one device ({', '.join(compiled)}); "
+                f"{', '.join(options.formats)} files are device-portable: export them without --device and run "
+                "them on CUDA with --device cuda (verify, bench, eval)"
+            )
+    return device
 
 
 def file_name(part: str, fmt: Format, precision: str, variant: str) -> str:
@@ -106,6 +130,7 @@ def file_name(part: str, fmt: Format, precision: str, variant: str) -> str:
 
 def _export_into(model: SFCModel, work: Path, options: ExportOptions, say: Callable[[str], None]) -> Manifest:
     model = model.eval()
+    device = check_device(options)
     save_weights(model, work / WEIGHTS)
     cfg = model.config
     metadata = {
@@ -134,8 +159,10 @@ def _export_into(model: SFCModel, work: Path, options: ExportOptions, say: Calla
                     part = by_static[variant.static_time][part_name]
                     name = file_name(part_name, fmt, precision, variant.name)
                     say(f"exporting {name}")
-                    exporter(part, work / name, variant=variant.name, metadata=metadata)
-                    artifacts.append(_record(work, name, part_name, fmt.name, precision, part.inputs, part.outputs, variant.name))
+                    on = {"device": device} if fmt.compiled_for_device else {}
+                    exporter(part, work / name, variant=variant.name, metadata=metadata, **on)
+                    artifacts.append(_record(work, name, part_name, fmt.name, precision, part.inputs, part.outputs,
+                                             variant.name, device=torch.device(device).type if on else None))
                     if serve is not None:
                         served = fmt.served_variant[variant.name]
                         served_name = file_name(part_name, fmt, precision, served)
@@ -175,7 +202,8 @@ def _export_into(model: SFCModel, work: Path, options: ExportOptions, say: Calla
 
 
 def _record(work: Path, name: str, part: str, fmt: str, precision: str, inputs: tuple[TensorSpec, ...],
-            outputs: tuple[TensorSpec, ...], variant: str = "default", *, derived_from: str | None = None) -> Artifact:
+            outputs: tuple[TensorSpec, ...], variant: str = "default", *, derived_from: str | None = None,
+            device: str | None = None) -> Artifact:
     """The manifest record of a written file, with its sha256 (checked before every load)."""
     path = work / name
     if not path.is_file():
@@ -191,7 +219,8 @@ def _record(work: Path, name: str, part: str, fmt: str, precision: str, inputs: 
         sha256=sha256_of(path),
         bytes=path.stat().st_size,
         derived_from=derived_from,
+        device=device,
     )
 
 
-__all__ = ["ExportOptions", "check_options", "export_model", "file_name"]
+__all__ = ["ExportOptions", "check_device", "check_options", "export_model", "file_name"]

@@ -54,6 +54,7 @@ class Format:
     runner_options: tuple[str, ...] = ("threads",)
     exportable: bool = True
     library: str = "torch"  # the distribution whose version a result on this runtime names
+    compiled_for_device: bool = False  # machine code for one device type (export --device); else device-portable
 
     def variants(self, part: str) -> tuple[Variant, ...]:
         """The files this format writes for ``part`` (SFC may have several graphs, others one)."""
@@ -91,7 +92,8 @@ FORMATS: dict[str, Format] = {
             # ONNX Runtime serves graphs rewritten for it at export time (sfc_deploy.export.ort_graph)
             served_variant={"default": "ort", "portable": "ort", "custom": "ort-custom"},
             serve_writer="sfc_deploy.export.ort_graph:write_ort_graph",
-            runner_options=("threads", "providers", "optimization", "shrink_arena"),
+            # device: "cpu" or "cuda:N", run on that device's execution provider (onnxruntime-gpu for CUDA)
+            runner_options=("threads", "providers", "optimization", "shrink_arena", "device"),
             library="onnxruntime",
         ),
         Format(
@@ -100,7 +102,7 @@ FORMATS: dict[str, Format] = {
             runner="sfc_deploy.runtime.torchscript_runner:TorchScriptRunner",
             topk_impl="aten",
             sfc_variants=(Variant("default", static_time=True),),  # a trace freezes TopK's k
-            runner_options=("threads", "device"),
+            runner_options=("threads", "device", "memory_format"),  # memory_format: channels_last_3d
         ),
         Format(
             "aoti", ".pt2", "aoti", "AOTInductor package, loadable from C++",
@@ -111,6 +113,7 @@ FORMATS: dict[str, Format] = {
             # cannot prove for every T, so the package is specialised to the export's T
             sfc_variants=(Variant("default", static_time=True),),
             runner_options=("threads", "device"),
+            compiled_for_device=True,  # a CPU or a CUDA package (export --device), recorded in the manifest
         ),
         Format(
             "tensorrt", ".engine", "tensorrt", "TensorRT engine built from the ONNX parts (GPU + TensorRT)",
@@ -125,7 +128,7 @@ FORMATS: dict[str, Format] = {
             "pytorch", ".safetensors", "pytorch", "the exact weights every artifact came from, served by eager PyTorch",
             exporter=None,
             runner="sfc_deploy.runtime.torch_runner:PyTorchRunner",
-            runner_options=("threads", "device"),
+            runner_options=("threads", "device", "memory_format"),  # memory_format: channels_last_3d
             exportable=False,
         ),
     )

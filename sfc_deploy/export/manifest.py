@@ -48,6 +48,9 @@ class Artifact:
 
     ``variant``: "default"; for the SFC ONNX graphs "portable" or "custom"; "ort" (or "ort-custom")
     for the graph ONNX Runtime serves, derived at export time from the file named in ``derived_from``.
+    ``device``: the device type a compiled artifact runs on only ("cpu" or "cuda": AOTInductor
+    packages); None for device-portable files (ONNX, TorchScript, weights). Manifests written
+    before the field existed load with None, and their AOTInductor packages were CPU ones.
     """
 
     file: str
@@ -61,6 +64,7 @@ class Artifact:
     bytes: int = 0
     derived_from: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    device: str | None = None
 
     @classmethod
     def from_dict(cls, d: dict) -> "Artifact":
@@ -76,6 +80,7 @@ class Artifact:
             bytes=d.get("bytes", 0),
             derived_from=d.get("derived_from"),
             extra=d.get("extra", {}),
+            device=d.get("device"),
         )
 
     def to_dict(self) -> dict:

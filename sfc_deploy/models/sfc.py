@@ -12,6 +12,8 @@ Ablations (paper Table 6b/6c/6d) are options of the same module: ``pool`` in {to
 
 from __future__ import annotations
 
+import contextlib
+
 import dataclasses
 import json
 from dataclasses import dataclass
@@ -171,13 +173,20 @@ class SFC(nn.Module):
         # (N, C, k, h, w) -> (N, k, C*h*w): the paper's reshape Gamma.
         q = q.transpose(1, 2).flatten(2).float()
         key = key.transpose(1, 2).flatten(2).float()
-        logits = torch.bmm(q, key.transpose(1, 2))
-        if self.config.logit_scale == "sqrt_d":
-            logits = logits * (q.shape[-1] ** -0.5)
-        if self.prior_gain is not None:
-            logits = logits + self.prior(t, k, f_head.device)
+        # The logits are dot products over C*h*w terms: fp32 even under autocast (which would
+        # otherwise run this bmm in fp16/bf16 and can overflow or flatten the softmax).
+        fp32 = (torch.autocast(f_head.device.type, enabled=False)
+                if f_head.device.type in ("cuda", "cpu") and torch.is_autocast_enabled(f_head.device.type)
+                else contextlib.nullcontext())  # no context at all when exporting (no autocast then)
+        with fp32:
+            logits = torch.bmm(q, key.transpose(1, 2))
+            if self.config.logit_scale == "sqrt_d":
+                logits = logits * (q.shape[-1] ** -0.5)
+            if self.prior_gain is not None:
+                logits = logits + self.prior(t, k, f_head.device)
+            m = torch.softmax(logits, dim=-1)
         value = f_abs if self.config.kqv == "abs_all" else f_head
-        return torch.softmax(logits, dim=-1), value
+        return m, value
 
     def forward(self, f_head: torch.Tensor, return_attention: bool = False):
         m, value = self.attention(f_head)

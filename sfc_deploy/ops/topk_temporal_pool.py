@@ -7,7 +7,9 @@ documented rule, so every runtime can agree bit for bit.
 
 The op is a ``torch.library.custom_op`` so that ``torch.export`` keeps it as one node; the ONNX
 exporter then emits either the custom node ``sfc::TopKTemporalPool`` or a portable
-TopK -> TopK -> GatherElements graph (see :mod:`sfc_deploy.export.onnx`).
+TopK -> TopK -> GatherElements graph (see :mod:`sfc_deploy.export.onnx`). On CUDA tensors it runs
+the project's CUDA kernel where that library is built (:mod:`sfc_deploy.ops.cuda_dispatch`), the
+aten implementation below otherwise; the backward is the same either way.
 """
 
 from __future__ import annotations
@@ -34,11 +36,17 @@ def _check_k(x: torch.Tensor, k: int) -> None:
     torch._check(k <= x.shape[AXIS], lambda: f"k={k} exceeds the time axis ({x.shape[AXIS]})")
 
 
+def topk_temporal_pool_aten(x: torch.Tensor, k: int) -> torch.Tensor:
+    """The op's aten implementation (every device): stable sort, gather. The CUDA kernel's
+    registration (:mod:`sfc_deploy.ops.cuda_dispatch`) falls back to it for other dtypes."""
+    _check_k(x, k)
+    return torch.gather(x, AXIS, topk_temporal_indices(x, k))
+
+
 @torch.library.custom_op("sfc::topk_temporal_pool", mutates_args=())
 def topk_temporal_pool(x: torch.Tensor, k: int) -> torch.Tensor:
     """Keep the k largest values along time (axis 2), in temporal order; ties to the lower index."""
-    _check_k(x, k)
-    return torch.gather(x, AXIS, topk_temporal_indices(x, k))
+    return topk_temporal_pool_aten(x, k)
 
 
 @topk_temporal_pool.register_fake

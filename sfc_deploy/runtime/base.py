@@ -14,9 +14,20 @@ from pathlib import Path
 import torch
 
 from sfc_deploy.common.precision import TORCH_DTYPES
-from sfc_deploy.errors import ArtifactError
+from sfc_deploy.errors import ArtifactError, ConfigError
 from sfc_deploy.export.manifest import Artifact, TensorSpec
 
+#: ``memory_format`` runner option -> torch memory format of 5D inputs and weights
+MEMORY_FORMATS = {"contiguous": torch.contiguous_format, "channels_last_3d": torch.channels_last_3d}
+
+
+def memory_format_of(name: str | None) -> torch.memory_format | None:
+    """The torch memory format called ``name`` (None: leave tensors as they are), or a one-line error."""
+    if name is None:
+        return None
+    if name not in MEMORY_FORMATS:
+        raise ConfigError(f"memory_format {name!r}; expected one of {', '.join(MEMORY_FORMATS)}")
+    return MEMORY_FORMATS[name]
 
 
 class Runner(ABC):
@@ -41,6 +52,10 @@ class Runner(ABC):
         if self.active:
             self.deactivate()
             self.active = False
+
+    @classmethod
+    def check_device(cls, device: str) -> None:
+        """Raise if this machine cannot run this backend on ``device`` (checked before anything loads)."""
 
     def activate(self) -> None:
         """Load the artifact."""
@@ -71,21 +86,35 @@ class Runner(ABC):
     def describe(self) -> str:
         return f"{self.name} runner for {self.artifact.part} ({self.artifact.file})"
 
+    @property
+    def input_device(self) -> torch.device:
+        """Where this runner takes its inputs and leaves its outputs, so a pipeline keeps tensors there
+        between runners and copies to the host once (a runner with a ``device`` computes on it)."""
+        return torch.device(getattr(self, "device", "cpu"))
+
 
 class TorchModuleRunner(Runner):
     """A runner whose backend is a torch callable (eager module, TorchScript, AOTInductor package):
-    ``threads`` sets torch's intra-op threads (process-wide); subclasses set ``self.module``."""
+    ``threads`` sets torch's intra-op threads (process-wide); ``device`` is where it computes (inputs
+    are moved there, outputs stay there); ``memory_format="channels_last_3d"`` converts the module's
+    5D weights and 5D inputs (NDHWC: what cuDNN's fastest 3D convolutions read); subclasses set
+    ``self.module``."""
 
-    def __init__(self, artifact: Artifact, path: Path | None, *, device: str = "cpu", threads: int | None = None) -> None:
+    def __init__(self, artifact: Artifact, path: Path | None, *, device: str = "cpu", threads: int | None = None,
+                 memory_format: str | None = None) -> None:
         super().__init__(artifact, path)
         self.device = device
         self.threads = threads
+        self.memory_format = memory_format_of(memory_format)
         self.module = None
 
     def activate(self) -> None:
         if self.threads:
             torch.set_num_threads(self.threads)
-        self.module = self._load()
+        module = self._load()
+        if self.memory_format is not None:
+            module = module.to(memory_format=self.memory_format)
+        self.module = module
 
     def _load(self):
         """The callable for ``activate``."""
@@ -94,9 +123,17 @@ class TorchModuleRunner(Runner):
     def deactivate(self) -> None:
         self.module = None
 
+    def _input(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` on this runner's device (a no-op where it is already there) in its memory format."""
+        # async from pinned host memory to a GPU (never towards the host: that would race the reader)
+        x = x.to(self.device, non_blocking=torch.device(self.device).type == "cuda")  # on the CPU: x itself
+        if self.memory_format is not None and x.dim() == 5:
+            x = x.contiguous(memory_format=self.memory_format)
+        return x
+
     def _infer_impl(self, feed: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         with torch.inference_mode():
-            out = self.module(*(feed[n].to(self.device) for n in self.input_names))
+            out = self.module(*(self._input(feed[n]) for n in self.input_names))
         out = out if isinstance(out, (tuple, list)) else (out,)
         return dict(zip(self.output_names, out))
 

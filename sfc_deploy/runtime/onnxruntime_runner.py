@@ -6,6 +6,12 @@ manifest with its sha256 and verified against PyTorch; nothing is rewritten here
 run are the bytes that were checked. The only thing added at load is the extensions' custom-op
 library (and the NumPy reference op registered with it) for a graph that uses its domain.
 
+``device`` places the session: ``"cpu"`` runs on the CPU execution provider alone, ``"cuda:N"`` on
+the CUDA execution provider of GPU N (with the CPU provider for the nodes CUDA lacks) where this
+onnxruntime has it, and is a one-line error naming onnxruntime-gpu where it does not; no device:
+the installed providers, most preferred first. Inputs and outputs stay host tensors either way
+(ONNX Runtime copies them to and from the GPU itself).
+
 Why a session cannot be created decides what the failure means: a missing library (onnxruntime,
 onnxruntime-extensions), an execution provider that is not installed or cannot start, or a kernel
 ONNX Runtime lacks for a type on this provider (NOT_IMPLEMENTED) mean the backend is unavailable
@@ -19,6 +25,7 @@ from pathlib import Path
 
 import torch
 
+from sfc_deploy.common.device import is_cuda
 from sfc_deploy.errors import ArtifactError, BackendUnavailableError, ConfigError
 from sfc_deploy.export.onnx import DOMAIN, OP_TYPE
 from sfc_deploy.runtime.base import Runner
@@ -44,6 +51,33 @@ def available_providers() -> list[str]:
     return [p for p in PREFERRED_PROVIDERS if p in have]
 
 
+def check_cuda_provider(device: str) -> None:
+    """A CUDA ``device`` needs an onnxruntime built with the CUDA execution provider (onnxruntime-gpu)."""
+    if not is_cuda(device):
+        return
+    ort = _onnxruntime()
+    have = ort.get_available_providers()
+    if "CUDAExecutionProvider" not in have:
+        raise BackendUnavailableError(
+            f"--device {device}: this onnxruntime ({ort.__version__}) has no CUDA execution provider (it has "
+            f"{', '.join(have)}); pip install onnxruntime-gpu in place of onnxruntime, or use --device cpu"
+        )
+
+
+def device_providers(device: str) -> list:
+    """The execution providers that run a session on ``device`` ("cpu" or "cuda:N")."""
+    if not is_cuda(device):
+        return ["CPUExecutionProvider"]
+    check_cuda_provider(device)
+    index = torch.device(device).index
+    return [("CUDAExecutionProvider", {"device_id": 0 if index is None else index}), "CPUExecutionProvider"]
+
+
+def _provider_name(provider) -> str:
+    """A provider as ONNX Runtime takes it: a name, or (name, options)."""
+    return provider[0] if isinstance(provider, (tuple, list)) else provider
+
+
 def _opset_domains(path: Path) -> set[str]:
     """The operator domains ``path`` imports (read without its weights' external data)."""
     import onnx
@@ -65,17 +99,25 @@ class OnnxRuntimeRunner(Runner):
 
     name = "onnxruntime"
 
-    def __init__(self, artifact, path, *, threads: int | None = None, providers: list[str] | None = None,
-                 optimization: str = "all", shrink_arena: bool = False) -> None:
+    def __init__(self, artifact, path, *, threads: int | None = None, providers: list | None = None,
+                 optimization: str = "all", shrink_arena: bool = False, device: str | None = None) -> None:
         super().__init__(artifact, path)
+        if device is not None and providers:
+            raise ConfigError("the onnxruntime runner takes device or providers, not both; drop one")
         self.threads = threads
-        self.providers = list(providers) if providers else None
+        #: where the session computes; inputs and outputs are host tensors whatever it is
+        self.compute_device = device
+        self.providers = list(providers) if providers else (device_providers(device) if device is not None else None)
         self.optimization = optimization
         # give the arena back after every run: several sessions in a row (head, SFC, tail) then peak
         # at the largest one instead of the sum of all (the bench turns it on for both strategies)
         self.shrink_arena = shrink_arena
         self.run_options = None
         self.session = None
+
+    @classmethod
+    def check_device(cls, device: str) -> None:
+        check_cuda_provider(device)
 
     def _session_options(self, ort):
         opts = ort.SessionOptions()
@@ -97,7 +139,7 @@ class OnnxRuntimeRunner(Runner):
         if not self.providers:
             return available_providers()
         have = ort.get_available_providers()
-        missing = [p for p in self.providers if p not in have]
+        missing = [_provider_name(p) for p in self.providers if _provider_name(p) not in have]
         if missing:
             raise BackendUnavailableError(
                 f"ONNX Runtime {ort.__version__} here has no {', '.join(missing)}; it has {', '.join(have)}"
@@ -136,11 +178,12 @@ class OnnxRuntimeRunner(Runner):
         """BackendUnavailableError for what this machine lacks, ArtifactError for a broken artifact."""
         from onnxruntime.capi import onnxruntime_pybind11_state as state
 
-        where = f"ONNX Runtime {ort.__version__} ({', '.join(providers)})"
+        names = [_provider_name(p) for p in providers]
+        where = f"ONNX Runtime {ort.__version__} ({', '.join(names)})"
         # an execution provider that cannot start (its library, driver or device is missing) fails as
         # EP_FAIL or as a plain RuntimeError/ValueError; ONNX Runtime's own statuses have their own types
         provider_failed = isinstance(exc, state.EPFail) or (
-            type(exc) in (RuntimeError, ValueError) and any(p != "CPUExecutionProvider" for p in providers)
+            type(exc) in (RuntimeError, ValueError) and any(p != "CPUExecutionProvider" for p in names)
         )
         if isinstance(exc, state.NotImplemented) or provider_failed:
             return BackendUnavailableError(f"{where} cannot run {self.path.name}: {_first_line(exc)}")

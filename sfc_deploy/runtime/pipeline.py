@@ -8,10 +8,15 @@ Every command runs the same two pipelines:
   dense path: bench, eval, verify and the runtime API all call it, on exported artifacts or on a
   PyTorch model alike (:meth:`Deployment.from_model`).
 
-``load(DIR, runtime=...)`` returns a :class:`Deployment` whose ``predict`` runs the SFC pipeline and
-whose ``predict_dense`` runs the dense one, on the same backend, threads and precision, from the same
-manifest. Which frames and crops a video becomes is the data layer's job
-(:func:`sfc_deploy.data.inputs.model_input`); a deployment says what it takes (:attr:`input_spec`).
+``load(DIR, runtime=..., device=...)`` returns a :class:`Deployment` whose ``predict`` runs the SFC
+pipeline and whose ``predict_dense`` runs the dense one, on the same backend, device, threads and
+precision, from the same manifest.
+
+On a GPU the input is decoded on the CPU, copied once to the device (from pinned memory, without
+waiting), stays there between head -> SFC -> tail and between clip batches, and the logits come
+back to the host once at the end; on the CPU nothing is copied at all. Which frames and crops a
+video becomes is the data layer's job (:func:`sfc_deploy.data.inputs.model_input`); a deployment
+says what it takes (:attr:`input_spec`).
 """
 
 from __future__ import annotations
@@ -21,7 +26,8 @@ from pathlib import Path
 
 import torch
 
-from sfc_deploy.common.precision import get_precision
+from sfc_deploy.common.device import resolve_device
+from sfc_deploy.common.precision import check_runtime_precision, get_precision
 from sfc_deploy.data.inputs import InputSpec
 from sfc_deploy.data.samplers import sample_tensor
 from sfc_deploy.errors import ArtifactError, ConfigError
@@ -31,7 +37,17 @@ from sfc_deploy.export.parts import build_parts
 from sfc_deploy.models.config import BackboneConfig
 from sfc_deploy.models.sfc_model import SFCModel
 from sfc_deploy.runtime.base import Runner
-from sfc_deploy.runtime.registry import check_runner_options, make_runner
+from sfc_deploy.runtime.registry import check_device, check_runner_options, make_runner, served_model
+
+
+def to_runner(x: torch.Tensor, runner: Runner, dtype: torch.dtype) -> torch.Tensor:
+    """``x`` in ``dtype`` where ``runner`` takes its input. To a GPU: pinned, copied without waiting
+    (the host may decode the next video meanwhile), then cast there (half the bytes would cross the
+    bus as fp16, but the cast is far cheaper on the GPU than on the CPU); on the CPU: ``x.to(dtype)``."""
+    device = runner.input_device
+    if device.type == "cuda" and x.device.type == "cpu":
+        x = (x if x.is_pinned() else x.pin_memory()).to(device, non_blocking=True)
+    return x.to(dtype)
 
 
 class SFCPipeline:
@@ -72,19 +88,28 @@ class ClipPipeline:
         self.clip, self.batch_size = clip, batch_size
 
     def __call__(self, clips: torch.Tensor, videos: int = 1) -> torch.Tensor:
-        """(videos * n, 3, frames, crop, crop) clips, video-major -> (videos, classes) float32."""
+        """(videos * n, 3, frames, crop, crop) clips, video-major -> (videos, classes) float32, on the
+        runner's device (the clips and every batch's logits stay there)."""
         logits = torch.cat([self.clip.infer({"clip": c.contiguous()})["logits"] for c in clips.split(self.batch_size)])
         return logits.float().reshape(videos, -1, logits.shape[-1]).mean(1)
 
 
 class Deployment:
-    """A model opened on one runtime and precision: an export folder, or a PyTorch model in memory."""
+    """A model opened on one runtime, device and precision: an export folder, or a PyTorch model in memory.
+
+    ``device``: "cpu", "cuda", "cuda:N" or "auto" (resolved by
+    :func:`~sfc_deploy.common.device.resolve_device`: no CUDA device here is a one-line error); None
+    leaves it to the runtime (the CPU for the torch runtimes, the installed execution providers for
+    ONNX Runtime, CUDA for TensorRT). ``precision`` bf16 is served by the PyTorch runtime only.
+    Results come back as host tensors.
+    """
 
     def __init__(
         self,
         manifest: Manifest | None,
         runtime: str = "onnxruntime",
         *,
+        device: str | None = None,
         precision: str = "fp32",
         sfc_variant: str = "portable",
         head_chunk: int | None = None,
@@ -94,9 +119,13 @@ class Deployment:
     ) -> None:
         self.manifest = manifest
         self.runtime = check_runtime(runtime)
-        self.precision = get_precision(precision).name
+        self.precision = check_runtime_precision(precision, runtime).name
         self.sfc_variant = check_graph(sfc_variant, runtime, what="SFC graph variant")
         check_runner_options(runtime, runner_options)
+        self.device = resolve_device(device) if device is not None else None
+        if self.device is not None:
+            check_device(runtime, self.device)  # e.g. ONNX Runtime without its CUDA provider: now, not mid-run
+            runner_options["device"] = self.device
         if manifest is None and (model is None or runtime != "pytorch"):
             raise ConfigError("a deployment without an export folder runs a PyTorch model: pass model= and runtime='pytorch'")
         if runtime == "pytorch" and model is None:
@@ -116,6 +145,7 @@ class Deployment:
         self.runner_options = runner_options
         self._runners: dict[str, Runner] = {}
         self._specs: dict[str, Artifact] | None = None
+        self._served: SFCModel | None = None
 
     @classmethod
     def from_model(cls, model: SFCModel, **options) -> "Deployment":
@@ -178,9 +208,19 @@ class Deployment:
         size = tuple(head[3:5]) if all(isinstance(d, int) for d in head[3:5]) else None
         return InputSpec(frames=frames, size=size)
 
+    def _served_model(self) -> SFCModel | None:
+        """The PyTorch runtime's model converted once for all parts (dtype, device, memory format)."""
+        if self.runtime != "pytorch":
+            return self.model
+        if self._served is None:
+            self._served = served_model(self.model, self.dtype, device=self.runner_options.get("device") or "cpu",
+                                        memory_format=self.runner_options.get("memory_format"))
+        return self._served
+
     def runner(self, part: str) -> Runner:
         if part not in self._runners:
-            runner = make_runner(self.manifest, self.artifact(part), self.runtime, model=self.model, **self.runner_options)
+            runner = make_runner(self.manifest, self.artifact(part), self.runtime, model=self._served_model(),
+                                 **self.runner_options)
             self._runners[part] = runner.__enter__()
         return self._runners[part]
 
@@ -195,12 +235,15 @@ class Deployment:
         return self.predict_with_attention(frames)[0]
 
     def predict_with_attention(self, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        logits, attention = self.sfc_pipeline()(frames.to(self.dtype))
-        return logits.float(), attention.float()
+        """SFC logits (N, classes) and attention (N, k, T), float32 host tensors."""
+        pipeline = self.sfc_pipeline()
+        logits, attention = pipeline(to_runner(frames, pipeline.head, self.dtype))
+        return logits.float().cpu(), attention.float().cpu()
 
     def predict_clips(self, clips: torch.Tensor, videos: int = 1) -> torch.Tensor:
-        """Averaged logits (videos, classes) of sampled clips (single, uniform or dense crops)."""
-        return self.clip_pipeline()(clips.to(self.dtype), videos)
+        """Averaged logits (videos, classes) of sampled clips (single, uniform or dense crops), on the host."""
+        pipeline = self.clip_pipeline()
+        return pipeline(to_runner(clips, pipeline.clip, self.dtype), videos).cpu()
 
     def predict_dense(self, video: torch.Tensor, *, num_clips: int = 10) -> torch.Tensor:
         """30-crop logits (N, classes) for (N, 3, T_raw, H, W) normalised frames at the full frame
@@ -242,12 +285,14 @@ def check_export(root: str | Path, runtime: str, precision: str = "fp32",
     manifest.check_files()
     if runtime != "pytorch":  # PyTorch serves the weights, checked above; its parts come from them
         fmt = format_of_runtime(runtime)
-        get_precision(precision)
+        check_runtime_precision(precision, runtime)
         for part in parts:
             manifest.find(part, fmt.name, precision, fmt.serves(part, "portable"))
     return manifest
 
 
 def load(root: str | Path, runtime: str = "onnxruntime", **options) -> Deployment:
-    """Open an export folder: ``load(DIR, runtime="onnxruntime").predict(frames)``."""
+    """Open an export folder: ``load(DIR, runtime="onnxruntime", device="cuda:0", precision="fp16",
+    threads=4).predict(frames)``; the options are :class:`Deployment`'s (``device`` None: the runtime's
+    default, the CPU for the torch runtimes)."""
     return Deployment(load_manifest(root), runtime, **options)

@@ -3,19 +3,27 @@
 :data:`sfc_deploy.export.formats.FORMATS` names each format's runner class; this module imports
 it when a runner is first needed, so optional backends (TensorRT) load only when asked for, and
 checks the options the runner is given against the ones the table says it takes.
+
+Devices are one runner option, ``device`` ("cpu" or "cuda:N", resolved by
+:func:`sfc_deploy.common.device.resolve_device`), that every runtime's row takes: the torch runtimes
+compute there, ONNX Runtime picks the execution provider of that device, TensorRT runs on CUDA only.
+:func:`check_device` says before anything loads whether this machine can do it.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+import torch
+
+from sfc_deploy.common.device import is_cuda
 from sfc_deploy.common.precision import TORCH_DTYPES
 from sfc_deploy.errors import ConfigError
 from sfc_deploy.export.formats import format_of_runtime, resolve
 from sfc_deploy.export.manifest import Artifact, Manifest
 from sfc_deploy.models.parts import copy_for_export, part_modules
 from sfc_deploy.models.sfc_model import SFCModel
-from sfc_deploy.runtime.base import Runner
+from sfc_deploy.runtime.base import Runner, memory_format_of
 
 
 def runner_class(runtime: str) -> type[Runner]:
@@ -31,6 +39,42 @@ def check_runner_options(runtime: str, options: dict[str, Any]) -> None:
         raise ConfigError(
             f"runtime {runtime} takes no option {', '.join(unknown)}; it takes {', '.join(accepted) or 'none'}"
         )
+
+
+def check_device(runtime: str, device: str) -> None:
+    """Whether ``runtime`` can run on ``device`` ("cpu"/"cuda:N") here, before any artifact loads.
+
+    Raises:
+        ConfigError: a GPU-only runtime asked for the CPU, or a runtime without a device option.
+        BackendUnavailableError: ONNX Runtime asked for CUDA without its CUDA execution provider.
+    """
+    fmt = format_of_runtime(runtime)
+    if "device" not in fmt.runner_options:
+        raise ConfigError(f"runtime {runtime} has no device option; drop --device")
+    if fmt.needs_gpu and not is_cuda(device):
+        raise ConfigError(f"runtime {runtime} runs on a CUDA device only, not {device}; use --device cuda")
+    runner_class(runtime).check_device(device)  # e.g. ONNX Runtime: is its CUDA provider installed?
+
+
+def served_model(model: SFCModel, dtype: torch.dtype, *, device: str = "cpu",
+                 memory_format: str | None = None) -> SFCModel:
+    """The model the PyTorch runtime serves: ``model`` itself when it already is what is asked for
+    (its dtype, the TopK op, on ``device``, no memory format asked for), otherwise a converted copy, so the caller's
+    model is never moved or recast. A copy remembers what it was made for, so the parts of one
+    deployment share it."""
+    key = (dtype, str(torch.device(device)), memory_format)
+    if getattr(model, "_served_as", None) == key:
+        return model
+    param = next(model.parameters())
+    if (param.dtype == dtype and model.sfc.topk_impl == "op" and param.device == torch.device(device)
+            and memory_format is None):
+        return model
+    clone = copy_for_export(model, dtype, topk_impl="op").to(device)
+    fmt = memory_format_of(memory_format)
+    if fmt is not None:
+        clone = clone.to(memory_format=fmt)
+    clone._served_as = key
+    return clone
 
 
 def make_runner(manifest: Manifest | None, art: Artifact, runtime: str, *, model: SFCModel | None = None,
@@ -49,7 +93,7 @@ def make_runner(manifest: Manifest | None, art: Artifact, runtime: str, *, model
 
             model = model_from_manifest(manifest)
         dtype = TORCH_DTYPES[art.inputs[0].dtype]
-        same = next(model.parameters()).dtype == dtype and model.sfc.topk_impl == "op"
-        module = part_modules(model if same else copy_for_export(model, dtype, topk_impl="op"))[art.part]
+        served = served_model(model, dtype, device=options.get("device", "cpu"), memory_format=options.get("memory_format"))
+        module = part_modules(served)[art.part]
         return cls(art, None, module=module, **options)
     return cls(art, manifest.path_of(art), **options)

@@ -12,9 +12,11 @@ class PyTorchRunner(TorchModuleRunner):
 
     name = "pytorch"
 
-    def __init__(self, artifact, path, *, module: nn.Module, device: str = "cpu", threads: int | None = None) -> None:
-        super().__init__(artifact, path, device=device, threads=threads)
+    def __init__(self, artifact, path, *, module: nn.Module, device: str = "cpu", threads: int | None = None,
+                 memory_format: str | None = None) -> None:
+        super().__init__(artifact, path, device=device, threads=threads, memory_format=memory_format)
         self.part_module = module
 
     def _load(self):
+        # a no-op for the model a Deployment prepared (registry.served_model: already there, in dtype)
         return self.part_module.eval().to(self.device)

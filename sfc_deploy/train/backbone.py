@@ -6,6 +6,11 @@ trained: a clip of ``frames`` frames at the backbone's stride from a random time
 outward-scaled crop, and the *video's* label (clips that miss the action are label noise, which
 is exactly why dense sampling and SFC beat a single clip at test time).
 
+Clips are decoded on the fly, only their own frames, by DataLoader workers (:mod:`.loader`), from
+plans this module draws in the main process: memory stays flat as the video list grows, and the
+weights do not depend on the number of workers or on preloading. ``device`` and ``amp`` put the
+model on a GPU with autocast (and a gradient scaler for fp16).
+
 The result is a canonical ``.safetensors`` file whose metadata carries the backbone config
 (class names and preprocessing included), so ``--checkpoint`` loads it like any converted file.
 """
@@ -22,6 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from sfc_deploy.common.atomic import atomic_write, atomic_write_text
+from sfc_deploy.common.device import Amp, resolve_device
 from sfc_deploy.common.environment import environment
 from sfc_deploy.data.crops import clip_frame_indices
 from sfc_deploy.data.datasets import VideoList
@@ -34,9 +40,10 @@ from sfc_deploy.models.resnet3d import ResNet3d
 from sfc_deploy.train.common import (
     METRICS_FILE, STATE_FILE, Metrics, Progress, Schedule, Timer, check_resume, check_same_run, epoch_generator,
     in_run_folder,
-    make_optimizer, set_threads,
+    make_optimizer, set_threads, state_on_cpu,
 )
-from sfc_deploy.train.views import Augment, FrameStore, render
+from sfc_deploy.train.loader import ClipLoader, ClipPlan
+from sfc_deploy.train.views import Augment, FrameStore
 
 BACKBONE_FILE = "backbone.safetensors"
 
@@ -109,6 +116,25 @@ def draw_clip(store: FrameStore, i: int, config: BackboneConfig, g: torch.Genera
     return clip_frame_indices(n, start, config.frames, config.stride)
 
 
+def draw_epoch(store: FrameStore, config: BackboneConfig, options: BackboneTrainOptions, epoch: int) -> list[list[ClipPlan]]:
+    """Every random draw of one epoch, as batches of clip plans: a function of (seed, epoch) only.
+
+    The order of draws (a shuffle per clip of each video, then per clip its view and its start) is
+    the one the loop has always used, so runs from before the loader existed are reproduced.
+    """
+    g = epoch_generator(options.seed, epoch)
+    order = torch.cat([torch.randperm(len(store), generator=g) for _ in range(options.clips_per_video)]).tolist()
+    batches = []
+    for first in range(0, len(order), options.batch_size):
+        plans = []
+        for i in order[first : first + options.batch_size]:
+            view = options.augment.draw(g, 1)  # the clip start already jitters time
+            plans.append(ClipPlan(i, tuple(draw_clip(store, i, config, g)), view))
+        batches.append(plans)
+    return batches
+
+
+
 @in_run_folder
 def train_backbone(
     videos: VideoList,
@@ -119,14 +145,31 @@ def train_backbone(
     force: bool = False,
     threads: int | None = None,
     progress: Progress | None = None,
+    device: str = "cpu",
+    amp: str = "off",
+    workers: int = 0,
+    preload: bool = False,
+    channels_last: bool = False,
 ) -> dict[str, Any]:
     """Train a backbone on random clips; write ``backbone.safetensors``, state and metrics under ``out``.
+
+    Args:
+        device: ``auto|cpu|cuda|cuda:N`` (see :func:`~sfc_deploy.common.device.resolve_device`).
+        amp: mixed precision ``off|bf16|fp16`` (fp16 adds a gradient scaler and needs CUDA).
+        workers: DataLoader processes decoding clips (0: in this process). Results do not depend on it.
+        preload: decode every frame of every video up front (small sets only: memory grows with the list).
+        channels_last: channels-last-3d memory format for the model and its input (may help on GPUs).
+
+    Device, precision and loading are not part of the recorded settings: a run may resume with others.
 
     Returns:
         A summary: the weights' path, epochs done, the last epoch's metrics, seconds spent.
     """
     if not len(videos):
         raise ConfigError("the training list is empty; pass a CSV/folder with labelled videos")
+    device = resolve_device(device)
+    precision = Amp(amp)
+    precision.check(device)
     set_threads(threads)
     out = Path(out)
     saved = check_resume(out, resume, force)
@@ -135,58 +178,67 @@ def train_backbone(
         check_same_run(saved["settings"], settings, out)
     config = backbone_config(options, tuple(videos.class_names))
     torch.manual_seed(options.seed)  # weight initialisation
-    model = create_backbone(config)
+    model = create_backbone(config).to(device)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last_3d)
     opt = make_optimizer(options.optimizer, model.parameters(), lr=options.lr, momentum=options.momentum,
                          weight_decay=options.weight_decay)
+    scaler = precision.scaler(device)
     schedule = Schedule(options.schedule, options.lr, options.epochs, options.milestones, options.warmup)
     start_epoch = 0
     if saved is not None:
         model.load_state_dict(saved["model"])
         opt.load_state_dict(saved["optimizer"])
+        if scaler.is_enabled() and saved.get("scaler"):
+            scaler.load_state_dict(saved["scaler"])
         start_epoch = int(saved["epoch"])
     metrics = Metrics(out / METRICS_FILE, keep_until_epoch=start_epoch if saved is not None else None)
-    store = FrameStore(videos, preload=True, progress=progress)
-    pre = config.preprocess
-    crop = max(1, round(pre.crop * options.augment.crop_fraction))
+    store = FrameStore(videos, preload=preload, progress=progress)
+    crop = max(1, round(config.preprocess.crop * options.augment.crop_fraction))
     total = Timer()
     record: dict[str, Any] = {}
-    for epoch in range(start_epoch, options.epochs):
-        g = epoch_generator(options.seed, epoch)
-        order = torch.cat([torch.randperm(len(store), generator=g) for _ in range(options.clips_per_video)]).tolist()
-        steps = (len(order) + options.batch_size - 1) // options.batch_size
-        model.train()
-        timer, loss_sum, correct = Timer(), 0.0, 0
-        for step in range(steps):
-            batch = order[step * options.batch_size : (step + 1) * options.batch_size]
-            clips = []
-            for i in batch:
-                view = options.augment.draw(g, 1)  # the clip start already jitters time
-                clips.append(render(store.frames(i, draw_clip(store, i, config, g)), view, pre, (crop, crop)))
-            x = torch.stack(clips)
-            y = torch.tensor([store.label(i) for i in batch])
-            lr = schedule.at(epoch, step / steps)
-            for group in opt.param_groups:
-                group["lr"] = lr
-            logits = model(x)
-            loss = F.cross_entropy(logits, y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            loss_sum += float(loss.detach()) * len(batch)
-            correct += int((logits.argmax(-1) == y).sum())
-            if progress is not None:
-                progress(f"epoch {epoch + 1}/{options.epochs}", step + 1, steps)
-        record = {"epoch": epoch + 1, "loss": loss_sum / len(order), "clip_acc": correct / len(order),
-                  "lr": lr, "seconds": timer()}
-        model.eval()
-        save_backbone(model, out / BACKBONE_FILE)
-        state = {"epoch": epoch + 1, "model": model.state_dict(), "optimizer": opt.state_dict(), "settings": settings}
-        atomic_write(out / STATE_FILE, lambda tmp: torch.save(state, tmp))
-        metrics.write(record)
+    with ClipLoader(store, config.preprocess, (crop, crop), workers=workers, device=device,
+                    channels_last=channels_last) as loader:
+        for epoch in range(start_epoch, options.epochs):
+            batches = draw_epoch(store, config, options, epoch)
+            steps, clips = len(batches), sum(len(b) for b in batches)
+            where = f" (training epoch {epoch + 1}"
+            where += (f"; {out} keeps epoch {epoch}: replace the file and pass --resume)" if epoch else ")")
+            model.train()
+            timer = Timer()
+            # accumulated on the device (no host sync per step), in float64 like the Python floats they replace
+            loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+            correct = torch.zeros((), dtype=torch.long, device=device)
+            for step, (x, y) in enumerate(loader.epoch(batches, where=where)):
+                lr = schedule.at(epoch, step / steps)
+                for group in opt.param_groups:
+                    group["lr"] = lr
+                with precision.autocast(device):
+                    logits = model(x)
+                loss = F.cross_entropy(logits.float(), y)
+                opt.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                scaler.step(opt)
+                scaler.update()
+                loss_sum += loss.detach().double() * len(y)
+                correct += (logits.detach().argmax(-1) == y).sum()
+                if progress is not None:
+                    progress(f"epoch {epoch + 1}/{options.epochs}", step + 1, steps)
+            record = {"epoch": epoch + 1, "loss": float(loss_sum) / clips, "clip_acc": int(correct) / clips,
+                      "lr": lr, "seconds": timer()}
+            model.eval()
+            save_backbone(model, out / BACKBONE_FILE)
+            state = {"epoch": epoch + 1, "model": state_on_cpu(model.state_dict()), "optimizer": state_on_cpu(opt.state_dict()),
+                     "settings": settings}
+            if scaler.is_enabled():
+                state["scaler"] = scaler.state_dict()
+            atomic_write(out / STATE_FILE, lambda tmp: torch.save(state, tmp))
+            metrics.write(record)
     model.eval()
     if start_epoch >= options.epochs:
         save_backbone(model, out / BACKBONE_FILE)
     summary = {"weights": str(out / BACKBONE_FILE), "epochs": options.epochs, "last": record,
-               "seconds": total(), "environment": environment()}
+               "seconds": total(), "device": device, "amp": precision.mode, "workers": workers, "preload": preload,
+               "environment": environment()}
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=2, sort_keys=True) + "\n")
     return summary

@@ -8,6 +8,13 @@ less augmentation (``V`` views instead of a fresh one each epoch).
 
 The views are drawn from ``(seed, video index)`` only, so a rebuilt cache (after ``--resume``)
 is identical to the first one.
+
+On disk the cache is a folder (:func:`open_or_build_cache`): one safetensors file per video
+holding its ``V`` views, and ``cache.json`` naming the key it was built for. Training reads one
+view of one video at a time (:class:`FeatureCache`), so memory does not grow with the number of
+videos. Under ``torch.distributed`` every rank computes the features of its own share of the
+videos (video ``i`` on rank ``i % world``); rank 0 alone writes the metadata, after a barrier. The
+key does not hold the world size, so a cache built by two processes serves one, and the reverse.
 """
 
 from __future__ import annotations
@@ -19,10 +26,12 @@ from pathlib import Path
 
 import torch
 
-from sfc_deploy.common.atomic import atomic_write
+from sfc_deploy.common.atomic import atomic_write, atomic_write_text
 from sfc_deploy.data.crops import full_video_indices
+from sfc_deploy.errors import ConfigError
 from sfc_deploy.models.sfc_model import SFCModel
 from sfc_deploy.train.common import Progress, epoch_generator
+from sfc_deploy.train.distributed import World
 from sfc_deploy.train.views import Augment, FrameStore, View, crop_size, render
 
 #: Stream id of the cache's generators, apart from the epoch streams.
@@ -67,6 +76,15 @@ def head_features(model: SFCModel, x: torch.Tensor, chunk: int = 64) -> torch.Te
 
 
 @torch.no_grad()
+def video_features(model: SFCModel, store: FrameStore, i: int, views: list[View], augment: Augment,
+                   max_frames: int | None, device: str = "cpu") -> list[torch.Tensor]:
+    """Head features of every view of video ``i`` (decoded once), on the CPU."""
+    frames = store.all_frames(i)
+    return [head_features(model, render_view(store, i, view, model, augment, max_frames, frames).to(device)).cpu()
+            for view in views]
+
+
+@torch.no_grad()
 def build_cache(
     model: SFCModel,
     store: FrameStore,
@@ -76,13 +94,11 @@ def build_cache(
     max_frames: int | None = None,
     progress: Progress | None = None,
 ) -> list[list[torch.Tensor]]:
-    """``cache[i][v]``: the head features of view ``v`` of video ``i`` (each video decoded once)."""
+    """``cache[i][v]``: the head features of view ``v`` of video ``i``, in memory (small lists, tests)."""
     model.eval()
     cache: list[list[torch.Tensor]] = []
     for i in range(len(store)):
-        frames = store.all_frames(i)
-        cache.append([head_features(model, render_view(store, i, view, model, augment, max_frames, frames))
-                      for view in views[i]])
+        cache.append(video_features(model, store, i, views[i], augment, max_frames))
         if progress is not None:
             progress("cache head features", i + 1, len(store))
     return cache
@@ -101,22 +117,96 @@ def cache_key(model: SFCModel, videos: list[str], checkpoint: str | None, views:
             "videos": list(videos)}
 
 
-def load_or_build_cache(path: Path | None, key: dict, build: Callable[[], list[list[torch.Tensor]]],
-                        ) -> tuple[list[list[torch.Tensor]], bool]:
-    """The cache stored at ``path`` if it was built with exactly ``key``, else a new one (saved there).
+CACHE_META = "cache.json"
+_BUILDING = "building.json"
 
-    Several SFC variants trained on the same backbone, views and videos (pooling or prior
-    ablations, seeds of the same views) then pay for the head once. Returns (cache, loaded).
+
+def _video_file(i: int) -> str:
+    return f"video_{i:07d}.safetensors"
+
+
+class FeatureCache:
+    """The cached head features in a folder, read one view at a time (memory-mapped, never all at once)."""
+
+    def __init__(self, folder: Path, num_videos: int) -> None:
+        self.folder = folder
+        self.num_videos = num_videos
+
+    def __len__(self) -> int:
+        return self.num_videos
+
+    def view(self, i: int, v: int) -> torch.Tensor:
+        """Features (C, T, h, w) of view ``v`` of video ``i``."""
+        from safetensors import safe_open
+
+        with safe_open(str(self.folder / _video_file(i)), framework="pt") as fh:
+            return fh.get_slice("views")[v : v + 1][0]
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _prepare(folder: Path, key: dict, num_videos: int) -> str:
+    """Rank 0: ``"loaded"`` when ``folder`` holds a complete cache for ``key``, else ready it for a build.
+
+    A build interrupted for the same key keeps the videos it finished (each file was written
+    atomically); a folder built for another key is emptied first.
     """
+    meta = _read_json(folder / CACHE_META)
+    files_present = all((folder / _video_file(i)).is_file() for i in range(num_videos))
+    if meta is not None and meta.get("key") == key and files_present:
+        return "loaded"
+    building = _read_json(folder / _BUILDING)
+    (folder / CACHE_META).unlink(missing_ok=True)
+    if building is None or building.get("key") != key:
+        if folder.is_dir():
+            for stale in folder.glob("video_*.safetensors"):
+                stale.unlink()
+        folder.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(folder / _BUILDING, json.dumps({"key": key}))
+    return "build"
+
+
+def open_or_build_cache(
+    folder: Path,
+    key: dict,
+    num_videos: int,
+    features: Callable[[int], list[torch.Tensor]],
+    *,
+    world: World = World(),
+    progress: Progress | None = None,
+) -> tuple[FeatureCache, bool]:
+    """The cache in ``folder`` if it was built with exactly ``key``, else build it there (sharded by rank).
+
+    ``features(i)`` computes the views of video ``i``. Several SFC variants trained on the same
+    backbone, views and videos (pooling or prior ablations) then pay for the head once. Every rank
+    must call this (it has barriers). Returns (cache, loaded).
+    """
+    from safetensors.torch import save_file
+
     key = json.loads(json.dumps(key))  # tuples become lists, as they come back from any file
-    if path is not None and path.is_file():
-        try:
-            saved = torch.load(path, weights_only=True)
-        except Exception:  # noqa: BLE001 - an unreadable cache is rebuilt, never trusted
-            saved = None
-        if isinstance(saved, dict) and saved.get("key") == key:
-            return saved["features"], True
-    cache = build()
-    if path is not None:
-        atomic_write(path, lambda tmp: torch.save({"key": key, "features": cache}, tmp))
-    return cache, False
+    if folder.exists() and not folder.is_dir():
+        raise ConfigError(f"--cache-file {folder} is a file (an older single-file cache?); the feature cache is "
+                          "now a folder: remove the file or pass another path")
+    decision = world.broadcast_object(_prepare(folder, key, num_videos) if world.is_main else None)
+    if decision == "build":
+        mine = range(world.rank, num_videos, world.size)
+        for done, i in enumerate(mine, 1):
+            path = folder / _video_file(i)
+            if not path.is_file():
+                views = torch.stack(features(i)).contiguous()
+                atomic_write(path, lambda tmp, views=views: save_file({"views": views}, str(tmp)),
+                             suffix=".safetensors")
+            if progress is not None:
+                progress("cache head features", done, len(mine))
+        world.barrier()
+        if world.is_main:
+            atomic_write_text(folder / CACHE_META, json.dumps({"key": key, "videos": num_videos}))
+            (folder / _BUILDING).unlink(missing_ok=True)
+        world.barrier()
+    return FeatureCache(folder, num_videos), decision == "loaded"

@@ -171,3 +171,15 @@ def topk_correct(logits: torch.Tensor, labels: torch.Tensor, ks: tuple[int, ...]
         top = logits.topk(min(k, logits.shape[-1]), dim=-1).indices
         out[k] = int((top == labels[:, None]).any(-1).sum())
     return out
+
+
+def state_on_cpu(value: Any) -> Any:
+    """A training state (nested dicts/lists of tensors) with every tensor on the CPU, so a run saved
+    on a GPU resumes on any device."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu()
+    if isinstance(value, dict):
+        return {k: state_on_cpu(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(state_on_cpu(v) for v in value)
+    return value

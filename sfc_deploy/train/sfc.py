@@ -14,10 +14,18 @@ paper's plain SGD.
 With ``cache_views > 0`` (the default) the head runs once per fixed view of each video and its
 features are reused every epoch (see :mod:`sfc_deploy.train.cache`); ``cache_views=0`` renders a
 fresh view and runs the head at every step.
+
+Devices and processes: the model runs on ``device`` (features are moved there per step), with
+optional autocast (``amp``: bf16, or fp16 with a gradient scaler). Under ``torch.distributed``
+(:mod:`sfc_deploy.train.distributed`) every rank runs its shard of each global batch and SFC's
+gradients are summed over ranks, so N processes take the same steps as one process with the same
+``batch_size`` (which stays the *global* batch); rank 0 alone writes. The data order is a function
+of (seed, epoch, batch size), never of the world size, so ``--resume`` works across world sizes.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 from collections import defaultdict
@@ -29,20 +37,24 @@ import torch
 import torch.nn.functional as F
 
 from sfc_deploy.common.atomic import atomic_write, atomic_write_text
+from sfc_deploy.common.device import Amp
 from sfc_deploy.common.environment import environment
+from sfc_deploy.common.outputs import run_folder
 from sfc_deploy.data.datasets import VideoList
 from sfc_deploy.errors import ConfigError
 from sfc_deploy.models.factory import create_model
 from sfc_deploy.models.sfc_model import SFCModel, save_sfc_checkpoint
-from sfc_deploy.train.cache import build_cache, cache_key, cache_views, head_features, load_or_build_cache, render_view
+from sfc_deploy.train.cache import cache_key, cache_views, head_features, open_or_build_cache, render_view, video_features
 from sfc_deploy.train.common import (
     METRICS_FILE, STATE_FILE, Metrics, Progress, Schedule, Timer, check_resume, check_same_run, epoch_generator,
-    in_run_folder,
-    make_optimizer, set_threads,
+    make_optimizer, set_threads, state_on_cpu,
 )
+from sfc_deploy.train.distributed import World, average_buffers, same_on_all_ranks, set_synced, sync_batchnorms, sync_gradients
 from sfc_deploy.train.views import Augment, FrameStore
 
 SFC_FILE = "sfc.safetensors"
+#: Where the head-feature cache lives inside the run folder when no ``cache_file`` is given.
+CACHE_DIR = "feature_cache"
 
 
 @dataclass(frozen=True)
@@ -110,32 +122,50 @@ def build_model(backbone: str, checkpoint: str | Path | None, options: SFCTrainO
 
 
 def sfc_step(model: SFCModel, feats: list[torch.Tensor], labels: list[int], opt: torch.optim.Optimizer,
-             clip_grad: float) -> tuple[float, int, float]:
+             clip_grad: float, *, denominator: int | None = None, amp: Amp = Amp(),
+             scaler: torch.amp.GradScaler | None = None, world: World = World()) -> tuple[float, int, float]:
     """One optimizer step on a batch of head features; returns (summed loss, correct, grad norm).
 
     Features of equal shape are stacked into one forward pass; the losses are summed and divided
-    by the batch size, so mixed lengths give the same gradient as one big batch would.
+    by ``denominator`` (the global batch size; default ``len(feats)``), so mixed lengths, and
+    shards of one batch on several ranks (``world``), give the same gradient as one big batch
+    would. Loss, correct count and gradients are summed over ranks in one all-reduce, so every
+    rank clips with the global norm and takes the same step.
     """
     groups: dict[tuple[int, ...], list[int]] = defaultdict(list)
     for j, f in enumerate(feats):
         groups[tuple(f.shape)].append(j)
+    denominator = denominator or len(feats)
+    device = next(model.sfc.parameters()).device
+    if world.distributed:  # global BatchNorm statistics need every rank to run the same forward passes
+        set_synced(model.sfc, same_on_all_ranks(list(groups), world))
     opt.zero_grad(set_to_none=True)
-    loss_sum, correct = 0.0, 0
+    totals = torch.zeros(2, dtype=torch.float64, device=device)  # loss sum, correct: one copy to the host per step
     for members in groups.values():
-        x = torch.stack([feats[j] for j in members])
-        y = torch.tensor([labels[j] for j in members])
-        logits = model.tail(model.sfc(x))
-        loss = F.cross_entropy(logits, y, reduction="sum")
-        (loss / len(feats)).backward()
-        loss_sum += float(loss.detach())
-        correct += int((logits.argmax(-1) == y).sum())
+        x = torch.stack([feats[j] for j in members]).to(device, non_blocking=True)
+        y = torch.tensor([labels[j] for j in members]).to(device, non_blocking=True)
+        with amp.autocast(str(device)):
+            logits = model.tail(model.sfc(x))
+            loss = F.cross_entropy(logits, y, reduction="sum")
+        scaled = loss / denominator
+        (scaler.scale(scaled) if scaler is not None else scaled).backward()
+        totals[0] += loss.detach().double()
+        totals[1] += (logits.detach().argmax(-1) == y).sum()
+    totals = sync_gradients([p for p in model.sfc.parameters() if p.requires_grad], totals, world)
+    if scaler is not None:
+        scaler.unscale_(opt)
     params = [p for p in model.sfc.parameters() if p.grad is not None]
     norm = torch.nn.utils.clip_grad_norm_(params, clip_grad if clip_grad > 0 else float("inf"))
-    opt.step()
-    return loss_sum, correct, float(norm)
+    if scaler is not None:
+        scaler.step(opt)
+        scaler.update()
+    else:
+        opt.step()
+    loss_sum, correct = totals.tolist()
+    return loss_sum, int(correct), float(norm)
 
 
-@in_run_folder
+
 def train_sfc(
     videos: VideoList,
     out: str | Path,
@@ -149,23 +179,47 @@ def train_sfc(
     threads: int | None = None,
     cache_file: str | Path | None = None,
     progress: Progress | None = None,
+    device: str = "cpu",
+    amp: str = "off",
+    world: World = World(),
 ) -> dict[str, Any]:
     """Train SFC; write ``sfc.safetensors`` (every epoch), the training state and metrics under ``out``.
 
     Args:
-        cache_file: keep the head-feature cache in this file and reuse it when it was built for the
-            same backbone weights, views and videos (other SFC variants then skip the head).
+        cache_file: keep the head-feature cache in this folder and reuse it when it was built for
+            the same backbone weights, views and videos (other SFC variants then skip the head);
+            default: ``out/feature_cache`` (reused by ``--resume``).
+        device: a concrete device (``cpu``, ``cuda:N``; see ``common.device.resolve_device``).
+        amp: ``off``, ``bf16`` or ``fp16`` (CUDA only) autocast of SFC and tail.
+        world: this process's rank and world size (:func:`sfc_deploy.train.distributed.env_world`),
+            inside a joined process group; every rank calls this function, rank 0 writes.
 
     Returns:
         A summary: checkpoint path, the last epoch's metrics, the seconds spent caching and training.
     """
     if not len(videos):
         raise ConfigError("the training list is empty; pass a CSV/folder with labelled videos")
-    set_threads(threads)
+    mode = Amp(amp)
+    mode.check(device)
     out = Path(out)
-    saved = check_resume(out, resume, force)
+    saved = check_resume(out, resume, force)  # every rank reads; none has written yet
+    guard = (run_folder(out, keep_if=lambda: (out / STATE_FILE).exists()) if world.is_main
+             else contextlib.nullcontext())
+    with guard:
+        return _train_sfc(videos, out, options, saved, backbone=backbone, checkpoint=checkpoint,
+                          trust_checkpoint=trust_checkpoint, threads=threads, cache_file=cache_file,
+                          progress=progress if world.is_main else None, device=device, amp=mode, world=world)
+
+
+def _train_sfc(videos: VideoList, out: Path, options: SFCTrainOptions, saved: dict[str, Any] | None, *,
+               backbone: str, checkpoint: str | Path | None, trust_checkpoint: bool, threads: int | None,
+               cache_file: str | Path | None, progress: Progress | None, device: str, amp: Amp,
+               world: World) -> dict[str, Any]:
+    set_threads(threads)
     settings = {"kind": "sfc", "options": options.to_record(), "videos": len(videos), "backbone": backbone,
                 "checkpoint": str(checkpoint) if checkpoint else None}
+    if amp.mode != "off":  # absent when off: states written before --amp existed still resume
+        settings["amp"] = amp.mode
     if saved is not None:
         check_same_run(saved["settings"], settings, out)
     model = build_model(backbone, checkpoint, options, trust_checkpoint=trust_checkpoint,
@@ -175,15 +229,22 @@ def train_sfc(
             f"the backbone has {model.config.num_classes} classes but the data has {len(videos.class_names)}; "
             "train SFC on the label set the backbone was trained on"
         )
+    if world.distributed:
+        sync_batchnorms(model.sfc)
+    model.to(device)
     opt = make_optimizer(options.optimizer, model.sfc.parameters(), lr=options.lr, momentum=options.momentum,
                          weight_decay=options.weight_decay)
+    scaler = amp.scaler(device) if amp.mode == "fp16" else None
     schedule = Schedule(options.schedule, options.lr, options.epochs, options.milestones, options.warmup)
     start_epoch = 0
     if saved is not None:
         model.sfc.load_state_dict(saved["sfc"])
         opt.load_state_dict(saved["optimizer"])
+        if scaler is not None and saved.get("scaler"):
+            scaler.load_state_dict(saved["scaler"])
         start_epoch = int(saved["epoch"])
-    metrics = Metrics(out / METRICS_FILE, keep_until_epoch=start_epoch if saved is not None else None)
+    metrics = (Metrics(out / METRICS_FILE, keep_until_epoch=start_epoch if saved is not None else None)
+               if world.is_main else None)
     cached = options.cache_views > 0
     store = FrameStore(videos, preload=not cached, progress=progress)
     stride = model.config.stride
@@ -193,9 +254,11 @@ def train_sfc(
         views = cache_views(options.augment, options.seed, len(store), options.cache_views, stride)
         key = cache_key(model, [str(p) for p, _ in videos], str(checkpoint) if checkpoint else None, views,
                         options.max_frames)
-        cache, cache_loaded = load_or_build_cache(
-            Path(cache_file) if cache_file else None, key,
-            lambda: build_cache(model, store, views, options.augment, max_frames=options.max_frames, progress=progress),
+        model.eval()
+        cache, cache_loaded = open_or_build_cache(
+            Path(cache_file) if cache_file else out / CACHE_DIR, key, len(store),
+            lambda i: video_features(model, store, i, views[i], options.augment, options.max_frames, device),
+            world=world, progress=progress,
         )
     cache_seconds = cache_timer() if cached else 0.0
     record: dict[str, Any] = {}
@@ -208,15 +271,21 @@ def train_sfc(
         timer, loss_sum, correct, norms = Timer(), 0.0, 0, []
         for step in range(steps):
             batch = order[step * options.batch_size : (step + 1) * options.batch_size]
+            # every rank draws for the whole global batch (the generator stays in step), then keeps its shard
+            mine = world.shard(range(len(batch)))
             if cache is not None:
-                feats = [cache[i][int(torch.randint(options.cache_views, (1,), generator=g))] for i in batch]
+                draws = [int(torch.randint(options.cache_views, (1,), generator=g)) for _ in batch]
+                feats = [cache.view(batch[j], draws[j]) for j in mine]
             else:
-                feats = [head_features(model, render_view(store, i, options.augment.draw(g, stride), model,
-                                                          options.augment, options.max_frames)) for i in batch]
+                drawn = [options.augment.draw(g, stride) for _ in batch]
+                feats = [head_features(model, render_view(store, batch[j], drawn[j], model, options.augment,
+                                                          options.max_frames).to(device)) for j in mine]
             lr = schedule.at(epoch, step / steps)
             for group in opt.param_groups:
                 group["lr"] = lr
-            loss, ok, norm = sfc_step(model, feats, [store.label(i) for i in batch], opt, options.clip_grad)
+            loss, ok, norm = sfc_step(model, feats, [store.label(batch[j]) for j in mine], opt, options.clip_grad,
+                                      denominator=len(batch), amp=amp, scaler=scaler, world=world)
+            average_buffers(model.sfc, world)
             loss_sum, correct = loss_sum + loss, correct + ok
             norms.append(norm)
             if progress is not None:
@@ -227,16 +296,55 @@ def train_sfc(
                   "grad_norm_mean": sum(norms) / len(norms), "grad_norm_max": max(norms), "seconds": seconds,
                   "seconds_per_video": seconds / len(order)}
         model.eval()
-        save_sfc_checkpoint(model, out / SFC_FILE, extra={"epoch": epoch + 1, "train": settings})
-        state = {"epoch": epoch + 1, "sfc": model.sfc.state_dict(), "optimizer": opt.state_dict(), "settings": settings}
-        atomic_write(out / STATE_FILE, lambda tmp: torch.save(state, tmp))
-        metrics.write(record)
+        if world.is_main:
+            save_sfc_checkpoint(model, out / SFC_FILE, extra={"epoch": epoch + 1, "train": settings})
+            state = {"epoch": epoch + 1, "sfc": state_on_cpu(model.sfc.state_dict()),
+                     "optimizer": state_on_cpu(opt.state_dict()), "settings": settings}
+            if scaler is not None:
+                state["scaler"] = scaler.state_dict()
+            atomic_write(out / STATE_FILE, lambda tmp: torch.save(state, tmp))
+            metrics.write(record)
     model.eval()
-    if start_epoch >= options.epochs or not (out / SFC_FILE).exists():
-        save_sfc_checkpoint(model, out / SFC_FILE, extra={"epoch": options.epochs, "train": settings})
     summary = {"checkpoint": str(out / SFC_FILE), "epochs": options.epochs, "last": record,
                "cache_seconds": cache_seconds, "train_seconds": train_seconds, "cached": cached,
-               "cache_loaded": cache_loaded,
+               "cache_loaded": cache_loaded, "device": device, "amp": amp.mode, "world_size": world.size,
                "environment": environment()}
-    atomic_write_text(out / "summary.json", json.dumps(summary, indent=2, sort_keys=True) + "\n")
+    if world.is_main:
+        if start_epoch >= options.epochs or not (out / SFC_FILE).exists():
+            save_sfc_checkpoint(model, out / SFC_FILE, extra={"epoch": options.epochs, "train": settings})
+        atomic_write_text(out / "summary.json", json.dumps(summary, indent=2, sort_keys=True) + "\n")
+    world.barrier()  # no rank leaves (and tears the group down) before rank 0 has written
     return summary
+
+
+def train_steps_on_random_features(out: str | Path, *, device: str, amp: str = "off", steps: int = 8,
+                                   backbone: str = "slow8x8_tiny", batch_size: int = 4, frames: int = 16,
+                                   size: tuple[int, int] = (32, 40), lr: float = 2.0,
+                                   seed: int = 0) -> dict[str, Any]:
+    """A few SFC training steps on the device from random videos (no decoder needed): a device check.
+
+    The head runs once on random clips with random labels; SFC then takes ``steps`` steps on that
+    same batch (through :func:`sfc_step`, with autocast and, for fp16, the gradient scaler) and
+    writes ``out/sfc.safetensors``. Memorising one batch drives the loss down, so a finite,
+    decreasing loss shows the device path trains. Returns the losses and the checkpoint path.
+    """
+    mode = Amp(amp)
+    mode.check(device)
+    options = SFCTrainOptions(lr=lr, batch_size=batch_size, seed=seed)
+    model = build_model(backbone, None, options, num_classes=3).to(device)
+    gen = torch.Generator().manual_seed(seed)
+    clips = torch.randn(batch_size, 3, frames, *size, generator=gen).to(device)
+    labels = torch.randint(3, (batch_size,), generator=gen).tolist()
+    model.eval()
+    feats = [head_features(model, clip) for clip in clips]
+    opt = make_optimizer(options.optimizer, model.sfc.parameters(), lr=lr, momentum=options.momentum,
+                         weight_decay=options.weight_decay)
+    scaler = mode.scaler(device) if mode.mode == "fp16" else None
+    model.train()
+    losses = []
+    for _ in range(steps):
+        loss, _, _ = sfc_step(model, feats, labels, opt, options.clip_grad, amp=mode, scaler=scaler)
+        losses.append(loss / batch_size)
+    model.eval()
+    path = save_sfc_checkpoint(model, Path(out) / SFC_FILE, extra={"steps": steps, "device": device, "amp": amp})
+    return {"losses": losses, "checkpoint": str(path), "device": device, "amp": amp}

@@ -26,15 +26,23 @@ run, with the reason, never as passed; an artifact that fails to load is a failu
 ONNX Runtime serves graphs rewritten for it at export time (variant "ort"); they go through every
 check above, and the files they were derived from (what TensorRT builds from) get the per-part
 checks on the random batch too, where ONNX Runtime can run them as they are.
+
+Devices: by default each artifact runs where it was compiled for (an AOTInductor CUDA package on
+CUDA, recorded in the manifest) and the rest on their runtime's default; ``device`` runs every
+runtime there (one that cannot is "not run"). The reference stays the fp32 PyTorch model on the
+CPU, so a CUDA artifact is held to its precision's row of the one tolerance table. fp32 on CUDA is
+checked with TF32 off (cuDNN convolutions default to TF32, ~1e-3 relative error: fp16-like, not fp32).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 
 import torch
 
+from sfc_deploy.common.device import is_cuda, resolve_device
 from sfc_deploy.common.precision import PRECISIONS
 from sfc_deploy.data.samplers import sample_tensor
 from sfc_deploy.data.synth import MOTIONS, VideoSpec, render_video
@@ -44,8 +52,9 @@ from sfc_deploy.export.formats import FORMATS, SFC_GRAPHS, check_graph, check_ru
 from sfc_deploy.export.parts import PARTS
 from sfc_deploy.export.manifest import Manifest
 from sfc_deploy.export.weights import model_from_manifest
+from sfc_deploy.ops import cuda_implementation_record
 from sfc_deploy.runtime.pipeline import Deployment
-from sfc_deploy.runtime.registry import make_runner
+from sfc_deploy.runtime.registry import check_device, make_runner
 from sfc_deploy.verify.tolerances import TOLERANCES, compare, topk_agreement
 
 
@@ -65,6 +74,7 @@ class Check:
     top5_agree: float | None = None
     passed: bool = False
     error: str | None = None  # an artifact that failed to load or run: the one-line reason
+    device: str | None = None  # where the artifact ran, when not its runtime's default
 
 
 @dataclass
@@ -79,6 +89,7 @@ class VerifyReport:
     checks: list[Check]
     not_run: list[NotRun]
     tolerances: dict
+    topk_cuda: dict | None = None  # which TopK implementation the op ran on CUDA (when a check called it there)
 
     @property
     def passed(self) -> bool:
@@ -90,6 +101,7 @@ class VerifyReport:
             "tolerances": {p: {"rtol": r, "atol_scaled": a} for p, (r, a) in self.tolerances.items()},
             "checks": [asdict(c) for c in self.checks],
             "not_run": [asdict(n) for n in self.not_run],
+            **({"topk_cuda": self.topk_cuda} if self.topk_cuda is not None else {}),
         }
 
 
@@ -110,6 +122,7 @@ def verify(
     batch: int = 2,
     dense_clips: int = 2,
     threads: int | None = None,
+    device: str | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> VerifyReport:
     """Run every artifact this machine can run against the PyTorch reference.
@@ -123,11 +136,14 @@ def verify(
             several and of one go through the dynamic batch axis.
         dense_clips: temporal clips of the dense pipeline check (10 is the full 30-crop protocol).
         threads: intra-op threads of every runner (default: each runtime's own choice).
+        device: "cpu", "cuda", "cuda:N" or "auto" for every runtime; default each artifact where it
+            was compiled for (AOTInductor packages record it), the rest on the runtime's default.
         progress: called with a short message before each stage.
 
     Raises:
         ArtifactError: a listed file is missing or does not match its sha256 (before any work).
         ConfigError: an unknown runtime, precision or graph, or ``dense_clips`` outside 1..10.
+        BackendUnavailableError: ``device`` is CUDA and no CUDA device is visible.
     """
     say = progress or (lambda _msg: None)
     runtimes = [check_runtime(r) for r in runtimes] if runtimes else [FORMATS[f].runtime for f in manifest.formats]
@@ -140,6 +156,7 @@ def verify(
         )
     if not 1 <= dense_clips <= 10:
         raise ConfigError(f"dense_clips must be 1..10 (10 is the 30-crop protocol), got {dense_clips}")
+    device = resolve_device(device) if device is not None else None  # no GPU here: one line, before any work
     manifest.check_files()  # refuse a tampered folder before minutes of work
     say("rendering the synthetic video and running the PyTorch reference")
     ref = _Reference(model_from_manifest(manifest), manifest, batch=batch, dense_clips=dense_clips)
@@ -152,7 +169,9 @@ def verify(
                 label = graph if fmt.has_graph("custom") else "default"
                 say(f"verifying {runtime} {precision} ({label} SFC graph)")
                 try:
-                    _check_deployment(checks, manifest, runtime, precision, graph, label, ref, threads)
+                    dev = _device_for(manifest, runtime, precision, device)
+                    with _strict_fp32(dev, precision):
+                        _check_deployment(checks, manifest, runtime, precision, graph, label, ref, threads, dev)
                 except BackendUnavailableError as exc:
                     not_run.append(NotRun(runtime, precision, f"{label} graph: {exc}"))
                 except ArtifactError as exc:  # a file that does not load is a failure, not "not run"
@@ -160,12 +179,55 @@ def verify(
             if fmt.served_variant:
                 say(f"verifying the {fmt.name} files {runtime} serves rewritten ({precision}), as written")
                 try:
-                    _check_sources(checks, manifest, runtime, precision, ref, threads)
+                    dev = _device_for(manifest, runtime, precision, device)
+                    with _strict_fp32(dev, precision):
+                        _check_sources(checks, manifest, runtime, precision, ref, threads, dev)
                 except BackendUnavailableError as exc:
                     not_run.append(NotRun(runtime, precision, f"source graphs: {exc}"))
                 except ArtifactError as exc:
                     checks.append(_failure(runtime, precision, "as written", exc))
-    return VerifyReport(checks, not_run, dict(TOLERANCES))
+    # which TopK CUDA tensors ran, where a runtime calls the op (not AOTInductor/TorchScript: aten inside)
+    on_cuda = any(c.device is not None and is_cuda(c.device) and format_of_runtime(c.runtime).topk_impl == "op"
+                  for c in checks)
+    return VerifyReport(checks, not_run, dict(TOLERANCES), cuda_implementation_record() if on_cuda else None)
+
+
+def _device_for(manifest: Manifest, runtime: str, precision: str, device: str | None) -> str | None:
+    """Where ``runtime``'s ``precision`` artifacts run: ``device`` if given, else the device they were
+    compiled for when that is CUDA (None: the runtime's default).
+
+    Raises:
+        BackendUnavailableError: they need a device this machine lacks, or were compiled for another
+            device type than ``device`` (verify reports either as not run, with the fix).
+    """
+    fmt = format_of_runtime(runtime)
+    compiled = {a.device or "cpu" for a in manifest.artifacts
+                if fmt.compiled_for_device and a.format == fmt.name and a.precision == precision}
+    if device is not None:
+        other = compiled - {torch.device(device).type}
+        if other:
+            raise BackendUnavailableError(
+                f"its artifacts are compiled for {', '.join(sorted(other))}, not {device}; verify with "
+                f"--device {sorted(other)[0]} (or re-export with --device {torch.device(device).type})"
+            )
+        return device
+    if "cuda" in compiled:
+        return resolve_device("cuda")
+    return None
+
+
+@contextmanager
+def _strict_fp32(device: str | None, precision: str) -> Iterator[None]:
+    """TF32 off for fp32 checks on CUDA (restored after): fp32 parity means fp32 arithmetic."""
+    if device is None or not is_cuda(device) or precision != "fp32":
+        yield
+        return
+    before = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = before
 
 
 class _Reference:
@@ -193,14 +255,17 @@ class _Reference:
                 self.clip_logits = model.backbone(self.dense_crops[:batch])  # per-crop logits, for the clip model alone
 
 
-def _check_deployment(out: list[Check], manifest, runtime, precision, graph, label, ref: _Reference, threads) -> None:
+def _check_deployment(out: list[Check], manifest, runtime, precision, graph, label, ref: _Reference, threads,
+                      device: str | None = None) -> None:
     """Append to ``out`` the per-part and end-to-end checks of one runtime/precision/graph.
 
     Parts the folder lacks (an export of a subset of parts) are skipped; the end-to-end SFC check
     needs head, sfc and tail, the dense one the clip model.
     """
-    record = _recorder(out, runtime, precision, label)
+    record = _recorder(out, runtime, precision, label, device)
     options = {"threads": threads} if threads and "threads" in format_of_runtime(runtime).runner_options else {}
+    if device is not None:
+        options["device"] = device
     with Deployment(manifest, runtime, precision=precision, sfc_variant=graph, **options) as dep:
         have = {part for part in PARTS if dep.has(part)}
         dtype, shared = dep.dtype, graph != "custom"  # head, tail, clip: checked with the portable graph
@@ -225,7 +290,8 @@ def _check_deployment(out: list[Check], manifest, runtime, precision, graph, lab
             record("dense_pipeline", f"synthetic[{ref.dense_clips}x3 crops]", got, ref.dense, logits=True)
 
 
-def _check_sources(out: list[Check], manifest: Manifest, runtime: str, precision: str, ref: _Reference, threads) -> None:
+def _check_sources(out: list[Check], manifest: Manifest, runtime: str, precision: str, ref: _Reference, threads,
+                   device: str | None = None) -> None:
     """Per-part checks of the files a runtime serves in rewritten form, run as written (random batch).
 
     The custom-op graph is left out: ONNX Runtime runs ``sfc::TopKTemporalPool`` only in its served
@@ -233,6 +299,9 @@ def _check_sources(out: list[Check], manifest: Manifest, runtime: str, precision
     """
     fmt = format_of_runtime(runtime)
     options = {"threads": threads} if threads else {}
+    if device is not None:
+        check_device(runtime, device)  # e.g. a CPU-only ONNX Runtime asked for CUDA: not run
+        options["device"] = device
     r = ref.random
     feeds = {"head": ({"video": r["video"]}, {"f_head": r["f_head"]}),
              "sfc": ({"f_head": r["f_head"]}, {"f_sfc": r["f_sfc"], "attention": r["attention"]}),
@@ -244,7 +313,7 @@ def _check_sources(out: list[Check], manifest: Manifest, runtime: str, precision
             continue
         if art.variant == "custom":
             continue
-        record = _recorder(out, runtime, precision, f"{art.variant} (as written: {art.file})")
+        record = _recorder(out, runtime, precision, f"{art.variant} (as written: {art.file})", device)
         feed, want = feeds[art.part]
         dtype = PRECISIONS[precision].dtype
         with make_runner(manifest, art, runtime, **options) as runner:
@@ -260,12 +329,12 @@ def _failure(runtime: str, precision: str, label: str, exc: Exception) -> Check:
                  passed=False, error=str(exc))
 
 
-def _recorder(out: list[Check], runtime: str, precision: str, label: str):
+def _recorder(out: list[Check], runtime: str, precision: str, label: str, device: str | None = None):
     def record(part, input_name, got, want, logits=False):
         stats = compare(got, want, precision)
-        check = Check(runtime, precision, part, input_name, label, list(got.shape), **stats)
+        check = Check(runtime, precision, part, input_name, label, list(got.shape), **stats, device=device)
         if logits:
-            check.top1_agree, check.top5_agree = topk_agreement(got.float(), want.float())
+            check.top1_agree, check.top5_agree = topk_agreement(got.float().cpu(), want.float().cpu())
         out.append(check)
 
     return record

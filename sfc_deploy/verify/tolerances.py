@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import torch
 
-#: (rtol, atol as a fraction of max |reference|) per precision.
-TOLERANCES = {"fp32": (1e-3, 1e-4), "fp16": (5e-2, 2e-2)}
+#: (rtol, atol as a fraction of max |reference|) per precision. bf16 (PyTorch runtime only) keeps
+#: 8 significand bits to fp16's 11, so its rounding error is ~8x fp16's; twice fp16's bounds hold it.
+TOLERANCES = {"fp32": (1e-3, 1e-4), "fp16": (5e-2, 2e-2), "bf16": (1e-1, 4e-2)}
 
 
 def compare(out: torch.Tensor, ref: torch.Tensor, precision: str) -> dict:

@@ -12,12 +12,6 @@ from sfc_deploy.cli import app
 runner = CliRunner()
 
 
-def _one_line_error(result, *fragments: str) -> None:
-    assert result.exit_code == 2, result.output
-    lines = [line for line in result.output.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.output
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
 
 
 def test_train_then_eval_from_the_command_line(tiny_trained, tmp_path):
@@ -55,15 +49,15 @@ def test_train_then_eval_from_the_command_line(tiny_trained, tmp_path):
         (["-b", "slow9x9"], ("unknown backbone 'slow9x9'",)),
     ],
 )
-def test_train_bad_options_give_one_line_errors(tiny_trained, tmp_path, args, fragments):
+def test_train_bad_options_give_one_line_errors(tiny_trained, tmp_path, args, fragments, one_line_error):
     base = ["train", str(tiny_trained["train"]), "-o", str(tmp_path / "run"), "-b", "slow8x8_tiny",
             "--checkpoint", str(tiny_trained["backbone"]), "--epochs", "1"]
-    _one_line_error(runner.invoke(app, base + args), *fragments)
+    one_line_error(runner.invoke(app, base + args), *fragments)
 
 
-def test_train_missing_data_and_backbone_errors(tmp_path):
-    _one_line_error(runner.invoke(app, ["train-backbone", str(tmp_path / "nope.csv"), "-o", str(tmp_path / "o")]))
-    _one_line_error(
+def test_train_missing_data_and_backbone_errors(tmp_path, one_line_error):
+    one_line_error(runner.invoke(app, ["train-backbone", str(tmp_path / "nope.csv"), "-o", str(tmp_path / "o")]))
+    one_line_error(
         runner.invoke(app, ["train", str(tmp_path), "-o", str(tmp_path / "o"), "--checkpoint", str(tmp_path / "x.pt")]),
     )
 
@@ -79,13 +73,13 @@ def test_train_missing_data_and_backbone_errors(tmp_path):
         (["--sfc", "=x"], ("--sfc must be NAME=PATH",)),
     ],
 )
-def test_eval_bad_options_give_one_line_errors(tiny_trained, tmp_path, args, fragments):
+def test_eval_bad_options_give_one_line_errors(tiny_trained, tmp_path, args, fragments, one_line_error):
     base = ["eval", str(tiny_trained["test"]), "-o", str(tmp_path / "ev"), "-b", "slow8x8_tiny",
             "--checkpoint", str(tiny_trained["backbone"])]
-    _one_line_error(runner.invoke(app, base + args), *fragments)
+    one_line_error(runner.invoke(app, base + args), *fragments)
 
 
-def test_eval_refuses_an_sfc_checkpoint_of_another_backbone(tiny_trained, tmp_path):
+def test_eval_refuses_an_sfc_checkpoint_of_another_backbone(tiny_trained, tmp_path, one_line_error):
     result = runner.invoke(app, ["eval", str(tiny_trained["test"]), "-o", str(tmp_path), "-b", "slow8x8_tiny",
                                  "--sfc", f"bad={tiny_trained['backbone']}"])
-    _one_line_error(result, "not an SFC checkpoint")
+    one_line_error(result, "not an SFC checkpoint")

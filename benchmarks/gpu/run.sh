@@ -1,0 +1,122 @@
+#!/usr/bin/env bash
+# The one prepared device check (issue 12): everything that needs a CUDA GPU, in one call.
+#
+#   benchmarks/gpu/run.sh          on a machine with an NVIDIA GPU (target: < 9 minutes on one H100/H200)
+#   benchmarks/gpu/run.sh --dry    on a CPU: the same steps on a tiny model and the CPU, in seconds (CI runs it)
+#   ONLY='bench-aoti|aoti_export' benchmarks/gpu/run.sh      only the steps whose names match (a rerun)
+#   BUDGET=400 (seconds, default 420): every step's limit is cut to what is left of it
+#
+# Writes everything under $OUT (default ./out/gpu): summary.md, results.json (gathered by collect.py) and
+# run.tar.gz (every log, bench JSON and test report), re-packed after each step so that a run stopped at
+# a time limit still leaves what it finished. Each step has its own time limit and a failed step does not
+# stop the next; the summary says which steps passed. Record a real run with
+#   python benchmarks/gpu/collect.py --record DIR_WITH_RESULTS_JSON   (writes benchmarks/gpu/results.*)
+#
+# It needs no network. PyAV is optional (decoding is not measured here: the bench feeds synthetic tensors made
+# on the GPU, the paper's way); wheels put in ./.whl travel with the tree and are installed to /tmp/site.
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+REPO=$PWD
+DRY=0
+[ "${1:-}" = "--dry" ] && DRY=1
+OUT=${OUT:-$REPO/out/gpu}
+WORK=$(mktemp -d /tmp/sfc-gpu.XXXXXX)
+mkdir -p "$OUT" "$WORK/logs"
+export PYTHONUNBUFFERED=1 PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}"
+PY=${PYTHON:-python3}
+[ -x "$REPO/.venv/bin/python" ] && [ -z "${PYTHON:-}" ] && PY=$REPO/.venv/bin/python
+SFC=("$PY" -m sfc_deploy.cli)
+STEPS="$WORK/steps.tsv"
+: > "$STEPS"
+T0=$(date +%s)
+
+BUDGET=${BUDGET:-420}  # seconds for all steps together: every step's limit is cut to what is left
+
+pack() {  # everything so far, in two files that come back from the device tool
+  tar -czf "$OUT/run.tar.gz.tmp" -C "$WORK" --exclude=./weights --exclude=./aoti --exclude=./csrc --exclude=./cache . 2>/dev/null && mv "$OUT/run.tar.gz.tmp" "$OUT/run.tar.gz"
+  "$PY" "$REPO/benchmarks/gpu/collect.py" --work "$WORK" --out "$OUT" >/dev/null 2>>"$WORK/logs/collect.log" || true
+}
+
+step() {  # step NAME LIMIT_S CMD...: run with a time limit, log, record status and seconds
+  local name=$1 limit=$2; shift 2
+  local start=$(date +%s) rc left
+  if [ -n "${ONLY:-}" ] && ! [[ "$name" =~ ^($ONLY)$ ]]; then return 0; fi  # ONLY='bench-aoti|aoti_export': a rerun of some steps
+  left=$(( BUDGET - (start - T0) ))
+  if [ "$left" -lt 15 ]; then
+    echo "== $name skipped: the run's ${BUDGET}s budget is spent"
+    printf '%s\t%s\t%s\n' "$name" "skipped" 0 >> "$STEPS"; pack; return 0
+  fi
+  [ "$left" -lt "$limit" ] && limit=$left
+  echo "== $name (limit ${limit}s, $(( start - T0 ))s into the run)"
+  timeout --kill-after=10 "$limit" "$@" > "$WORK/logs/$name.log" 2>&1
+  rc=$?
+  printf '%s\t%s\t%s\n' "$name" "$rc" "$(( $(date +%s) - start ))" >> "$STEPS"
+  echo "   exit $rc after $(( $(date +%s) - start ))s; last lines:"
+  tail -n 4 "$WORK/logs/$name.log" | sed 's/^/   | /'
+  pack
+  return 0
+}
+
+if [ $DRY = 1 ]; then
+  DEVICE=cpu; PREC=fp32; BACKBONE=slow8x8_tiny; RAW=64; T=8; SIZE=32x40; H=32; W=40
+  BENCH=(--videos 1 --warmup 1 --repeats 1 --batch-size 30 --sfc-batch 1,2 --trial-passes 1 --threads 1)
+  TRAIN=(--backbone slow8x8_tiny --frames 16 --size 32x40 --steps 4)
+else
+  DEVICE=cuda; PREC=fp16; BACKBONE=slow8x8; RAW=288; T=36; SIZE=256x312; H=256; W=312  # the paper's settings
+  BENCH=(--videos 8 --warmup 2 --repeats 1 --batch-size 30,15 --dense-videos 1,4 --sfc-batch 1,8,32 --trial-passes 2 --threads 4)
+  TRAIN=(--backbone slow8x8 --frames 36 --size 224x273 --batch-size 8 --steps 10)  # the paper's training crop
+fi
+echo "mode: $([ $DRY = 1 ] && echo dry || echo gpu); device $DEVICE, $PREC, $BACKBONE, $RAW raw frames at $SIZE; out $OUT"
+
+# 0. where this ran (and PyAV from .whl where it travelled: only tests that decode need it) -------------------
+[ -d .whl ] && ls .whl/*.whl >/dev/null 2>&1 && [ $DRY = 0 ] && \
+  "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+  && export PYTHONPATH="$PYTHONPATH:/tmp/site"
+step environment 60 bash -c "nvidia-smi; nvcc --version | tail -2; \"$PY\" -c 'import json, torch; from sfc_deploy.common.environment import environment; print(json.dumps(environment(device=\"cuda\" if torch.cuda.is_available() else \"cpu\"), indent=1))' > \"$WORK/environment.json\"; cat \"$WORK/environment.json\""
+
+# 1. the TopK CUDA kernel built for this GPU; from here on the SFC op uses it on CUDA (or fails loudly) -------
+if [ $DRY = 0 ]; then
+  step kernel_build 150 "$PY" -c "from sfc_deploy.ops.cuda_kernel import build_kernel; print(build_kernel('$WORK/csrc'))"
+  if [ -f "$WORK/csrc/topk_kernel/libsfc_topk_kernel.so" ]; then
+    export SFC_TOPK_KERNEL_LIB=$WORK/csrc/topk_kernel/libsfc_topk_kernel.so SFC_TOPK_CUDA=kernel
+  fi
+  "$PY" -c "import json, sfc_deploy.ops as o; print(json.dumps(o.cuda_implementation_record()))" > "$WORK/topk_cuda.json" 2>&1
+fi
+
+# 2. slow8x8 SFC against 30-crop on PyTorch: eager, CUDA graphs, channels-last-3d (one weights-only export) ---
+step export_weights 60 "$PY" -c "
+import torch
+from sfc_deploy.models import create_model, get_config
+from sfc_deploy.export.exporter import ExportOptions, export_model
+torch.manual_seed(0)
+export_model(create_model(get_config('$BACKBONE'), tau=2.0, split='res3'), '$WORK/weights',
+             ExportOptions(formats=(), precisions=('$PREC',), frames=$T, size=($H, $W), raw_frames=$RAW))"
+bench() {  # bench NAME DIR RUNTIME EXTRA...: one `sfc-deploy bench` into $WORK/bench-NAME.json
+  local name=$1 dir=$2 runtime=$3; shift 3
+  step "bench-$name" 120 "${SFC[@]}" bench "$dir" --runtime "$runtime" --device $DEVICE --precision $PREC \
+    "${BENCH[@]}" --json "$WORK/bench-$name.json" --markdown "$WORK/bench-$name.md" --plot "$WORK/bench-$name.png" "$@"
+}
+bench pytorch-eager "$WORK/weights" pytorch
+[ $DRY = 0 ] && bench pytorch-cuda-graphs "$WORK/weights" pytorch --cuda-graphs
+
+# 3. the gpu tests: kernel vs NumPy, op dispatch, devices, AMP training, bench, AOTI CUDA parity ------------
+[ $DRY = 0 ] && step gpu_tests 200 "$PY" -m pytest -q -m gpu -p no:cacheprovider --continue-on-collection-errors \
+    --junitxml="$WORK/gpu_tests.xml" tests
+
+# 4. a few SFC training steps with mixed precision ---------------------------------------------------------
+for amp in $([ $DRY = 1 ] && echo bf16 || echo bf16 fp16); do
+  step "train-amp-$amp" 90 "$PY" benchmarks/gpu/train_steps.py --device $DEVICE --amp $amp "${TRAIN[@]}" \
+    --json "$WORK/train-amp-$amp.json"
+done
+[ $DRY = 0 ] && bench pytorch-channels-last "$WORK/weights" pytorch --channels-last
+
+# 5. AOTInductor CUDA fp16: export, bench ------------------------------------------------------------------
+if [ $DRY = 0 ]; then
+  step aoti_export 150 "${SFC[@]}" export -b $BACKBONE --format aoti --precision fp16 --device cuda \
+    --frames $RAW --size $SIZE --tau 2 --no-verify --out "$WORK/aoti"
+  [ -f "$WORK/aoti/manifest.json" ] && bench aoti "$WORK/aoti" aoti
+fi
+
+echo "done in $(( $(date +%s) - T0 ))s"
+pack
+cat "$OUT/summary.md" 2>/dev/null
