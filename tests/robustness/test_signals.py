@@ -22,9 +22,19 @@ SYNTH = ["synth", "--classes", "2", "--train-per-class", "12", "--test-per-class
          "--size", "64x80", "--workers", "1"]
 
 
+def _default_signals() -> None:
+    """In the child before exec: SIGINT/SIGTERM at their defaults. A disposition of "ignore" is
+    inherited across exec and Python then installs no KeyboardInterrupt handler, so a child of a
+    test process in which something (a library, an earlier test) ignored SIGINT could not be
+    interrupted at all, which is what a user's shell never does to a foreground command."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
 def _start(args: list[str], cwd: Path) -> subprocess.Popen:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    return subprocess.Popen([*CLI, *args], cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    return subprocess.Popen([*CLI, *args], cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            preexec_fn=_default_signals)
 
 
 def _wait_for_partial(parent: Path, name: str, proc: subprocess.Popen, timeout: float = 60.0) -> None:
@@ -53,7 +63,7 @@ def test_synth_killed_mid_write_leaves_nothing(tmp_path: Path, sig: int, code: i
     _wait_for_partial(tmp_path, "data", proc)
     proc.send_signal(sig)
     _, stderr = proc.communicate(timeout=60)
-    assert proc.returncode == code, stderr
+    assert proc.returncode == code, (stderr, "SIGINT in the test process:", signal.getsignal(signal.SIGINT))
     assert word in _one_error_line(stderr)
     assert list(tmp_path.iterdir()) == []  # no dataset, no .data.partial-*, no .data.lock
 
