@@ -8,6 +8,9 @@
 
 Ablations (paper Table 6b/6c/6d) are options of the same module: ``pool`` in {topk, avg, max},
 ``kqv`` in {abs (default), head, abs_all}, ``theta_kernel`` in {3x3x3, 3x1x1, 1x1x1}.
+
+``SFC.forward_streamed`` computes the same output over the time axis in chunks, for every one of
+these options, so memory stops following the video's length (:mod:`sfc_deploy.models.sfc_stream`).
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from torch import nn
 from sfc_deploy.ops import topk_temporal_indices  # also registers torch.ops.sfc.topk_temporal_pool
 from sfc_deploy.errors import ConfigError
 from sfc_deploy.models.resnet3d import Bottleneck
+from sfc_deploy.models.sfc_stream import HeadChunks, forward_streamed
 
 POOLS = ("topk", "avg", "max")
 KQV = {
@@ -173,20 +177,27 @@ class SFC(nn.Module):
         # (N, C, k, h, w) -> (N, k, C*h*w): the paper's reshape Gamma.
         q = q.transpose(1, 2).flatten(2).float()
         key = key.transpose(1, 2).flatten(2).float()
-        # The logits are dot products over C*h*w terms: fp32 even under autocast (which would
-        # otherwise run this bmm in fp16/bf16 and can overflow or flatten the softmax).
-        fp32 = (torch.autocast(f_head.device.type, enabled=False)
-                if f_head.device.type in ("cuda", "cpu") and torch.is_autocast_enabled(f_head.device.type)
-                else contextlib.nullcontext())  # no context at all when exporting (no autocast then)
-        with fp32:
+        with self.fp32_context(f_head.device):
             logits = torch.bmm(q, key.transpose(1, 2))
-            if self.config.logit_scale == "sqrt_d":
-                logits = logits * (q.shape[-1] ** -0.5)
-            if self.prior_gain is not None:
-                logits = logits + self.prior(t, k, f_head.device)
-            m = torch.softmax(logits, dim=-1)
+            m = self.normalise(logits, t, k, q.shape[-1])
         value = f_abs if self.config.kqv == "abs_all" else f_head
         return m, value
+
+    @staticmethod
+    def fp32_context(device: torch.device):
+        """The logits are dot products over C*h*w terms: fp32 even under autocast (which would
+        otherwise run their bmm in fp16/bf16 and can overflow or flatten the softmax)."""
+        if device.type in ("cuda", "cpu") and torch.is_autocast_enabled(device.type):
+            return torch.autocast(device.type, enabled=False)
+        return contextlib.nullcontext()  # no context at all when exporting (no autocast then)
+
+    def normalise(self, logits: torch.Tensor, t: int, k: int, d: int) -> torch.Tensor:
+        """Logits (N, k, T) -> the attention map M: [1/sqrt(d)] [+ prior], softmax over time."""
+        if self.config.logit_scale == "sqrt_d":
+            logits = logits * (d ** -0.5)
+        if self.prior_gain is not None:
+            logits = logits + self.prior(t, k, logits.device)
+        return torch.softmax(logits, dim=-1)
 
     def forward(self, f_head: torch.Tensor, return_attention: bool = False):
         m, value = self.attention(f_head)
@@ -194,4 +205,16 @@ class SFC(nn.Module):
         # (N, 1, k, T) @ (N, C, T, H*W) -> (N, C, k, H*W): no transpose of the large value tensor.
         out = torch.matmul(m.to(value.dtype).unsqueeze(1), value.reshape(n, c, t, h * w))
         out = out.reshape(n, c, -1, h, w)
+        return (out, m) if return_attention else out
+
+    def forward_streamed(self, f_head: HeadChunks, *, chunk: int, return_attention: bool = False):
+        """:meth:`forward` over the time axis in chunks of at most ``chunk`` frames, in eval mode.
+
+        ``f_head``: the (N, C, T, H, W) head features, an iterable of time chunks of them (a
+        generator running the head chunk by chunk, so the whole F_head is never one tensor), or a
+        callable returning such an iterable. Same output as :meth:`forward` within fp32 rounding;
+        memory per frame is the value and F_abs chunks, not the full-length intermediates
+        (:mod:`sfc_deploy.models.sfc_stream`).
+        """
+        out, m = forward_streamed(self, f_head, chunk=chunk, k_of=lambda t: compressed_length(t, self.config.tau))
         return (out, m) if return_attention else out

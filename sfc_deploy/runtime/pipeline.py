@@ -38,6 +38,7 @@ from sfc_deploy.models.config import BackboneConfig
 from sfc_deploy.models.sfc_model import SFCModel
 from sfc_deploy.runtime.base import Runner
 from sfc_deploy.runtime.registry import check_device, check_runner_options, make_runner, served_model
+from sfc_deploy.runtime.torch_runner import PyTorchRunner
 
 
 def to_runner(x: torch.Tensor, runner: Runner, dtype: torch.dtype) -> torch.Tensor:
@@ -52,27 +53,51 @@ def to_runner(x: torch.Tensor, runner: Runner, dtype: torch.dtype) -> torch.Tens
 
 class SFCPipeline:
     """head -> SFC -> tail. ``head_chunk`` streams the head over time (identical output where the
-    head has no temporal receptive field), so peak memory stops growing with video length."""
+    head has no temporal receptive field), so peak memory stops growing with video length.
+
+    On the PyTorch runtime ``head_chunk`` streams the head and SFC together: head chunks feed
+    :meth:`~sfc_deploy.models.sfc.SFC.forward_streamed` as they come, so neither the whole F_head
+    as one tensor nor SFC's full-length intermediates exist (issue 15 item 6). The other runtimes
+    run their SFC graph on the whole time axis: the head chunks are joined first, as before.
+    """
 
     def __init__(self, head: Runner, sfc: Runner, tail: Runner, *, head_chunk: int | None = None) -> None:
         self.head, self.sfc, self.tail = head, sfc, tail
         self.head_chunk = head_chunk
 
-    def _head(self, frames: torch.Tensor) -> torch.Tensor:
+    def _head_chunks(self, frames: torch.Tensor):
+        """The head's output chunk by chunk (one chunk without ``head_chunk``)."""
         t = frames.shape[2]
         if not self.head_chunk or t <= self.head_chunk:
-            return self.head.infer({"video": frames})["f_head"]
+            yield self.head.infer({"video": frames})["f_head"]
+            return
         bounds = list(range(0, t, self.head_chunk))
         if t - bounds[-1] < 2 and len(bounds) > 1:
             bounds.pop()  # a 1-frame chunk would hit the export's minimum time; merge it
-        ends = bounds[1:] + [t]
-        return torch.cat([self.head.infer({"video": frames[:, :, a:b]})["f_head"] for a, b in zip(bounds, ends)], 2)
+        for a, b in zip(bounds, bounds[1:] + [t]):
+            yield self.head.infer({"video": frames[:, :, a:b]})["f_head"]
+
+    def _head(self, frames: torch.Tensor) -> torch.Tensor:
+        chunks = list(self._head_chunks(frames))
+        return chunks[0] if len(chunks) == 1 else torch.cat(chunks, 2)
+
+    @property
+    def streams_sfc(self) -> bool:
+        """Whether SFC runs chunk by chunk with the head (PyTorch runtime with ``head_chunk``)."""
+        return bool(self.head_chunk) and isinstance(self.sfc, PyTorchRunner)
 
     def __call__(self, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        f_head = self._head(frames)
-        out = self.sfc.infer({"f_head": f_head})
-        logits = self.tail.infer({"f_sfc": out["f_sfc"]})["logits"]
-        return logits, out["attention"]
+        if self.streams_sfc:
+            if not self.sfc.active:
+                raise ArtifactError(f"{self.sfc.describe()} is not active; use it as a context manager (with runner: ...)")
+            with torch.inference_mode():
+                f_sfc, attention = self.sfc.module.sfc.forward_streamed(
+                    self._head_chunks(frames), chunk=self.head_chunk, return_attention=True)
+        else:
+            out = self.sfc.infer({"f_head": self._head(frames)})
+            f_sfc, attention = out["f_sfc"], out["attention"]
+        logits = self.tail.infer({"f_sfc": f_sfc})["logits"]
+        return logits, attention
 
 
 class ClipPipeline:

@@ -87,8 +87,14 @@ def test_export_terminated_mid_write_leaves_nothing_and_keeps_the_old_folder(tmp
 def test_two_writers_to_one_folder_never_both_succeed(tmp_path: Path) -> None:
     first = _start([*SYNTH, str(tmp_path / "data")], tmp_path)
     _wait_for_partial(tmp_path, "data", first)
-    second = _start([*SYNTH, str(tmp_path / "data"), "--force"], tmp_path)  # --force does not make it a race
-    _, err2 = second.communicate(timeout=60)
+    # the first writer is held (alive, lock held) while the second starts: otherwise a fast machine can
+    # finish the first before the second has imported torch, and there would be no race to test
+    first.send_signal(signal.SIGSTOP)
+    try:
+        second = _start([*SYNTH, str(tmp_path / "data"), "--force"], tmp_path)  # --force does not make it a race
+        _, err2 = second.communicate(timeout=60)
+    finally:
+        first.send_signal(signal.SIGCONT)
     out1, err1 = first.communicate(timeout=120)
     assert first.returncode == 0, err1
     assert second.returncode == 2

@@ -1,0 +1,162 @@
+"""SFC over the head's time axis in chunks, with the unstreamed module's output (issue 15 item 6).
+
+The whole-video SFC holds every intermediate of the abstraction layer, theta and the logits at full
+length (about 14 MB per sampled frame at 256x312 in fp32). What it must hold is less: the value
+tensor (until the attention map is known) and F_abs (until the query is known). The rest streams:
+
+1. **head chunks -> F_abs chunks.** Theta_abs is two bottlenecks whose time kernel is 1, so each
+   chunk's F_abs is exactly the whole video's F_abs for those frames. The value chunks (F_head, or
+   F_abs for ``kqv="abs_all"``) and the F_abs chunks are kept as a list (never concatenated).
+2. **the query.** The pool (TopK, avg or max over the whole time axis) is independent per channel,
+   so it runs over groups of channels, each group joined over time: the same per-row computation as
+   the unstreamed op (TopK's lower-index tie rule included), with a transient of one group only.
+   theta_q (3x1x1) runs over chunks of the k pooled steps with a one-step halo.
+3. **keys and logits.** theta_k runs per F_abs chunk with one neighbour frame each side (zeros at
+   the video's ends: the conv's own padding); each key chunk becomes its (N, k, t) slice of the
+   logits and is dropped. The logits (N, k, T) are small; softmax runs once over the whole row,
+   in fp32, with the scale and prior of :meth:`SFC.normalise`.
+4. **output.** out = M @ value accumulated chunk by chunk in place (fp32), freeing each value chunk
+   once used.
+
+Peak memory per sampled frame: the value chunk + the F_abs chunk (3.2 MB at 256x312, res3, fp32),
+then the value + the output (k/T of a value frame). Every variant of the module streams (pool
+topk/avg/max, kqv abs/head/abs_all, theta 3x1x1/3x3x3/1x1x1, prior on/off); training mode does not
+(the abstraction's BatchNorm would see per-chunk batches).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from typing import TYPE_CHECKING
+
+import torch
+import torch.nn.functional as F
+
+from sfc_deploy.errors import ConfigError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from sfc_deploy.models.sfc import SFC
+
+HeadChunks = torch.Tensor | Iterable[torch.Tensor] | Callable[[], Iterable[torch.Tensor]]
+
+
+def split_time(x: torch.Tensor, chunk: int) -> list[torch.Tensor]:
+    """Views of ``x`` of at most ``chunk`` steps along time (no copy)."""
+    return list(x.split(chunk, dim=2))
+
+
+def _pieces(f_head: HeadChunks, chunk: int) -> Iterator[torch.Tensor]:
+    source = f_head() if callable(f_head) and not isinstance(f_head, torch.Tensor) else f_head
+    if isinstance(source, torch.Tensor):
+        source = (source,)
+    for piece in source:
+        if not isinstance(piece, torch.Tensor) or piece.dim() != 5:
+            raise ConfigError("SFC.forward_streamed takes (N, C, T, H, W) head features or an iterable of such chunks")
+        yield from split_time(piece, chunk)
+
+
+def conv_time_chunks(conv: torch.nn.Conv3d, chunks: list[torch.Tensor]) -> Iterator[torch.Tensor]:
+    """``conv`` on the time-concatenation of ``chunks``, one output chunk per input chunk.
+
+    Each chunk is convolved without temporal padding after taking ``p`` frames from its neighbours
+    (zeros at the ends, as the conv's own zero padding), so the output matches ``conv(cat(chunks))``.
+    """
+    p = conv.kernel_size[0] // 2
+    if conv.padding[0] != p or conv.stride[0] != 1 or conv.dilation[0] != 1:
+        raise ConfigError("streamed SFC needs a 'same' temporal convolution (stride 1, padding kernel//2)")
+    if p and min(c.shape[2] for c in chunks) < p:
+        raise ConfigError(f"streamed SFC chunks must hold at least {p} frames for its theta halo; raise chunk")
+    padding = (0, *conv.padding[1:])
+    for i, x in enumerate(chunks):
+        if p:
+            left = chunks[i - 1][:, :, -p:] if i else torch.zeros_like(x[:, :, :p])
+            right = chunks[i + 1][:, :, :p] if i + 1 < len(chunks) else torch.zeros_like(x[:, :, :p])
+            x = torch.cat([left, x, right], 2)
+        yield F.conv3d(x, conv.weight, conv.bias, conv.stride, padding, conv.dilation, conv.groups)
+
+
+def _flat(x: torch.Tensor) -> torch.Tensor:
+    """(N, C, t, h, w) -> (N, t, C*h*w) in fp32: the paper's reshape Gamma."""
+    return x.transpose(1, 2).flatten(2).float()
+
+
+def _query(sfc: "SFC", abs_chunks: list[torch.Tensor], k: int, chunk: int) -> torch.Tensor:
+    """theta_q(pool(F_abs)) flattened, (N, k, C*h*w) fp32, from the F_abs chunks."""
+    ref = abs_chunks[0]
+    n, c, _, h, w = ref.shape
+    t = sum(a.shape[2] for a in abs_chunks)
+    pooled = ref.new_empty((n, c, k, h, w))
+    group = max(1, (c * chunk) // t)  # one group joined over time is about one chunk's worth of F_abs
+    for c0 in range(0, c, group):
+        x = torch.cat([a[:, c0 : c0 + group] for a in abs_chunks], 2)
+        pooled[:, c0 : c0 + group] = sfc.pool(x, k)
+        del x
+    q = None
+    start = 0
+    for piece in conv_time_chunks(sfc.theta_q, split_time(pooled, chunk)):
+        flat = _flat(piece)
+        if q is None:
+            q = flat.new_empty((n, k, flat.shape[-1]))
+        q[:, start : start + flat.shape[1]] = flat
+        start += flat.shape[1]
+    return q
+
+
+def _output(m: torch.Tensor, values: list[torch.Tensor]) -> torch.Tensor:
+    """M (N, k, T) @ value, accumulated chunk by chunk in fp32; ``values`` is emptied as it goes."""
+    n, c, _, h, w = values[0].shape
+    k = m.shape[1]
+    dtype = values[0].dtype
+    acc = m.new_zeros((n, c, k, h * w))
+    start = 0
+    while values:
+        v = values.pop(0)
+        t = v.shape[2]
+        for i in range(n):
+            mi = m[i, :, start : start + t].unsqueeze(0).expand(c, k, t)
+            acc[i].baddbmm_(mi, v[i].reshape(c, t, h * w).float())
+        start += t
+        del v
+    out = acc.reshape(n, c, k, h, w)
+    return out if dtype == torch.float32 else out.to(dtype)
+
+
+def forward_streamed(sfc: "SFC", f_head: HeadChunks, *, chunk: int, k_of: Callable[[int], int]):
+    """(out (N, C, k, H, W), M (N, k, T) fp32) of ``sfc`` on head features given in chunks.
+
+    ``k_of(T)`` is the compressed length; see :meth:`SFC.forward_streamed` for the arguments.
+    """
+    if not isinstance(chunk, int) or chunk < 1:
+        raise ConfigError(f"streamed SFC chunk must be a whole number of frames >= 1, got {chunk!r}")
+    if sfc.training and sfc.abstraction is not None:
+        raise ConfigError("SFC.forward_streamed runs in eval mode (BatchNorm would see per-chunk batches); call .eval()")
+    kqv = sfc.config.kqv
+    abs_chunks: list[torch.Tensor] = []
+    values: list[torch.Tensor] = []
+    for piece in _pieces(f_head, chunk):
+        f_abs = sfc.abstraction(piece) if sfc.abstraction is not None else piece
+        abs_chunks.append(f_abs)
+        values.append(f_abs if kqv == "abs_all" else piece)
+        del piece, f_abs
+    if not abs_chunks:
+        raise ConfigError("SFC.forward_streamed got no head features (an empty video?)")
+    t = sum(a.shape[2] for a in abs_chunks)
+    k = int(k_of(t))
+    device = abs_chunks[0].device
+    q = _query(sfc, abs_chunks, k, chunk)  # theta convs as in forward (under autocast where it is on)
+    logits = q.new_empty((q.shape[0], k, t))
+    start = 0
+    for key in conv_time_chunks(sfc.theta_k, abs_chunks):
+        step = key.shape[2]
+        with sfc.fp32_context(device):  # the logits in fp32, as forward does
+            logits[:, :, start : start + step] = torch.bmm(q, _flat(key).transpose(1, 2))
+        start += step
+        del key
+    d = q.shape[-1]
+    del q
+    abs_chunks.clear()  # F_abs is no longer needed (where it is the value, ``values`` still holds it)
+    with sfc.fp32_context(device):
+        m = sfc.normalise(logits, t, k, d)
+        del logits
+        out = _output(m, values)
+    return out, m
