@@ -27,15 +27,13 @@ topk/avg/max, kqv abs/head/abs_all, theta 3x1x1/3x3x3/1x1x1, prior on/off); trai
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
-from typing import TYPE_CHECKING
-
 import torch
 import torch.nn.functional as F
 
 from sfc_deploy.errors import ConfigError
 
-if TYPE_CHECKING:  # pragma: no cover
-    from sfc_deploy.models.sfc import SFC
+#: an :class:`sfc_deploy.models.sfc.SFC` (not imported here: that module imports this one)
+SFCModule = torch.nn.Module
 
 HeadChunks = torch.Tensor | Iterable[torch.Tensor] | Callable[[], Iterable[torch.Tensor]]
 
@@ -80,7 +78,7 @@ def _flat(x: torch.Tensor) -> torch.Tensor:
     return x.transpose(1, 2).flatten(2).float()
 
 
-def _query(sfc: "SFC", abs_chunks: list[torch.Tensor], k: int, chunk: int) -> torch.Tensor:
+def _query(sfc: SFCModule, abs_chunks: list[torch.Tensor], k: int, chunk: int) -> torch.Tensor:
     """theta_q(pool(F_abs)) flattened, (N, k, C*h*w) fp32, from the F_abs chunks."""
     ref = abs_chunks[0]
     n, c, _, h, w = ref.shape
@@ -121,7 +119,7 @@ def _output(m: torch.Tensor, values: list[torch.Tensor]) -> torch.Tensor:
     return out if dtype == torch.float32 else out.to(dtype)
 
 
-def forward_streamed(sfc: "SFC", f_head: HeadChunks, *, chunk: int, k_of: Callable[[int], int]):
+def forward_streamed(sfc: SFCModule, f_head: HeadChunks, *, chunk: int, k_of: Callable[[int], int]):
     """(out (N, C, k, H, W), M (N, k, T) fp32) of ``sfc`` on head features given in chunks.
 
     ``k_of(T)`` is the compressed length; see :meth:`SFC.forward_streamed` for the arguments.
