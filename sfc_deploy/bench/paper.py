@@ -23,6 +23,15 @@ PAPER: dict[tuple[str, str, float, str, str], tuple[float, float | None]] = {
     ("slow8x8", "sfc", 2.0, "res3", "1x1x1"): (238, 34.89),
     ("slow16x4", "sfc", 2.0, "res3", "3x1x1"): (494, 35.9),
     ("slow32x2", "sfc", 2.0, "res3", "3x1x1"): (988, 35.9),
+    ("tpn50", "dense", 0, "", ""): (1977, 71.8),
+    # Table 2 gives TPN's SFC no split; its 85.7M params are an SFC of res4's width (1024 channels):
+    # keyed at res4, the split that reproduces them (models/tpn.py; GMACs there: 341 measured, 5% under)
+    ("tpn50", "sfc", 2.0, "res4", "3x1x1"): (359, 85.7),
+    # R(2+1)D-152 (models/r2plus1d.py): the SFC row is reproduced (1429 measured at 288 raw frames at
+    # stride 2, 256x312, split after res3); the dense 9874 = 30 x 329.1 is another counting than ours
+    # (64.7 GMACs per 32x112x112 clip measured, 1940 for 30 crops): see tests/models/test_r2plus1d.py
+    ("r2plus1d_152", "dense", 0, "", ""): (9874, 118.2),
+    ("r2plus1d_152", "sfc", 2.0, "res3", "3x1x1"): (1403, 121.7),
 }
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from sfc_deploy.bench.report import build_report
 from sfc_deploy.bench.worker import WorkerJob, run_in_fresh_process
+from sfc_deploy.data.prefetch import DEFAULT_DEPTH, DEFAULT_WORKERS, check_prefetch
 from sfc_deploy.errors import ConfigError
 
 #: Raw-frame lengths of the memory-against-length sweep recorded in benchmarks/ (x0.5 .. x8 the paper's).
@@ -42,6 +43,7 @@ class BenchOptions:
     repeats: int = 1
     batch_sizes: tuple[int, ...] = (30, 10)
     head_chunk: int | None = 12
+    head_chunk_given: bool = False  # --head-chunk was passed: refused for a head that cannot stream
     video_files: tuple[Path, ...] = ()
     labels: tuple[int, ...] = ()  # class of each video file (from --labels): adds top-1 per strategy
     lengths: tuple[int, ...] = ()
@@ -56,6 +58,8 @@ class BenchOptions:
     cuda_graphs: bool = False
     channels_last: bool = False
     trial_passes: int = 3  # timed passes per setting of a batch sweep
+    workers: int = DEFAULT_WORKERS  # real files end to end: decoding threads of the prefetcher
+    prefetch: int = DEFAULT_DEPTH  # ... and videos decoded ahead of the model
     extra: dict = field(default_factory=dict)
 
     def check(self) -> None:
@@ -88,6 +92,7 @@ class BenchOptions:
                 raise ConfigError(f"--segments and --segment-frames must be >= 1, got {self.segments}")
         if any(n < 1 for n in self.lengths):
             raise ConfigError(f"--lengths must be positive raw-frame counts, got {list(self.lengths)}")
+        check_prefetch(self.workers, self.prefetch)
         if not self.sfc_batch or min(self.sfc_batch) < 1:
             raise ConfigError(f"--sfc-batch values must be >= 1 videos per pass, got {list(self.sfc_batch)}; e.g. 1,4,16,32")
         if not self.dense_videos or min(self.dense_videos) < 1:
@@ -201,11 +206,18 @@ def run_bench(opts: BenchOptions, progress: Progress = lambda kind, data: None) 
     for path in exports.values():  # a damaged or incomplete export fails now, not inside a worker minutes later
         check_export(path, opts.runtime, opts.precision, parts=("head", "sfc", "tail", "clip"))
     first = exports[opts.taus[0]]
+    from sfc_deploy.export.manifest import load_manifest
+
+    # Chunked streaming only where it is exact: a head that mixes time steps (R(2+1)D's) runs whole.
+    head_chunk = opts.head_chunk if load_manifest(first).input.head_streamable else None
+    if opts.head_chunk and head_chunk is None and opts.head_chunk_given:
+        raise ConfigError(f"--head-chunk {opts.head_chunk}: this backbone's head mixes time steps (temporal kernels "
+                          "or strides), so it cannot stream in chunks with the same output; drop --head-chunk")
     files = [str(f) for f in opts.video_files]
     common = dict(runtime=opts.runtime, precision=opts.precision, threads=threads, seed=opts.seed, video_files=files,
                   labels=list(opts.labels), segments=list(opts.segments) if opts.segments else None,
                   device=opts.device, channels_last=opts.channels_last, cuda_graphs=opts.cuda_graphs,
-                  trial_passes=opts.trial_passes)
+                  trial_passes=opts.trial_passes, workers=opts.workers, prefetch=opts.prefetch)
 
     def work(label: str, job: WorkerJob) -> dict:
         say(label)
@@ -223,7 +235,7 @@ def run_bench(opts: BenchOptions, progress: Progress = lambda kind, data: None) 
         tau: work(
             f"SFC tau={tau:g}",
             WorkerJob(strategy="sfc", export_dir=str(path), videos=opts.videos, warmup=opts.warmup,
-                      repeats=opts.repeats, head_chunk=opts.head_chunk, sfc_batch=list(opts.sfc_batch), **common),
+                      repeats=opts.repeats, head_chunk=head_chunk, sfc_batch=list(opts.sfc_batch), **common),
         )
         for tau, path in exports.items()
     }
@@ -232,7 +244,7 @@ def run_bench(opts: BenchOptions, progress: Progress = lambda kind, data: None) 
         from sfc_deploy.export.manifest import load_manifest
 
         stride = load_manifest(first).input.stride
-        chunks = [opts.head_chunk, None] if opts.head_chunk else [None]
+        chunks = [head_chunk, None] if head_chunk else [None]
         for raw in opts.lengths:
             row = {"raw_frames": raw, "frames": math.ceil(raw / stride), "dense_peak_mb": dense["peak_rss_mb"],
                    "dense_video_mem_mb": dense["video_mem_mb"]}

@@ -15,7 +15,15 @@ Protocol inside the worker, the same for both strategies:
    of counting memory); the peak RSS after it, minus the base, is the memory one video needs;
 3. more warm-up videos; dense then tries each candidate batch size on one video and keeps the
    fastest (never handicap the baseline);
-4. ``repeats`` x ``videos`` timed videos, one at a time, each latency recorded.
+4. ``repeats`` x ``videos`` timed videos, one at a time, each latency recorded;
+5. real files only: the same videos end to end, decoding overlapped with the model by the one
+   prefetcher (:class:`~sfc_deploy.data.prefetch.Prefetcher`, ``workers`` threads, ``prefetch``
+   ahead), in the steady state of a long list (see :func:`_end_to_end`): ``e2e.videos_per_s``.
+
+Real files are decoded and sampled (the one video-to-input function, dense its 10 clips, SFC its
+strided frames) before the model's timer starts: each timed video records ``decode_s`` (decode and
+preprocess, serial) apart from its model latency, so the model-only rate and the end-to-end rate
+come from the same worker, side by side.
 
 On a CUDA device (``job.device``, torch runtimes) the same protocol runs with: synthetic inputs
 made on the device; CUDA-event timing (:class:`sfc_deploy.bench.gpu.PassTimer`); GPU memory from
@@ -29,6 +37,7 @@ CUDA graph (``cuda_graphs``, pytorch runtime only). On the CPU, a job with the d
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import resource
@@ -41,9 +50,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from sfc_deploy.common.atomic import atomic_write_text
+from sfc_deploy.data.prefetch import DEFAULT_DEPTH, DEFAULT_WORKERS, Prefetcher, check_prefetch
 from sfc_deploy.errors import ConfigError, SfcError
 
 STRATEGIES = ("sfc", "dense", "matmul")
+INPUT_FILES = "video files (decode timed apart, then overlapped end to end)"
 #: Every worker (both strategies alike) maps allocations over 1 MiB straight from the OS and gives
 #: them back on free. glibc's default (a threshold that grows to 32 MiB, per-thread heaps) keeps
 #: freed blocks mapped, so peak RSS measured the allocator's history rather than the live memory:
@@ -77,7 +88,11 @@ class WorkerJob:
     dense_videos: list[int] = field(default_factory=lambda: [1])  # dense: videos whose crops share one forward
     cuda_graphs: bool = False  # capture each pass in a CUDA graph (pytorch runtime on CUDA)
     channels_last: bool = False  # the torch runners' memory_format="channels_last_3d"
+    inference_rewrite: bool = True  # pytorch runtime: False serves the model as trained (sfc_deploy.models.inference)
     trial_passes: int = 3  # timed passes per batch setting of a sweep (after one untimed pass)
+    workers: int = DEFAULT_WORKERS  # real files end to end: decoding workers of the prefetcher
+    prefetch: int = DEFAULT_DEPTH  # ... and videos decoded ahead of the model
+    prefetch_kind: str = "thread"  # ... on threads or processes (sfc_deploy.data.prefetch.KINDS)
 
     def check(self) -> None:
         if self.strategy not in STRATEGIES:
@@ -102,6 +117,7 @@ class WorkerJob:
                               f"on {self.device}; drop --cuda-graphs or use --runtime pytorch --device cuda")
         if self.trial_passes < 1:
             raise ConfigError(f"trial passes must be >= 1, got {self.trial_passes}")
+        check_prefetch(self.workers, self.prefetch, self.prefetch_kind)
 
     @property
     def sweeps(self) -> bool:
@@ -176,6 +192,7 @@ class _Inputs:
         self._videos = 0
         self._next = 0
         self.label: int | None = None
+        self.decode_s = 0.0  # decode + preprocess of the last file, serial
         if not job.video_files and self.device == "cpu":
             self.next(1)
 
@@ -197,31 +214,44 @@ class _Inputs:
         self._tensor, self._videos = None, 0
 
     def next(self, videos: int = 1):
-        """The input of the next pass of ``videos`` videos (decoding and sampling happen here, inside
-        the timing), fitted to the export by the same function every command uses."""
+        """The input of the next pass of ``videos`` videos (a file is decoded and sampled here, its
+        seconds kept in ``decode_s``), fitted to the export by the same function every command uses."""
         if not self.job.video_files:
             if self._videos != videos:
                 self._tensor = None  # the previous shape is freed before the next is made
                 self._tensor, self._videos = self._synthetic(videos), videos
             return self._tensor
-        from sfc_deploy.data.inputs import model_input
-
         i = self._next % len(self.job.video_files)
-        path = self.job.video_files[i]
         self.label = self.job.labels[i] if self.job.labels else None
         self._next += 1
+        t0 = time.perf_counter()
+        x = self.to_model(self.decoder()(self.job.video_files[i]))
+        self.decode_s = time.perf_counter() - t0
+        return x
+
+    def decoder(self) -> Callable[[str], object]:
+        """path -> this strategy's input tensor (picklable, so a process pool can run it too)."""
         strategy = "dense" if self.job.strategy == "dense" else "sfc"
-        if strategy == "sfc" and self.job.segments:  # untrimmed videos: S segments of F sampled frames
-            s, f = self.job.segments
-            x = model_input(path, "segments", self.dep.config, self.dep.input_spec, segments=s,
-                            frames_per_segment=f).tensor
-        else:
-            x = model_input(path, strategy, self.dep.config, self.dep.input_spec).tensor
-        if strategy == "sfc":
+        return functools.partial(file_input, strategy=strategy, config=self.dep.config, spec=self.dep.input_spec,
+                                 segments=tuple(self.job.segments) if self.job.segments else None)
+
+    def to_model(self, x):
+        """A decoded file's tensor in the model's dtype, on its device (one host-to-device copy)."""
+        if self.job.strategy == "sfc":
             self.frames = int(x.shape[2])  # GMACs follow the decoded length
-        if self.device != "cpu":  # one host-to-device copy of the decoded video, inside the timing
+        if self.device != "cpu":
             return x.to(self.device, self.dtype)
         return x.to(self.dtype)
+
+
+def file_input(path: str, *, strategy: str, config, spec, segments: tuple[int, int] | None = None):
+    """One file's input for ``strategy`` (dense: its 10x3 crops; sfc: the strided whole video, or S x F
+    segments), by the one video-to-input function: each strategy decodes only the frames it needs."""
+    from sfc_deploy.data.inputs import model_input
+
+    if strategy == "sfc" and segments:  # untrimmed videos: S segments of F sampled frames
+        return model_input(path, "segments", config, spec, segments=segments[0], frames_per_segment=segments[1]).tensor
+    return model_input(path, strategy, config, spec).tensor
 
 
 def _settings(job: WorkerJob, per_video: int) -> list[tuple[int, int]]:
@@ -271,6 +301,8 @@ def run_job(job: WorkerJob, emit: Callable[[dict], None] = lambda e: None) -> di
         options["device"] = job.device
     if job.channels_last:
         options["memory_format"] = "channels_last_3d"
+    if not job.inference_rewrite:
+        options["inference_rewrite"] = False
     dep = load(job.export_dir, job.runtime, precision=job.precision, threads=job.threads,
                head_chunk=job.head_chunk if job.strategy == "sfc" else None, **options)
     if job.strategy == "sfc":
@@ -308,13 +340,17 @@ def run_job(job: WorkerJob, emit: Callable[[dict], None] = lambda e: None) -> di
 
     correct: list[bool] = []
 
-    def one(batch: int, videos: int = 1, *, score: bool = False) -> float:
-        fn = pass_fn(batch, videos)
+    def timed(fn: Callable, x) -> tuple[float, "torch.Tensor"]:
         timer.start()
-        logits = fn(inputs.next(videos))
+        logits = fn(x)
         elapsed = timer.stop()
         if not bool(torch.isfinite(logits).all()):
             raise SfcError(f"{job.runtime} {job.strategy} produced non-finite logits; check the export with sfc-deploy verify")
+        return elapsed, logits
+
+    def one(batch: int, videos: int = 1, *, score: bool = False) -> float:
+        # a file is decoded and sampled before the model's timer starts (its seconds: inputs.decode_s)
+        elapsed, logits = timed(pass_fn(batch, videos), inputs.next(videos))
         if score and inputs.label is not None:
             correct.append(int(logits.argmax(-1)[0]) == inputs.label)
         return elapsed
@@ -328,7 +364,7 @@ def run_job(job: WorkerJob, emit: Callable[[dict], None] = lambda e: None) -> di
         "runtime": job.runtime,
         "precision": job.precision,
         "threads": job.threads,
-        "input": "video files (decode included)" if job.video_files else "synthetic tensors",
+        "input": INPUT_FILES if job.video_files else "synthetic tensors",
         "frames": inputs.frames if job.strategy == "sfc" else inputs.dense.frames,
         "segments": list(job.segments) if job.segments and job.video_files and job.strategy == "sfc" else None,
         "base_rss_mb": base_mb,
@@ -388,10 +424,15 @@ def run_job(job: WorkerJob, emit: Callable[[dict], None] = lambda e: None) -> di
         best = job.batch_sizes[0]
     emit({"event": "phase", "name": "timing"})
     inputs._next = 0  # timed videos walk the file list from its start, so each labelled file is scored
-    latencies = []
+    latencies, decode_s = [], []
     for _ in range(job.repeats * job.videos):
         latencies.append(one(best, best_videos, score=True))
+        decode_s.append(inputs.decode_s)
         emit({"event": "video", "kind": "timed", "seconds": latencies[-1]})
+    if job.video_files:
+        emit({"event": "phase", "name": "end to end"})
+        result["decode_s"] = decode_s
+        result["e2e"] = _end_to_end(job, inputs, lambda x: timed(pass_fn(best, best_videos), x)[0], emit)
     if job.cuda_graphs:  # the graph must compute what eager PyTorch computes on the same input
         x = inputs.next(best_videos)
         from sfc_deploy.verify.tolerances import compare
@@ -411,6 +452,42 @@ def run_job(job: WorkerJob, emit: Callable[[dict], None] = lambda e: None) -> di
     if job.sweeps:
         result.update(videos_per_pass=best_videos, batch_sweep=sweep)
     return result
+
+
+def _end_to_end(job: WorkerJob, inputs: _Inputs, run: Callable[[object], float], emit: Callable[[dict], None]) -> dict:
+    """The timed files again, decoded ahead by the prefetcher while the model serves the current one.
+
+    Steady state, as in a long collection: one untimed lead video fills the queue (the clock starts
+    when its model pass ends), and ``prefetch`` more videos follow the timed ones in the list (decoded,
+    never run), so every timed model pass overlaps the decoding of the video ``prefetch`` places on,
+    exactly as it would in the middle of a long list; with few videos and no such tail, everything
+    would be decoded during the lead pass and the timed passes would look free of decoding.
+    ``wait_s``: how long the model waited for each video (decode time not hidden); ``cycle_s``: wall
+    seconds from the previous video's end to this one's (they add up to ``wall_s``).
+    """
+    files, n = job.video_files, job.repeats * job.videos
+    order = [files[i % len(files)] for i in range(-1, n + job.prefetch)]
+    waits, decodes, models, cycles = [], [], [], []
+    with Prefetcher(inputs.decoder(), order, depth=job.prefetch, workers=job.workers, kind=job.prefetch_kind,
+                    name="sfc-bench-decode") as stream:
+        asked = time.perf_counter()
+        for i, got in enumerate(stream):
+            waited = time.perf_counter() - asked
+            seconds = run(inputs.to_model(got.result()))  # a file that does not decode ends the bench, naming it
+            done = time.perf_counter()
+            if i > 0:
+                waits.append(waited)
+                decodes.append(got.seconds)
+                models.append(seconds)
+                cycles.append(done - last)
+                emit({"event": "video", "kind": "e2e", "seconds": seconds})
+            if i == n:
+                break  # the tail was only there to be decoded
+            last = asked = done
+    wall = sum(cycles)
+    return {"videos": n, "wall_s": wall, "videos_per_s": n / wall, "wait_s": waits, "decode_s": decodes,
+            "model_s": models, "cycle_s": cycles, "workers": job.workers, "prefetch": job.prefetch,
+            "kind": job.prefetch_kind}
 
 
 # ---------------------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ from sfc_deploy.cli.options import (BackboneOpt, DeviceOpt, FramesOpt, SegmentFr
                                     segments_pair)
 from sfc_deploy.common.outputs import check_output_file
 from sfc_deploy.common.parsing import split_list
+from sfc_deploy.data.prefetch import DEFAULT_DEPTH, DEFAULT_WORKERS
 from sfc_deploy.errors import ConfigError
 
 
@@ -64,7 +65,7 @@ def register(app: typer.Typer) -> None:
         warmup: Annotated[int, typer.Option("--warmup", help="Warm-up videos (the first is the memory measurement).")] = 1,
         repeats: Annotated[int, typer.Option("--repeats", help="Times the timed videos are run.")] = 1,
         batch_size: Annotated[str, typer.Option("--batch-size", help="Dense crops per batch to try; the fastest is kept.")] = "30,10",
-        head_chunk: Annotated[int, typer.Option("--head-chunk", help="Stream SFC's head over time in chunks of N frames (0: whole video).")] = 12,
+        head_chunk: Annotated[int | None, typer.Option("--head-chunk", help="Stream SFC's head over time in chunks of N frames (0: whole video; default: 12 where the head can stream).")] = None,
         tau: Annotated[str, typer.Option("--tau", help="SFC compression ratio, or a sweep like 1,4/3,2,4 (default export only).")] = "2",
         video: Annotated[list[Path] | None, typer.Option("--video", help="Real video files (decode included in the timing); repeatable.")] = None,
         labels: Annotated[Path | None, typer.Option("--labels", help="A labelled video list (dataset CSV, UCF101 split folder, class folders): decode included, adds top-1 (Figure 5 with --tau sweeps).")] = None,
@@ -85,15 +86,22 @@ def register(app: typer.Typer) -> None:
         cuda_graphs: Annotated[bool, typer.Option("--cuda-graphs", help="Capture each SFC pass and dense clip batch in a CUDA graph (pytorch runtime on CUDA).")] = False,
         channels_last: Annotated[bool, typer.Option("--channels-last", help="Run the torch runners in channels-last-3d memory format.")] = False,
         trial_passes: Annotated[int, typer.Option("--trial-passes", min=1, help="Timed passes per setting of a batch sweep.")] = 3,
+        workers: Annotated[int, typer.Option("--workers", min=1, help="--video/--labels end to end: decoding threads working ahead of the model.")] = DEFAULT_WORKERS,
+        prefetch: Annotated[int, typer.Option("--prefetch", min=1, help="--video/--labels end to end: most videos decoded ahead (the memory bound).")] = DEFAULT_DEPTH,
     ) -> None:
         """Videos/s, latency, peak memory and GMACs of SFC against 30-crop dense sampling, same weights and runtime."""
         from sfc_deploy.bench.suite import BenchOptions
         from sfc_deploy.export.formats import check_runtime
-        from sfc_deploy.common.precision import PRECISIONS
+        from sfc_deploy.common.precision import EXPORT_PRECISIONS, QUANTIZED, check_runtime_precision
 
         check_runtime(runtime)
-        if precision not in PRECISIONS:
-            raise ConfigError(f"--precision {precision!r} is not one of {', '.join(PRECISIONS)}")
+        if precision not in EXPORT_PRECISIONS:
+            raise ConfigError(f"--precision {precision!r} is not one of {', '.join(EXPORT_PRECISIONS)}")
+        if precision in QUANTIZED:
+            check_runtime_precision(precision, runtime)
+            if export_dir is None:  # the cache's export has no calibration videos
+                raise ConfigError(f"--precision {precision} benches an export folder: sfc-deploy export --out DIR "
+                                  f"--precision fp32,{precision} --calibrate DATA, then sfc-deploy bench DIR")
         device = bench_device(device, runtime)
         if export_dir is not None and not (export_dir / "manifest.json").is_file():
             raise ConfigError(f"{export_dir} is not an export folder (no manifest.json); run sfc-deploy export --out {export_dir} first, or omit it")
@@ -124,7 +132,8 @@ def register(app: typer.Typer) -> None:
             warmup=warmup,
             repeats=repeats,
             batch_sizes=parse_int_list(batch_size, "--batch-size"),
-            head_chunk=head_chunk or None,
+            head_chunk=12 if head_chunk is None else head_chunk or None,
+            head_chunk_given=head_chunk is not None,
             video_files=files,
             labels=classes,
             lengths=parse_int_list(lengths, "--lengths") if lengths else (),
@@ -137,6 +146,8 @@ def register(app: typer.Typer) -> None:
             cuda_graphs=cuda_graphs,
             channels_last=channels_last,
             trial_passes=trial_passes,
+            workers=workers,
+            prefetch=prefetch,
         )
         opts.check()
         if export_dir is not None:  # a damaged or incomplete export fails here, before the progress bar and the workers
@@ -163,6 +174,8 @@ def run_and_report(opts, *, json_out: Path | None = None, markdown_out: Path | N
         per_sfc = opts.warmup + opts.videos * opts.repeats + opts.trial_passes * len(set(opts.sfc_batch))
         dense_settings = len(set(opts.batch_sizes)) + len({v for v in opts.dense_videos if v > 1})
         per_dense = opts.warmup + opts.videos * opts.repeats + opts.trial_passes * dense_settings
+    if opts.video_files:  # the timed videos again, end to end
+        per_sfc, per_dense = per_sfc + opts.videos * opts.repeats, per_dense + opts.videos * opts.repeats
     total = per_dense + per_sfc * len(opts.taus) + len(opts.lengths) * (2 if opts.head_chunk else 1)
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total} videos"),
                   TimeElapsedColumn(), console=err, transient=False) as bar:

@@ -14,6 +14,7 @@ from sfc_deploy.common.device import resolve_device
 from sfc_deploy.common.outputs import check_output_dir, check_output_file
 from sfc_deploy.common.parsing import split_list
 from sfc_deploy.data.datasets import load_video_list
+from sfc_deploy.data.prefetch import DEFAULT_DEPTH, DEFAULT_WORKERS
 from sfc_deploy.errors import ConfigError
 from sfc_deploy.eval.evaluate import ALL_STRATEGIES, STRATEGIES, check_strategies, evaluate, evaluate_export, parse_sfc_entries
 from sfc_deploy.eval.report import write_report
@@ -42,6 +43,8 @@ def eval_cmd(
     threads: ThreadsOpt = None,
     skip_missing: SkipMissingOpt = False,
     device: DeviceOpt = None,
+    workers: Annotated[int, typer.Option("--workers", min=1, help="Decoding threads working ahead of the models.")] = DEFAULT_WORKERS,
+    prefetch: Annotated[int, typer.Option("--prefetch", min=1, help="Most videos decoded ahead, every frame of each (the memory bound).")] = DEFAULT_DEPTH,
 ) -> None:
     """Evaluate inference strategies on a labelled dataset; write JSON + Markdown + a speed/accuracy plot."""
     if export is None and runtime != "pytorch":
@@ -70,14 +73,16 @@ def eval_cmd(
         if export is not None:
             result = evaluate_export(videos, export, runtime=runtime, precision=precision, strategies=chosen,
                                      num_clips=num_clips, max_frames=max_frames, segments=seg, progress=report,
-                                     device=where)
+                                     device=where, workers=workers, prefetch=prefetch)
         else:
             result = evaluate(videos, backbone=backbone, checkpoint=checkpoint, sfc_checkpoints=parse_sfc_entries(sfc or []),
                               taus=taus, strategies=chosen, num_clips=num_clips, max_frames=max_frames, segments=seg,
-                              trust_checkpoint=trust_checkpoint, progress=report, device=where)
+                              trust_checkpoint=trust_checkpoint, progress=report, device=where, workers=workers,
+                              prefetch=prefetch)
     paths = write_report(result, out, name=name)
     for r in result["results"]:
-        typer.echo(f"{r['method']:<36} top-1 {r['top1']:6.1%}  top-5 {r['top5']:6.1%}  {r['gmacs']:9.3f} GMACs/video")
+        agree = f"  agrees with dense {r['agreement']:6.1%}" if r.get("agreement") is not None else ""
+        typer.echo(f"{r['method']:<36} top-1 {r['top1']:6.1%}  top-5 {r['top5']:6.1%}  {r['gmacs']:9.3f} GMACs/video{agree}")
     typer.echo(f"wrote {paths['json']}, {paths['md']}, {paths['png']}")
 
 

@@ -38,7 +38,9 @@ def register(app: typer.Typer) -> None:
         tau: TauOpt = "2",
         split: SplitOpt = "res3",
         format: Annotated[list[str], typer.Option("--format", "-f", help="onnx, torchscript, aoti, tensorrt (repeat or comma-separate).")] = ["onnx"],  # noqa: A002, B006
-        precision: Annotated[list[str], typer.Option("--precision", "-p", help="fp32 and/or fp16 (repeat or comma-separate).")] = ["fp32"],  # noqa: B006
+        precision: Annotated[list[str], typer.Option("--precision", "-p", help="fp32, fp16 and/or int8 (repeat or comma-separate). int8: ONNX only, served by onnxruntime, needs --calibrate; written from the fp32 ONNX graphs, which are written too.")] = ["fp32"],  # noqa: B006
+        calibrate: Annotated[str | None, typer.Option("--calibrate", help="int8: videos whose sampled frames calibrate the activation ranges (a dataset CSV, class-folder tree or UCF101 split, like eval's DATA).")] = None,
+        calibrate_videos: Annotated[int, typer.Option("--calibrate-videos", min=1, help="int8: how many of --calibrate's videos (spread evenly over the list).")] = 16,
         parts: Annotated[list[str], typer.Option("--parts", help="Parts to export: head, sfc, tail, clip (default all; clip is the dense baseline).")] = ["head,sfc,tail,clip"],  # noqa: B006
         frames: FramesOpt = 288,
         size: SizeOpt = "256x312",
@@ -51,6 +53,7 @@ def register(app: typer.Typer) -> None:
         """Export head, SFC and tail (and the whole backbone for the dense baseline) with a manifest."""
         from sfc_deploy.export.exporter import ExportOptions, check_options, export_model
         from sfc_deploy.export.formats import parse_formats, parse_precisions
+        from sfc_deploy.export.quantize import Calibration
         from sfc_deploy.models import create_model, get_config
         from sfc_deploy.verify import verify as run_verify
 
@@ -67,6 +70,7 @@ def register(app: typer.Typer) -> None:
             checkpoint=str(checkpoint) if checkpoint else None,
             sfc_checkpoint=str(sfc_checkpoint) if sfc_checkpoint else None,
             device=device,
+            calibration=Calibration(calibrate, videos=calibrate_videos) if calibrate is not None else None,
         )
         check_options(out, options, force)  # --device cuda without a GPU: one line, before any work
         model = create_model(  # bad checkpoints fail here, before any warning or work

@@ -26,10 +26,13 @@ from sfc_deploy.cli.options import (CheckpointOpt, DeviceOpt, SegmentFramesOpt, 
                                     segments_pair)
 from sfc_deploy.cli.train import ThreadsOpt
 from sfc_deploy.data.inputs import InputSpec, check_segments
-from sfc_deploy.data.video import probe_video
-from sfc_deploy.errors import ConfigError
+from sfc_deploy.common.text import one_line
+from sfc_deploy.data.prefetch import DEFAULT_DEPTH, DEFAULT_WORKERS, Prefetcher
+from sfc_deploy.data.video import VideoInfo, probe_video
+from sfc_deploy.errors import ConfigError, SfcError
 from sfc_deploy.eval.explain import explain_video, png_names, write_explain_index
-from sfc_deploy.eval.predict import Prediction, Predictor, from_checkpoints, from_export, predict_video, resolve_class_names
+from sfc_deploy.eval.predict import (Prediction, Predictor, from_checkpoints, from_export, predict_video, resolve_class_names,
+                                     sample_for)
 from sfc_deploy.models.sfc import parse_tau
 from sfc_deploy.train.common import set_threads
 
@@ -60,7 +63,7 @@ def show(console: Console, pred: Prediction) -> None:
     duration = f" ({pred.num_frames / pred.fps:.2f} s at {pred.fps:g} fps)" if pred.fps > 0 else ""
     cropped = f" (centre crop at top {pred.crop[0]}, left {pred.crop[1]}: the export's size)" if pred.crop else ""
     console.print(f"[bold]{escape(str(pred.path))}[/]: {pred.num_frames} frames{duration}; SFC read "
-                  f"{len(pred.frame_indices)} frames of {pred.size[0]}x{pred.size[1]}{cropped} -> k={pred.k}")
+                  f"{pred.read} of {pred.size[0]}x{pred.size[1]}{cropped} -> k={pred.k}")
     table = Table(show_edge=False, pad_edge=False, box=None)
     table.add_column("#", justify="right")
     table.add_column("class")
@@ -113,8 +116,14 @@ def predict_cmd(
     force: Annotated[bool, typer.Option("--force", help="Replace an existing --explain folder.")] = False,
     threads: ThreadsOpt = None,
     device: DeviceOpt = None,
+    workers: Annotated[int, typer.Option("--workers", min=1, help="Decoding threads working ahead of the model.")] = DEFAULT_WORKERS,
+    prefetch: Annotated[int, typer.Option("--prefetch", min=1, help="Most videos decoded ahead (the memory bound).")] = DEFAULT_DEPTH,
 ) -> None:
-    """Classify whole videos with SFC in one pass; show the top classes and where SFC looked."""
+    """Classify whole videos with SFC in one pass; show the top classes and where SFC looked.
+
+    The next videos decode while the model serves the current one. A video that cannot be classified
+    (e.g. frames smaller than a fixed-size export) is said so and the others go on; the command then
+    exits 2 naming it, with no --json/--explain written."""
     given = {"--backbone": backbone is not None, "--checkpoint": checkpoint is not None,
              "--trust-checkpoint": trust_checkpoint, "--sfc-checkpoint": sfc_checkpoint is not None, "--tau": tau is not None}
     _check_options(export=export, given=given, runtime=runtime, precision=precision)
@@ -148,16 +157,32 @@ def predict_cmd(
         for warning in predictor.warnings:
             notes.print(f"[yellow]note: {escape(warning)}[/]")
         folder = outputs.enter_context(_explain_folder(explain, force)) if explain is not None else None
-        pngs = png_names(videos)
-        predictions, explained = [], []
-        for path, info, png in zip(videos, infos, pngs):
-            pred = predict_video(predictor, path, class_names=names, top=top, max_frames=max_frames, info=info,
-                                 segments=seg)
+        pngs = dict(zip(videos, png_names(videos)))
+        predictions, explained, failed = [], [], []
+
+        def decode(item: tuple[Path, VideoInfo]):
+            return sample_for(predictor, item[0], info=item[1], max_frames=max_frames, segments=seg)
+
+        # the next videos decode on --workers threads while the model serves this one
+        stream = outputs.enter_context(Prefetcher(decode, list(zip(videos, infos)), depth=prefetch, workers=workers,
+                                                  name="sfc-predict-decode"))
+        for got in stream:
+            (path, info), png = got.item, pngs[got.item[0]]
+            if isinstance(got.error, SfcError):  # this video only (e.g. smaller than the export): say so, go on
+                console.print(f"[bold]{escape(str(path))}[/]: [red]not classified[/]: {escape(one_line(got.error))}")
+                failed.append(got.error)
+                continue
+            pred = predict_video(predictor, path, class_names=names, top=top, info=info, prepared=got.result())
             show(console, pred)
             predictions.append(pred)
             if folder is not None:
                 note = "; ".join(f"note: {w}" for w in predictor.warnings) or None
                 explained.append((pred, explain_video(pred, folder / png, top_frames=PEAKS, note=note)))
+        if len(failed) == len(videos) == 1:
+            raise failed[0]
+        if failed:  # nothing is written: --json and --explain hold every video or none
+            raise type(failed[0])(f"{len(failed)} of {len(videos)} videos could not be classified, so --json/--explain "
+                                  f"were not written; the first: {one_line(failed[0])}")
         if folder is not None and len(explained) > 1:
             write_explain_index(explained, folder, subtitle=_model_line(predictor))
     if explain is not None:

@@ -14,6 +14,8 @@ from typing import Annotated
 
 import typer
 
+from sfc_deploy.cli.options import SegmentFramesOpt, SegmentsOpt, segments_pair
+
 
 def _wait_for_a_signal() -> str:
     """Block until SIGINT or SIGTERM (handlers installed after Ray's own, restored afterwards)."""
@@ -50,12 +52,15 @@ def serve_cmd(
     max_ongoing: Annotated[int, typer.Option("--max-ongoing", min=1, help="Most requests a replica holds at once (the memory bound).")] = 16,
     top: Annotated[int, typer.Option("--top", min=1, help="Classes per answer.")] = 5,
     max_frames: Annotated[int | None, typer.Option("--max-frames", min=1, help="Most sampled frames per video (longer: segments).")] = None,
+    segments: SegmentsOpt = None,
+    segment_frames: SegmentFramesOpt = None,
     address: Annotated[str | None, typer.Option("--address", help="An existing Ray cluster (default: start a local Ray with this machine's CPUs).")] = None,
 ) -> None:
     """Serve an export over HTTP until Ctrl-C or SIGTERM: POST /predict (a video upload, multipart field
     'file', or JSON {"path": ...}) and GET /health.
 
-    Example: curl -F file=@clip.mp4 http://127.0.0.1:8000/predict. Errors in a request are answered
+    Example: curl -F file=@clip.mp4 http://127.0.0.1:8000/predict. A request may ask for untrimmed-video
+    segments with ?segments=S&segment_frames=F (default: --segments/--segment-frames, else the whole video). Errors in a request are answered
     as JSON {"error": ...} with a 4xx status and the server carries on. Exit 0 after a clean shutdown.
     """
     from sfc_deploy.scale.serve import ServeOptions, start_server
@@ -63,7 +68,8 @@ def serve_cmd(
     options = ServeOptions(runtime=runtime, precision=precision, threads=threads, replicas=replicas,
                            cpus_per_replica=cpus_per_replica, gpus_per_replica=gpus_per_replica,
                            max_upload_mb=max_upload_mb, max_batch_size=max_batch_size, batch_wait_ms=batch_wait_ms,
-                           max_ongoing=max_ongoing, top=top, max_frames=max_frames)
+                           max_ongoing=max_ongoing, top=top, max_frames=max_frames,
+                           segments=segments_pair(segments, segment_frames))
 
     def starting(message: str) -> None:
         # called once the checks passed and ray.serve is imported (which sets its logger to INFO):

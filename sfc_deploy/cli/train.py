@@ -16,7 +16,9 @@ from sfc_deploy.cli.options import BackboneOpt, CheckpointOpt, SplitOpt, TauOpt,
 from sfc_deploy.cli.options import DeviceOpt
 from sfc_deploy.common.device import Amp, resolve_device
 from sfc_deploy.common.outputs import check_output_dir
-from sfc_deploy.data.datasets import load_video_list
+from sfc_deploy.data.datasets import VideoList, load_video_list
+from sfc_deploy.scale.sources import resolve_inputs
+from sfc_deploy.train.distill import UNLABELLED
 from sfc_deploy.errors import ConfigError, SfcError
 from sfc_deploy.train.backbone import BackboneTrainOptions, train_backbone
 from sfc_deploy.train.common import parse_milestones
@@ -117,7 +119,7 @@ def train_cmd(
     kqv: Annotated[str, typer.Option(help="abs (paper: k=q=F_abs, v=F_head), head, abs_all.")] = "abs",
     theta_kernel: Annotated[str, typer.Option(help="theta_q/theta_k kernel: 3x1x1 (paper), 3x3x3, 1x1x1.")] = "3x1x1",
     logit_scale: Annotated[str, typer.Option(help="sqrt_d divides attention logits by sqrt(C*h*w); none: the paper's form.")] = "sqrt_d",
-    prior: Annotated[bool, typer.Option("--prior/--no-prior", help="Positional prior: start as uniform stride-tau subsampling (off: the paper's form, better at tau=2 in benchmarks/accuracy; on: better at tau=4).")] = False,
+    prior: Annotated[bool, typer.Option("--prior/--no-prior", help="Positional prior: start as uniform stride-tau subsampling (on by default: without it some seeds never start learning, see benchmarks/accuracy/NOTES.md; off: the paper's form).")] = True,
     epochs: Annotated[int, typer.Option(min=1)] = 15,
     lr: Annotated[float, typer.Option(min=0.0)] = 0.01,
     momentum: Annotated[float, typer.Option(min=0.0)] = 0.9,
@@ -140,6 +142,10 @@ def train_cmd(
     device: DeviceOpt = "auto",
     amp: Annotated[str, typer.Option("--amp", help="Mixed precision of SFC and tail: off, bf16 or fp16 (fp16: CUDA only, with a gradient scaler).")] = "off",
     nproc: Annotated[int, typer.Option("--nproc", min=1, help="Data-parallel processes on this machine (runs torchrun --standalone; --batch-size stays the global batch). Leave it out under torchrun.")] = 1,
+    distill_weight: Annotated[float, typer.Option("--distill-weight", min=0.0, max=1.0, help="Weight of the KL term to the frozen backbone's own dense 30-crop predictions (computed once per video, cached); 0: labels only, 1: teacher only.")] = SFCTrainOptions.distill_weight,
+    distill_temperature: Annotated[float, typer.Option("--distill-temperature", min=0.01, help="Softmax temperature of the distillation term.")] = SFCTrainOptions.distill_temperature,
+    labels: Annotated[str, typer.Option("--labels", help="use: DATA's labels; none: DATA is any list of videos (CSV with a path column, .txt list, folder, glob) learnt from the dense teacher alone (needs --checkpoint).")] = "use",
+    unlabelled: Annotated[str | None, typer.Option("--unlabelled", help="Extra videos without labels (CSV with a path column, .txt list, folder or glob), learnt from the dense teacher alone.")] = None,
 ) -> None:
     """Train only SFC on a frozen backbone (paper recipe by default, plus gradient clipping at 1.0).
 
@@ -153,6 +159,7 @@ def train_cmd(
         milestones=parse_milestones(milestones), schedule=schedule, batch_size=batch_size, clip_grad=clip_grad,
         cache_views=cache_views, max_frames=max_frames, seed=seed,
         augment=Augment(scale=_range(scale), crop_fraction=crop_fraction, flip=flip),
+        distill_weight=distill_weight, distill_temperature=distill_temperature,
     )
     if options.tau < 1:
         raise ConfigError(f"--tau must be >= 1, got {tau}")
@@ -161,7 +168,7 @@ def train_cmd(
     where = rank_device(resolve_device(device, announce=say), world)
     Amp(amp).check(where)
     check_output_dir(out, option="--out", existing_ok=True)
-    videos = load_video_list(data, subset="train", missing="skip" if skip_missing else "error")
+    videos = _training_videos(data, labels, unlabelled, skip_missing)
     if nproc > 1:
         _launch(nproc, world.distributed)
         return
@@ -172,10 +179,32 @@ def train_cmd(
     if not world.is_main:
         return
     last = summary["last"]
-    shown = f"; last epoch loss {last['loss']:.3f}, train accuracy {last['train_acc']:.1%}" if last else ""
+    acc = f", train accuracy {last['train_acc']:.1%}" if last and last.get("train_acc") is not None else ""
+    shown = f"; last epoch loss {last['loss']:.3f}{acc}" if last else ""
     cache = "loaded" if summary["cache_loaded"] else f"{summary['cache_seconds']:.0f} s"
     typer.echo(f"wrote {summary['checkpoint']} (cache {cache}, "
                f"training {summary['train_seconds']:.0f} s{shown})")
+
+
+def _training_videos(data: Path, labels: str, unlabelled: str | None, skip_missing: bool) -> VideoList:
+    """DATA's labelled videos (``--labels use``) or all of DATA unlabelled (``none``), plus ``--unlabelled``."""
+    if labels not in ("use", "none"):
+        raise ConfigError(f"--labels must be use or none, got {labels!r}")
+    if labels == "use":
+        videos = load_video_list(data, subset="train", missing="skip" if skip_missing else "error")
+    else:
+        videos = VideoList(items=(), class_names=())
+    extra = [Path(p) for p in resolve_inputs(data if labels == "none" else unlabelled)] if (
+        labels == "none" or unlabelled) else []
+    if labels == "none" and unlabelled:
+        extra += [Path(p) for p in resolve_inputs(unlabelled)]
+    missing = [p for p in extra if not p.is_file()]
+    if missing and not skip_missing:
+        raise ConfigError(f"unlabelled video {missing[0]} does not exist{f' (and {len(missing) - 1} more)' if len(missing) > 1 else ''}; "
+                          "fix the list or pass --skip-missing")
+    items = videos.items + tuple((p, UNLABELLED) for p in extra if p.is_file())
+    extras = tuple(videos.extras) if len(videos.extras) == len(videos) else tuple({} for _ in videos.items)
+    return VideoList(items=items, class_names=videos.class_names, extras=extras + tuple({} for _ in items[len(videos):]))
 
 
 def _launch(nproc: int, inside_torchrun: bool) -> None:

@@ -4,6 +4,11 @@
 PyTorch runtime only (:data:`RUNTIME_PRECISIONS`): it converts the reference weights at load, so
 no artifact is written for it, and ONNX/TensorRT bf16 is not worth supporting; every other
 runtime refuses it with one line (:func:`check_runtime_precision`).
+
+int8 (:data:`QUANTIZED`) is written for the ONNX format only, by ONNX Runtime's static quantiser
+from the fp32 graphs (:mod:`sfc_deploy.export.quantize`), and served by ONNX Runtime only. Its
+graphs take and return float32 tensors (the int8 arithmetic is inside, between QuantizeLinear and
+DequantizeLinear nodes), so its dtype is float32.
 """
 
 from __future__ import annotations
@@ -26,8 +31,16 @@ class Precision:
 PRECISIONS: dict[str, Precision] = {
     p.name: p for p in (Precision("fp32", torch.float32, "float32"), Precision("fp16", torch.float16, "float16"))
 }
+#: quantised precisions: written for one format, served by one runtime (float32 in and out)
+QUANTIZED: dict[str, Precision] = {"int8": Precision("int8", torch.float32, "float32")}
+#: the format that writes the quantised precisions, and the runtime that serves them
+QUANTIZED_FORMAT, QUANTIZED_RUNTIME = "onnx", "onnxruntime"
+#: precisions ``export --precision`` takes
+EXPORT_PRECISIONS: dict[str, Precision] = {**PRECISIONS, **QUANTIZED}
 #: precisions a runtime may serve: the exported ones, and bf16 on the PyTorch runtime (weights converted at load)
-RUNTIME_PRECISIONS: dict[str, Precision] = {**PRECISIONS, "bf16": Precision("bf16", torch.bfloat16, "bfloat16")}
+RUNTIME_PRECISIONS: dict[str, Precision] = {
+    **EXPORT_PRECISIONS, "bf16": Precision("bf16", torch.bfloat16, "bfloat16"),
+}
 #: the runtime that serves the precisions no artifact is written in
 WEIGHTS_RUNTIME = "pytorch"
 #: manifest dtype name -> torch dtype (tensor specs also name integer tensors)
@@ -46,8 +59,16 @@ def get_precision(name: str) -> Precision:
 
 
 def check_runtime_precision(name: str, runtime: str) -> Precision:
-    """``name`` if ``runtime`` can serve it: bf16 only on the PyTorch runtime, one line otherwise."""
+    """``name`` if ``runtime`` can serve it: bf16 only on the PyTorch runtime, int8 only on ONNX Runtime,
+    one line otherwise."""
     precision = get_precision(name)
+    if name in QUANTIZED:
+        if runtime != QUANTIZED_RUNTIME:
+            raise ConfigError(
+                f"precision {name} is served by the {QUANTIZED_RUNTIME} runtime only (ONNX Runtime static "
+                f"quantisation), not {runtime}; use --runtime {QUANTIZED_RUNTIME}, or --precision fp32 or fp16"
+            )
+        return precision
     if name not in PRECISIONS and runtime != WEIGHTS_RUNTIME:
         raise ConfigError(
             f"precision {name} is served by the {WEIGHTS_RUNTIME} runtime only (exports are written in "

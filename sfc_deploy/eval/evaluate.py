@@ -34,7 +34,9 @@ from sfc_deploy.bench.flops import dense_cost, sfc_cost
 from sfc_deploy.common.environment import environment
 from sfc_deploy.data.datasets import VideoList
 from sfc_deploy.data.inputs import InputSpec, model_input
+from sfc_deploy.data.prefetch import DEFAULT_DEPTH, DEFAULT_WORKERS, Prefetcher
 from sfc_deploy.errors import ConfigError
+from sfc_deploy.eval.agreement import agreement, seed_groups, variant_key
 from sfc_deploy.export.weights import model_from_manifest
 from sfc_deploy.models.factory import create_model
 from sfc_deploy.models.sfc import SFC
@@ -65,6 +67,7 @@ class Method:
 class _Tally:
     method: Method
     top5: list[list[int]] = dataclasses.field(default_factory=list)
+    logits: list[list[float]] = dataclasses.field(default_factory=list)  # for agreement with dense
     gmacs: list[float] = dataclasses.field(default_factory=list)
 
 
@@ -144,11 +147,14 @@ def evaluate(
     trust_checkpoint: bool = False,
     progress: Progress | None = None,
     device: str | None = None,
+    workers: int = DEFAULT_WORKERS,
+    prefetch: int = DEFAULT_DEPTH,
 ) -> dict[str, Any]:
     """Evaluate on PyTorch; returns the report (see :func:`sfc_deploy.eval.report.write_report`).
 
     ``segments``: (S, F) of strategy ``segments`` (default :data:`SEGMENTS`). ``device``: "cpu" or
     "cuda:N" (videos decode on the CPU; each model is copied to the device once); None: the CPU.
+    ``workers``/``prefetch``: decoding threads and videos decoded ahead of the models (each held whole).
 
     Raises:
         ConfigError: unknown strategy, ``sfc`` or ``segments`` without checkpoints, an empty list, or class counts
@@ -174,14 +180,16 @@ def evaluate(
     if "sfc" in strategies or "segments" in strategies:
         for name, path in sfc_checkpoints.items():
             _, meta = read_sfc_checkpoint(path)
-            sfc_meta[name] = {"checkpoint": str(path), **meta["sfc_config"], "split": meta["split"]}
+            sfc_meta[name] = {"checkpoint": str(path), **meta["sfc_config"], "split": meta["split"],
+                              "train": meta["extra"].get("train")}
             trained = create_model(backbone, checkpoint=checkpoint, sfc_checkpoint=path, trust_checkpoint=trust_checkpoint,
                                    num_classes=None if checkpoint else config.num_classes)
             for tau in taus:
                 model = sfc_at_tau(trained, tau)
                 dep = Deployment.from_model(model, device=device)
                 methods.extend((m, dep, model) for m in _sfc_methods(strategies, name, tau, segments))
-    tallies = _run(videos, methods, num_clips=num_clips, max_frames=max_frames, segments=segments, progress=progress)
+    tallies = _run(videos, methods, num_clips=num_clips, max_frames=max_frames, segments=segments, progress=progress,
+                   workers=workers, prefetch=prefetch)
     return {
         "runtime": "pytorch",
         "precision": "fp32",
@@ -205,6 +213,8 @@ def evaluate_export(
     segments: tuple[int, int] | None = None,
     progress: Progress | None = None,
     device: str | None = None,
+    workers: int = DEFAULT_WORKERS,
+    prefetch: int = DEFAULT_DEPTH,
 ) -> dict[str, Any]:
     """The same evaluation on exported artifacts: what a deployment would score, not what PyTorch would.
 
@@ -224,7 +234,8 @@ def evaluate_export(
         sfc_meta = {"export": {"checkpoint": manifest.sfc_checkpoint or str(export_dir), **manifest.sfc.to_dict()}}
         methods = [(m, dep, reference) for m in _clip_methods(strategies, num_clips)]
         methods.extend((m, dep, reference) for m in _sfc_methods(strategies, "export", manifest.tau, segments))
-        tallies = _run(videos, methods, num_clips=num_clips, max_frames=max_frames, segments=segments, progress=progress)
+        tallies = _run(videos, methods, num_clips=num_clips, max_frames=max_frames, segments=segments, progress=progress,
+                       workers=workers, prefetch=prefetch)
     return {
         "runtime": runtime,
         "precision": precision,
@@ -248,7 +259,7 @@ def classify(dep: Deployment, x: torch.Tensor, strategy: str) -> torch.Tensor:
 
 def _run(videos: VideoList, methods: list[tuple[Method, Deployment, SFCModel]], *, num_clips: int,
          max_frames: int | None, progress: Progress | None,
-         segments: tuple[int, int] = SEGMENTS) -> list[_Tally]:
+         segments: tuple[int, int] = SEGMENTS, workers: int = DEFAULT_WORKERS, prefetch: int = DEFAULT_DEPTH) -> list[_Tally]:
     """The evaluation loop: decode each video once, feed every method its input, tally top-5 and cost."""
     tallies = [_Tally(m) for m, _, _ in methods]
     store = FrameStore(videos, preload=False)
@@ -256,9 +267,10 @@ def _run(videos: VideoList, methods: list[tuple[Method, Deployment, SFCModel]], 
                "segments": {"segments": segments[0], "frames_per_segment": segments[1]}}
     clip_costs: dict[tuple[int, str], float] = {}
     sfc_costs: dict[tuple[int, tuple[int, ...]], float] = {}
-    with torch.no_grad():
-        for i in range(len(store)):
-            frames = store.all_frames(i)
+    with torch.no_grad(), Prefetcher(store.all_frames, range(len(store)), depth=prefetch, workers=workers,
+                                     name="sfc-eval-decode") as stream:
+        for got in stream:  # the next videos decode while every method runs on this one
+            i, frames = got.item, got.result()  # a video that does not decode ends the evaluation, naming it
             inputs: dict[tuple, torch.Tensor] = {}
             for (method, dep, cost_model), tally in zip(methods, tallies):
                 spec = dep.input_spec if method.strategy in SFC_INPUTS else InputSpec()  # clips: the crop size
@@ -279,6 +291,7 @@ def _run(videos: VideoList, methods: list[tuple[Method, Deployment, SFCModel]], 
                         clip_costs[ckey] = dense_cost(cost_model, num_clips=n, num_crops=c).gmacs
                     tally.gmacs.append(clip_costs[ckey])
                 tally.top5.append(logits.topk(min(5, logits.numel())).indices.tolist())
+                tally.logits.append(logits.float().tolist())
             if progress is not None:
                 progress("evaluate", i + 1, len(store))
     return tallies
@@ -287,6 +300,7 @@ def _run(videos: VideoList, methods: list[tuple[Method, Deployment, SFCModel]], 
 def _scores(tallies: list[_Tally], videos: VideoList, sfc_meta: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """Top-1/top-5 and mean GMACs per method, and the per-video predictions behind them."""
     labels = videos.labels
+    dense = next((t for t in tallies if t.method.strategy == "dense"), None)
     results = []
     for tally in tallies:
         m = tally.method
@@ -297,12 +311,17 @@ def _scores(tallies: list[_Tally], videos: VideoList, sfc_meta: dict[str, dict[s
         if m.sfc_name is not None:
             meta = sfc_meta[m.sfc_name]
             row.update({"sfc": m.sfc_name, "tau": m.tau, "trained_tau": meta["tau"], "pool": meta["pool"],
-                        "prior": meta["prior"], "logit_scale": meta["logit_scale"], "sfc_checkpoint": meta["checkpoint"]})
+                        "prior": meta["prior"], "logit_scale": meta["logit_scale"], "sfc_checkpoint": meta["checkpoint"],
+                        "seed": ((meta.get("train") or {}).get("options") or {}).get("seed")})
+        if dense is not None and tally is not dense:
+            row.update(agreement(tally.logits, dense.logits, labels))
         results.append(row)
     return {
         "class_names": list(videos.class_names),
         "videos": [str(p) for p, _ in videos],
         "labels": labels,
         "results": results,
+        "agreement_with": dense.method.name if dense is not None else None,
+        "seed_groups": seed_groups(results, {name: variant_key(meta) for name, meta in sfc_meta.items()}),
         "predictions": {t.method.name: [p[0] for p in t.top5] for t in tallies},
     }

@@ -191,7 +191,7 @@ def render_explanation(pred: Prediction, frames: torch.Tensor | None, path: str 
              parse_math=False)
     duration = f", {pred.num_frames / pred.fps:.2f} s at {pred.fps:g} fps" if pred.fps > 0 else ""
     crop = f" (centre crop at {pred.crop[0]},{pred.crop[1]})" if pred.crop else ""
-    fig.text(0.5, 0.922, f"{pred.path.name}: {pred.num_frames} frames{duration}; SFC read T={t} frames of "
+    fig.text(0.5, 0.922, f"{pred.path.name}: {pred.num_frames} frames{duration}; SFC read {pred.read} of "
              f"{pred.size[0]}x{pred.size[1]}{crop}, k={k}", ha="center", va="top", fontsize=9, parse_math=False)
     if note:
         fig.text(0.5, 0.881, note, ha="center", va="top", fontsize=8, color="#b00000", parse_math=False)

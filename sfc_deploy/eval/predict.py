@@ -33,7 +33,7 @@ from sfc_deploy.data.samplers import SampledVideo
 from sfc_deploy.data.video import VideoInfo, probe_video
 from sfc_deploy.errors import ConfigError
 from sfc_deploy.eval.evaluate import sfc_at_tau
-from sfc_deploy.models.config import BackboneConfig
+from sfc_deploy.models.config import BackboneConfig, head_step_frames
 from sfc_deploy.models.factory import create_model
 from sfc_deploy.models.sfc_model import read_sfc_checkpoint
 from sfc_deploy.runtime.pipeline import Deployment, load
@@ -59,13 +59,15 @@ class Prediction:
         num_frames: frames in the source video.
         fps: its average frame rate (0 where the container does not say).
         frame_indices: the source frame of each of the T sampled frames, in the order the model read
-            them (non-decreasing; a very short video repeats its last frame).
+            them (non-decreasing; a very short video repeats its last frame). Where the head has a
+            temporal stride s (R(2+1)D), T counts head steps: the first of every s sampled frames.
         size: (H, W) of the frames the model read.
         crop: (top, left) of the centre crop taken to fit an export's frame size, or None.
         logits: (classes,) float32.
         probs: (classes,) float32, the softmax of ``logits``.
         top: the most probable classes, most probable first.
         attention: (k, T) float32; row i is compressed slot i's softmax over the sampled frames.
+        sampled_frames: the frames SFC read (more than T where the head strides time), or None: T.
     """
 
     path: Path
@@ -78,6 +80,15 @@ class Prediction:
     probs: torch.Tensor
     top: tuple[ClassScore, ...]
     attention: torch.Tensor
+    sampled_frames: int | None = None
+
+    @property
+    def read(self) -> str:
+        """What SFC read, for titles: "24 frames (12 head steps)" where the head strides time, else "T=24 frames"."""
+        t = len(self.frame_indices)
+        if self.sampled_frames is None or self.sampled_frames == t:
+            return f"T={t} frames"
+        return f"{self.sampled_frames} frames (T={t} head steps)"
 
     @property
     def k(self) -> int:
@@ -269,6 +280,7 @@ def predict_video(
     max_frames: int | None = None,
     info: VideoInfo | None = None,
     segments: tuple[int, int] | None = None,
+    prepared: tuple[SampledVideo, tuple[int, int] | None] | None = None,
 ) -> Prediction:
     """Classify one video with SFC; see :class:`Prediction`.
 
@@ -281,25 +293,24 @@ def predict_video(
         info: a previous :func:`probe_video` result.
         segments: (S, F): S uniformly spaced segments of F consecutive sampled frames (paper
             section 6, untrimmed videos) instead of the whole video; None: the whole video.
+        prepared: what :func:`sample_for` returned for ``path`` (decoded ahead, e.g. by a
+            :class:`~sfc_deploy.data.prefetch.Prefetcher`); None: sampled here.
     """
     if top < 1:
         raise ConfigError(f"--top must be >= 1, got {top}")
     names = tuple(class_names) if class_names is not None else resolve_class_names(predictor)[0]
     path = Path(path)
     info = info or probe_video(path)
-    sampled, crop = sample_for(predictor, path, info=info, max_frames=max_frames, segments=segments)
+    sampled, crop = prepared or sample_for(predictor, path, info=info, max_frames=max_frames, segments=segments)
     logits, attention = predictor.forward(sampled.tensor)
     logits, attention = logits[0].float(), attention[0].float()
     if len(names) != logits.numel():
         raise ConfigError(f"{len(names)} class names for a model with {logits.numel()} classes; "
                           "pass the class list the model was trained on")
-    indices = sampled.frame_indices[0]
-    if attention.shape[-1] != len(indices):
-        raise ConfigError(f"the attention covers {attention.shape[-1]} time steps but {len(indices)} frames were "
-                          "sampled; this backbone's head changes the frame rate, which predict cannot map to time")
+    indices = head_step_frames(sampled.frame_indices[0], attention.shape[-1])
     probs = logits.softmax(-1)
     best = probs.topk(min(top, probs.numel()))
     scores = tuple(ClassScore(int(i), names[int(i)], float(p)) for p, i in zip(best.values, best.indices))
     return Prediction(path=path, num_frames=info.num_frames, fps=info.fps, frame_indices=tuple(indices),
                       size=tuple(sampled.tensor.shape[-2:]), crop=crop, logits=logits, probs=probs, top=scores,
-                      attention=attention)
+                      attention=attention, sampled_frames=len(sampled.frame_indices[0]))

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import datetime as _dt
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -24,11 +24,12 @@ from sfc_deploy.common.atomic import atomic_dir, terminate_as_exit
 from sfc_deploy.common.device import is_cuda, resolve_device
 from sfc_deploy.common.environment import library_versions
 from sfc_deploy.common.outputs import check_output_dir
-from sfc_deploy.common.precision import PRECISIONS, torch_dtype
+from sfc_deploy.common.precision import EXPORT_PRECISIONS, QUANTIZED, QUANTIZED_FORMAT, torch_dtype
 from sfc_deploy.errors import ArtifactError, ConfigError
 from sfc_deploy.export.formats import EXPORT_FORMATS, FORMATS, Format, resolve
 from sfc_deploy.export.manifest import WEIGHTS, Artifact, DenseInput, InputRecord, Manifest, TensorSpec, sha256_of
 from sfc_deploy.export.parts import PARTS, build_parts
+from sfc_deploy.export.quantize import Calibration
 from sfc_deploy.export.weights import save_weights
 from sfc_deploy.models.parts import copy_for_export
 from sfc_deploy.models.sfc_model import SFCModel
@@ -44,6 +45,8 @@ class ExportOptions:
     ``device`` ("cpu", "cuda", "cuda:N", "auto") is what formats compiled for one device type
     (AOTInductor) are compiled for, and is recorded per artifact; device-portable formats (ONNX,
     TorchScript) are written the same for any device, so a CUDA export needs at least one of the former.
+    ``calibration``: the videos int8 is calibrated on (precision int8 needs it; ONNX only). int8 is
+    quantised from the fp32 ONNX graphs, so asking for int8 writes those too.
     """
 
     formats: tuple[str, ...] = ("onnx",)
@@ -57,6 +60,15 @@ class ExportOptions:
     sfc_checkpoint: str | None = None
     tensorrt: object | None = None
     device: str = "cpu"
+    calibration: Calibration | None = None
+
+    @property
+    def float_precisions(self) -> tuple[str, ...]:
+        """The precisions every format writes: the float ones asked for, plus fp32 when int8 (its source) is."""
+        floats = tuple(p for p in self.precisions if p not in QUANTIZED)
+        if len(floats) < len(self.precisions) and "fp32" not in floats:
+            floats = ("fp32", *floats)
+        return floats
 
 
 def export_model(
@@ -88,8 +100,9 @@ def check_options(out_dir: Path, options: ExportOptions, force: bool) -> None:
     precision / format / part, a format whose library or device is missing."""
     check_output_dir(out_dir, option="--out", force=force)
     for precision in options.precisions:
-        if precision not in PRECISIONS:
-            raise ConfigError(f"unknown precision {precision!r}; expected one of {', '.join(PRECISIONS)}")
+        if precision not in EXPORT_PRECISIONS:
+            raise ConfigError(f"unknown precision {precision!r}; expected one of {', '.join(EXPORT_PRECISIONS)}")
+    check_quantized(options)
     for fmt in options.formats:
         if fmt not in EXPORT_FORMATS:
             raise ConfigError(f"unknown format {fmt!r}; expected any of {', '.join(EXPORT_FORMATS)}")
@@ -104,6 +117,26 @@ def check_options(out_dir: Path, options: ExportOptions, force: bool) -> None:
         from sfc_deploy.export.tensorrt import check_available
 
         check_available()
+
+
+def check_quantized(options: ExportOptions) -> None:
+    """int8 needs the ONNX format and calibration videos; calibration videos need int8 (one line each)."""
+    quantized = [p for p in options.precisions if p in QUANTIZED]
+    if not quantized:
+        if options.calibration is not None:
+            raise ConfigError("--calibrate applies to --precision int8 only; add --precision int8 or drop --calibrate")
+        return
+    if QUANTIZED_FORMAT not in options.formats:
+        raise ConfigError(
+            f"precision {quantized[0]} is written for the {QUANTIZED_FORMAT} format only (ONNX Runtime static "
+            f"quantisation); export with --format {QUANTIZED_FORMAT}"
+        )
+    if options.calibration is None:
+        raise ConfigError(
+            f"precision {quantized[0]} needs calibration videos: pass --calibrate DATA (a dataset CSV or folder of "
+            "videos like the ones the model will serve)"
+        )
+    options.calibration.check()  # a wrong list fails now, not after minutes of export
 
 
 def check_device(options: ExportOptions) -> str:
@@ -147,7 +180,7 @@ def _export_into(model: SFCModel, work: Path, options: ExportOptions, say: Calla
             continue  # built from another format's files below
         exporter = fmt.load_exporter()
         serve = resolve(fmt.serve_writer) if fmt.serve_writer else None
-        for precision in options.precisions:
+        for precision in options.float_precisions:
             dtype = torch_dtype(precision)
             exported = copy_for_export(model, dtype, topk_impl=fmt.topk_impl)
             by_static = {
@@ -170,10 +203,16 @@ def _export_into(model: SFCModel, work: Path, options: ExportOptions, say: Calla
                         serve(work / name, work / served_name)
                         artifacts.append(_record(work, served_name, part_name, fmt.name, precision, part.inputs,
                                                  part.outputs, served, derived_from=name))
+    if options.calibration is not None and any(p in QUANTIZED for p in options.precisions):
+        from sfc_deploy.export.quantize import write_int8
+
+        artifacts += write_int8(work, artifacts, model, calibration=options.calibration, frames=options.frames,
+                                size=tuple(options.size), parts=tuple(parts),
+                                served=FORMATS[QUANTIZED_FORMAT].served_variant or {}, say=say)
     for fmt in (FORMATS[name] for name in options.formats if FORMATS[name].built_from):
         from sfc_deploy.export.tensorrt import build_engines
 
-        artifacts += build_engines(work, artifacts, options, say)
+        artifacts += build_engines(work, artifacts, replace(options, precisions=options.float_precisions), say)
     manifest = Manifest(
         root=work,
         backbone=cfg,
@@ -190,7 +229,7 @@ def _export_into(model: SFCModel, work: Path, options: ExportOptions, say: Calla
         artifacts=artifacts,
         formats=list(options.formats),
         parts=parts,
-        precisions=list(options.precisions),
+        precisions=[*options.float_precisions, *(p for p in options.precisions if p in QUANTIZED)],
         random_weights=options.random_weights,
         checkpoint=options.checkpoint,
         sfc_checkpoint=options.sfc_checkpoint,

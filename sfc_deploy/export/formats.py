@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sfc_deploy.common.parsing import parse_choices
-from sfc_deploy.common.precision import PRECISIONS
+from sfc_deploy.common.precision import EXPORT_PRECISIONS
 from sfc_deploy.errors import ConfigError
 
 #: the SFC graph variants a user chooses between (``--graph``); ONNX formats have both
@@ -128,7 +128,8 @@ FORMATS: dict[str, Format] = {
             "pytorch", ".safetensors", "pytorch", "the exact weights every artifact came from, served by eager PyTorch",
             exporter=None,
             runner="sfc_deploy.runtime.torch_runner:PyTorchRunner",
-            runner_options=("threads", "device", "memory_format"),  # memory_format: channels_last_3d
+            # inference_rewrite: BN folding, unit-time 3D convs as 2D (sfc_deploy.models.inference); False: as trained
+            runner_options=("threads", "device", "memory_format", "inference_rewrite"),
             exportable=False,
         ),
     )
@@ -150,8 +151,8 @@ def parse_formats(values: Iterable[str] | str) -> list[str]:
 
 
 def parse_precisions(values: Iterable[str] | str) -> list[str]:
-    """'fp32,fp16' or ['fp32', 'fp16'] -> validated list, order kept, duplicates dropped."""
-    return parse_choices(values, tuple(PRECISIONS), "precision")
+    """'fp32,fp16' or ['fp32', 'int8'] -> validated list, order kept, duplicates dropped."""
+    return parse_choices(values, tuple(EXPORT_PRECISIONS), "precision")
 
 
 def check_runtime(runtime: str) -> str:

@@ -70,12 +70,18 @@ def build_parts(
     c = cfg.stage_channels(model.split)
     h, w = size
     fh, fw = _head_hw(model, size)
-    ko = compressed_length(frames, tau)
+    # A head with a temporal stride (R(2+1)D) changes the frame rate: SFC and its attention run on the
+    # head's time axis, ``head_time`` steps for ``frames`` input frames (named apart from the input's).
+    head_frames = cfg.head_frames(frames, model.split)
+    ko = compressed_length(head_frames, tau)
     time: int | str = frames if static_time else "time"
+    htime: int | str = head_frames if static_time else ("time" if head_frames == frames else "head_time")
     k: int | str = ko if static_time else "k"
     dt = DTYPE_NAMES[dtype]
     batch = torch.export.Dim("batch", min=1, max=MAX_BATCH)
-    t_dim = torch.export.Dim("time", min=min_time(tau), max=MAX_TIME)
+    stride = cfg.head_temporal_stride(model.split)
+    t_dim = torch.export.Dim("time", min=(min_time(tau) - 1) * stride + 1, max=MAX_TIME)
+    ht_dim = t_dim if stride == 1 else torch.export.Dim("head_time", min=min_time(tau), max=MAX_TIME // stride)
     k_dim = torch.export.Dim("k", min=2, max=MAX_TIME)
     crop, clip_frames = cfg.preprocess.crop, cfg.frames
     n = example_batch
@@ -84,25 +90,26 @@ def build_parts(
         return torch.randn(*shape).to(dtype)
 
     dyn_time = {} if static_time else {2: t_dim}
+    dyn_head_time = {} if static_time else {2: ht_dim}
     return {
         "head": Part(
             "head",
             HeadPart(model),
             (TensorSpec("video", ("batch", 3, time, h, w), dt),),
-            (TensorSpec("f_head", ("batch", c, time, fh, fw), dt),),
+            (TensorSpec("f_head", ("batch", c, htime, fh, fw), dt),),
             (ex(n, 3, frames, h, w),),
             {"video": {0: batch, **dyn_time}},
         ),
         "sfc": Part(
             "sfc",
             SFCPart(model),
-            (TensorSpec("f_head", ("batch", c, time, fh, fw), dt),),
+            (TensorSpec("f_head", ("batch", c, htime, fh, fw), dt),),
             (
                 TensorSpec("f_sfc", ("batch", c, k, *_value_hw(model, fh, fw)), dt),
-                TensorSpec("attention", ("batch", k, time), "float32"),
+                TensorSpec("attention", ("batch", k, htime), "float32"),
             ),
-            (ex(n, c, frames, fh, fw),),
-            {"f_head": {0: batch, **dyn_time}},
+            (ex(n, c, head_frames, fh, fw),),
+            {"f_head": {0: batch, **dyn_head_time}},
         ),
         "tail": Part(
             "tail",

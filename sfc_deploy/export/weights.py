@@ -12,7 +12,7 @@ from pathlib import Path
 from sfc_deploy.common.atomic import atomic_write
 from sfc_deploy.errors import ArtifactError
 from sfc_deploy.export.manifest import Manifest
-from sfc_deploy.models.resnet3d import ResNet3d
+from sfc_deploy.models.registry import build_backbone
 from sfc_deploy.models.sfc import SFC
 from sfc_deploy.models.sfc_model import SFCModel
 
@@ -36,7 +36,7 @@ def model_from_manifest(manifest: Manifest, *, check: bool = True) -> SFCModel:
     from safetensors.torch import load_file
 
     path = manifest.path_of(manifest.find("weights", "pytorch"), check=check)
-    model = SFCModel(ResNet3d(manifest.backbone, split=manifest.split), SFC(manifest.sfc), split=manifest.split)
+    model = SFCModel(build_backbone(manifest.backbone, split=manifest.split), SFC(manifest.sfc), split=manifest.split)
     try:
         state = load_file(str(path))
     except (SafetensorError, OSError) as exc:

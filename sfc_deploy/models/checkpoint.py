@@ -28,11 +28,14 @@ import torch
 from sfc_deploy.common.atomic import atomic_write
 from sfc_deploy.errors import CheckpointError
 from sfc_deploy.models.config import BackboneConfig, Preprocess
-from sfc_deploy.models.registry import get_config, list_backbones
-from sfc_deploy.models.resnet3d import ResNet3d
+from sfc_deploy.models.registry import build_backbone, get_config, list_backbones
 
 FORMAT = "backbone/1"
 LAYOUTS: tuple[str, ...] = ("pytorchvideo", "pyslowfast", "mmaction2", "tpn", "plain")
+#: Layouts whose names are already a family's canonical ones (no renaming): ``vmz`` is torchvision's
+#: ``VideoResNet`` as VMZ and the ig65m-pytorch port release R(2+1)D (``stem.0.weight``,
+#: ``layer1.0.conv2.0.0.weight``, ``layer2.0.downsample.0.weight``, ``fc.weight``), bare state dicts.
+IDENTITY_LAYOUTS: tuple[str, ...] = ("vmz",)
 
 # Canonical templates, and the same seven tensors in each layout, in the same order.
 # Fields: S = canonical stage number (res2..res5), L = S - 1 (layer/blocks index), j = block,
@@ -80,13 +83,15 @@ _SIGNATURES = (
     ("pytorchvideo", r"blocks\.0\.(conv|norm)\..*|blocks\.\d+\.res_blocks\..*"),
     ("mmaction2", r"backbone\.conv1\.(conv|bn)\..*"),
     ("tpn", r"backbone\.(conv1|bn1)\..*"),
+    ("vmz", r"stem\.\d\.\w+|layer[1-4]\.\d+\.(conv[1-3]|downsample)\.\d\..*"),
     ("plain", r"stem\.(conv|bn)\..*|res[2-5]\.\d+\..*"),
 )
 # Keys that belong to neither the backbone nor its classifier, and why they may go.
 _DROP = re.compile(
     r".*num_batches_tracked"  # BatchNorm step counters: unused in eval, the model keeps its own
     r"|data_preprocessor\..*"  # mmaction2 mean/std buffers: recorded as meta["preprocess"] instead
-    r"|necks?\..*"  # TPN/mmaction2 necks (temporal pyramid, aux_head): not part of a slow-only backbone
+    r"|necks\..*"  # the TPN repo's necks (temporal pyramid, aux_head): not part of a slow-only backbone
+    r"|neck\.aux_head\..*"  # mmaction2 TPN's auxiliary head: a training-only loss (tpn50 keeps the rest of neck.*)
 )
 
 
@@ -132,7 +137,7 @@ def detect_layout(keys: Any, *, source: str = "checkpoint") -> str:
             return layout
     raise CheckpointError(
         f"{source}: cannot tell which layout the keys are in (first keys: {_few(keys)}); expected a "
-        f"slow-only ResNet3d from {', '.join(LAYOUTS)}; re-save the model's state_dict from one of them"
+        f"slow-only ResNet3d from {', '.join(LAYOUTS)} or an R(2+1)D from {', '.join(IDENTITY_LAYOUTS)}; re-save the model's state_dict from one of them"
     )
 
 
@@ -140,12 +145,13 @@ def to_canonical(state: dict[str, torch.Tensor], layout: str) -> tuple[dict[str,
     """Rename a layout's keys to canonical ones; return ``(state, dropped_keys)``.
 
     Dropped: ``num_batches_tracked`` counters, mmaction2's ``data_preprocessor.*``
-    buffers, and TPN/mmaction2 ``necks.*`` (the temporal pyramid and its ``aux_head``). Note that a
+    buffers, the TPN repo's ``necks.*`` (the temporal pyramid and its ``aux_head``) and mmaction2's
+    ``neck.aux_head.*`` (mmaction2's ``neck.*`` otherwise stays: it is tpn50's neck). Note that a
     TPN classifier was trained on pyramid-fused features: it keeps its shape on a plain backbone but
     not its accuracy, so treat TPN weights as a backbone to fine-tune. Keys that match no rule are
     kept unchanged, so that :func:`load_into` reports them as unexpected instead of hiding them.
     """
-    rules = _rules(layout, to_canonical=True)
+    rules = () if layout in IDENTITY_LAYOUTS else _rules(layout, to_canonical=True)
     out: dict[str, torch.Tensor] = {}
     dropped = []
     for key, value in state.items():
@@ -158,12 +164,16 @@ def to_canonical(state: dict[str, torch.Tensor], layout: str) -> tuple[dict[str,
 
 def from_canonical(state: dict[str, torch.Tensor], layout: str) -> dict[str, torch.Tensor]:
     """The inverse of :func:`to_canonical` (counters included, so files look like the real thing)."""
+    if layout in IDENTITY_LAYOUTS:
+        return dict(state)
     if layout not in _TEMPLATES:
         raise CheckpointError(f"unknown checkpoint layout {layout!r}; expected one of {', '.join(LAYOUTS)}")
     rules = _rules(layout, to_canonical=False)
     out, unknown = {}, []
     for key, value in state.items():
         new = _rename(key, rules)
+        if new is None and key.startswith("neck.") and layout in ("mmaction2", "plain"):
+            new = key  # tpn50's neck keeps mmaction2's names (models/tpn.py)
         if new is None:
             unknown.append(key)
         else:
@@ -411,7 +421,7 @@ def _agreement(got: dict[str, tuple[int, ...]], shapes: dict[str, tuple[int, ...
 def _registered_shapes(names: tuple[str, ...]) -> dict[str, dict[str, tuple[int, ...]]]:
     """Canonical shapes of the registered backbones, built on the meta device (no memory, no time)."""
     with torch.device("meta"):
-        return {name: _shapes(ResNet3d(get_config(name)).state_dict()) for name in names}
+        return {name: _shapes(build_backbone(get_config(name)).state_dict()) for name in names}
 
 
 # ---------------------------------------------------------------------------------------------- save
@@ -506,7 +516,7 @@ def convert(checkpoint: str | Path, out_path: str | Path, *, backbone: str, trus
     if meta.get("preprocess") is not None:
         config = config.replace(preprocess=meta["preprocess"])
     with torch.device("meta"):  # shapes only: no memory for full-size weights
-        expected = _shapes(ResNet3d(config).state_dict())
+        expected = _shapes(build_backbone(config).state_dict())
     check_state(state, expected, source=str(checkpoint), backbone=backbone)
     tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in state.items() if not _is_counter(k)}
     source_layout = meta.get("source_layout") or meta["layout"]

@@ -67,6 +67,10 @@ class BackboneConfig:
         temporal_kernels: temporal kernel of conv_a in res2..res5.
         num_classes: classifier outputs.
         preprocess: input normalisation.
+        class_names: names of the classifier's outputs, where the weights say.
+        temporal_strides: temporal stride of block 0 of res2..res5 (R(2+1)D: 1, 2, 2, 2); a head
+            with a stride > 1 changes the frame rate (see :meth:`head_temporal_stride`).
+        stem_temporal_kernel: temporal kernel of the stem (R(2+1)D's 3x1x1 conv: 3).
     """
 
     name: str
@@ -81,6 +85,8 @@ class BackboneConfig:
     num_classes: int = 400
     preprocess: Preprocess = field(default_factory=Preprocess)
     class_names: tuple[str, ...] | None = None
+    temporal_strides: tuple[int, int, int, int] = (1, 1, 1, 1)
+    stem_temporal_kernel: int = 1
 
     @property
     def clip_span(self) -> int:
@@ -99,10 +105,29 @@ class BackboneConfig:
         1 means every head output frame depends on exactly one input frame, so the head can run
         over a long video in chunks of frames with bit-identical output.
         """
-        rf = 1
+        rf, jump = self.stem_temporal_kernel, 1  # jump: input frames between two steps of this stage
         for i, stage in enumerate(STAGES[1 : STAGES.index(split) + 1]):
-            rf += (self.temporal_kernels[i] - 1) * self.depths[i]
+            rf += (self.temporal_kernels[i] - 1) * jump  # block 0's temporal conv, strided
+            jump *= self.temporal_strides[i]
+            rf += (self.temporal_kernels[i] - 1) * jump * (self.depths[i] - 1)
         return rf
+
+    def head_temporal_stride(self, split: str) -> int:
+        """Input frames per head time step for a split: 1 for slow-only, 2 for R(2+1)D after res3.
+
+        SFC compresses the head's time axis, so its attention has ``head_frames(T, split)`` columns,
+        each covering this many sampled frames (the first at column index x stride).
+        """
+        stride = 1
+        for s in self.temporal_strides[: STAGES.index(split)]:
+            stride *= s
+        return stride
+
+    def head_frames(self, frames: int, split: str) -> int:
+        """Time steps of the head's output for ``frames`` input frames (strided convs round up)."""
+        for s in self.temporal_strides[: STAGES.index(split)]:
+            frames = -(-frames // s)
+        return frames
 
     def replace(self, **changes: Any) -> "BackboneConfig":
         return dataclasses.replace(self, **changes)
@@ -124,6 +149,29 @@ class BackboneConfig:
             raise ConfigError(
                 f"backbone config is malformed ({exc}); re-export the artifact with this version of sfc-deploy"
             ) from exc
+
+
+def head_step_frames(frame_indices, steps: int) -> list[int]:
+    """The sampled frame each of SFC's ``steps`` attention columns stands for (timestamps, pictures).
+
+    The attention runs on the head's time axis. A slow-only head keeps the frame rate (one column per
+    sampled frame); a head with a temporal stride s (R(2+1)D: 2 after res3) has ceil(T / s) steps,
+    step j reading sampled frames j*s .. j*s+s-1, and is shown at the first of them. s is the power of
+    two with ceil(T / s) == steps, unique when steps >= 2 (for one step every s gives the first frame).
+
+    Raises:
+        ConfigError: no stride maps the T sampled frames onto ``steps`` columns.
+    """
+    frames = list(frame_indices)
+    stride = 1
+    while -(-len(frames) // stride) > steps and stride < len(frames):
+        stride *= 2
+    if steps < 1 or -(-len(frames) // stride) != steps:
+        raise ConfigError(
+            f"the attention covers {steps} time steps but {len(frames)} frames were sampled, which no head "
+            "temporal stride explains; the export and the frames it was given do not match: re-export the model"
+        )
+    return frames[::stride]
 
 
 def check_split(split: str) -> str:

@@ -12,7 +12,7 @@ from pathlib import Path
 from sfc_deploy.errors import CheckpointError
 from sfc_deploy.models.checkpoint import load_canonical_state_dict, load_into
 from sfc_deploy.models.config import BackboneConfig, check_split
-from sfc_deploy.models.registry import get_config
+from sfc_deploy.models.registry import build_backbone, get_config
 from sfc_deploy.models.resnet3d import ResNet3d
 from sfc_deploy.models.sfc import SFC, SFCConfig
 from sfc_deploy.models.sfc_model import SFCModel, read_sfc_checkpoint
@@ -52,7 +52,7 @@ def create_backbone(
             config = config.replace(preprocess=meta["preprocess"])
     if num_classes is not None:
         config = config.replace(num_classes=num_classes)
-    model = ResNet3d(config, split=split)
+    model = build_backbone(config, split=split)
     if state is not None:
         load_into(model, state, source=str(checkpoint))
     return model.eval()

@@ -82,7 +82,38 @@ def make_stage(
     return nn.Sequential(*blocks)
 
 
-class ResNet3d(nn.Module):
+class StagedBackbone(nn.Module):
+    """A backbone as a flat list of stages that a split slices: stem convs, stem pool, res2..res5.
+
+    Subclasses set ``split`` and ``fc`` and define the ``stages`` property; the head is the stages up
+    to and including the split (its output time is ``config.head_frames(T, split)``: a head with
+    temporal strides, R(2+1)D's, shortens it), the tail the rest, global average pooling and ``fc``.
+    """
+
+    stages: list[nn.Module]
+    split: str
+    fc: nn.Linear
+
+    def _cut(self, split: str | None) -> int:
+        return {"stem": 1, "res2": 3, "res3": 4, "res4": 5}[check_split(split or self.split)]
+
+    def forward_head(self, x: torch.Tensor, split: str | None = None) -> torch.Tensor:
+        """Stages up to and including the split, on (N, 3, T, H, W) normalised frames."""
+        for stage in self.stages[: self._cut(split)]:
+            x = stage(x)
+        return x
+
+    def forward_tail(self, f: torch.Tensor, split: str | None = None) -> torch.Tensor:
+        """Remaining stages, global average pooling and the classifier: logits (N, classes)."""
+        for stage in self.stages[self._cut(split) :]:
+            f = stage(f)
+        return self.fc(f.mean(dim=(2, 3, 4)))
+
+    def forward(self, clip: torch.Tensor) -> torch.Tensor:
+        return self.forward_tail(self.forward_head(clip))
+
+
+class ResNet3d(StagedBackbone):
     """A slow-only 3D ResNet whose stages can be cut into a head and a tail.
 
     ``forward(clip)`` is the whole network on one clip (dense sampling); ``forward_head`` and
@@ -119,20 +150,3 @@ class ResNet3d(nn.Module):
         """
         return [self.stem.features, self.stem.pool, *(getattr(self, name) for name in STAGES[1:])]
 
-    def _cut(self, split: str | None) -> int:
-        return {"stem": 1, "res2": 3, "res3": 4, "res4": 5}[check_split(split or self.split)]
-
-    def forward_head(self, x: torch.Tensor, split: str | None = None) -> torch.Tensor:
-        """Stages up to and including the split, on (N, 3, T, H, W) normalised frames."""
-        for stage in self.stages[: self._cut(split)]:
-            x = stage(x)
-        return x
-
-    def forward_tail(self, f: torch.Tensor, split: str | None = None) -> torch.Tensor:
-        """Remaining stages, global average pooling and the classifier: logits (N, classes)."""
-        for stage in self.stages[self._cut(split) :]:
-            f = stage(f)
-        return self.fc(f.mean(dim=(2, 3, 4)))
-
-    def forward(self, clip: torch.Tensor) -> torch.Tensor:
-        return self.forward_tail(self.forward_head(clip))

@@ -159,7 +159,7 @@ class Deployment:
             model = model_from_manifest(manifest)
         self.model = model
         self.config: BackboneConfig = manifest.backbone if manifest is not None else model.config
-        split = manifest.split if manifest is not None else model.split
+        split = self.split = manifest.split if manifest is not None else model.split
         streamable = self.config.head_temporal_receptive_field(split) == 1
         if head_chunk and not streamable:
             raise ConfigError(f"the head after {split} mixes time steps, so it cannot stream in chunks; drop --head-chunk")
@@ -229,7 +229,8 @@ class Deployment:
     def input_spec(self) -> InputSpec:
         """The SFC input this deployment takes: a fixed time axis and/or frame size, or any."""
         sfc, head = self.artifact("sfc").inputs[0].shape, self.artifact("head").inputs[0].shape
-        frames = sfc[2] if isinstance(sfc[2], int) else None
+        # the SFC graph's time is the head's: a head with a temporal stride (R(2+1)D) reads that many frames per step
+        frames = sfc[2] * self.config.head_temporal_stride(self.split) if isinstance(sfc[2], int) else None
         size = tuple(head[3:5]) if all(isinstance(d, int) for d in head[3:5]) else None
         return InputSpec(frames=frames, size=size)
 
@@ -239,7 +240,8 @@ class Deployment:
             return self.model
         if self._served is None:
             self._served = served_model(self.model, self.dtype, device=self.runner_options.get("device") or "cpu",
-                                        memory_format=self.runner_options.get("memory_format"))
+                                        memory_format=self.runner_options.get("memory_format"),
+                                        inference_rewrite=self.runner_options.get("inference_rewrite"))
         return self._served
 
     def runner(self, part: str) -> Runner:

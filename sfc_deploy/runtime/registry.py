@@ -21,6 +21,7 @@ from sfc_deploy.common.precision import TORCH_DTYPES
 from sfc_deploy.errors import ConfigError
 from sfc_deploy.export.formats import format_of_runtime, resolve
 from sfc_deploy.export.manifest import Artifact, Manifest
+from sfc_deploy.models.inference import prepare_for_inference
 from sfc_deploy.models.parts import copy_for_export, part_modules
 from sfc_deploy.models.sfc_model import SFCModel
 from sfc_deploy.runtime.base import Runner, memory_format_of
@@ -57,22 +58,32 @@ def check_device(runtime: str, device: str) -> None:
 
 
 def served_model(model: SFCModel, dtype: torch.dtype, *, device: str = "cpu",
-                 memory_format: str | None = None) -> SFCModel:
+                 memory_format: str | None = None, inference_rewrite: bool | None = None) -> SFCModel:
     """The model the PyTorch runtime serves: ``model`` itself when it already is what is asked for
-    (its dtype, the TopK op, on ``device``, no memory format asked for), otherwise a converted copy, so the caller's
-    model is never moved or recast. A copy remembers what it was made for, so the parts of one
-    deployment share it."""
-    key = (dtype, str(torch.device(device)), memory_format)
+    (its dtype, the TopK op, on ``device``, no memory format, no inference rewrite), otherwise a
+    converted copy, so the caller's model is never moved, recast or rewritten. A copy remembers what
+    it was made for, so the parts of one deployment share it.
+
+    ``inference_rewrite`` (default on): the copy is rewritten for eval-only serving by
+    :func:`sfc_deploy.models.inference.prepare_for_inference` (BatchNorm folded into the convs, unit-time
+    3D convs run as 2D ones; channels-last activations on the CPU unless ``memory_format`` says
+    "contiguous"); False serves the model as trained."""
+    rewrite = inference_rewrite is not False
+    key = (dtype, str(torch.device(device)), memory_format, rewrite)
     if getattr(model, "_served_as", None) == key:
         return model
     param = next(model.parameters())
     if (param.dtype == dtype and model.sfc.topk_impl == "op" and param.device == torch.device(device)
-            and memory_format is None):
+            and memory_format is None and not rewrite):
         return model
     clone = copy_for_export(model, dtype, topk_impl="op").to(device)
     fmt = memory_format_of(memory_format)
     if fmt is not None:
         clone = clone.to(memory_format=fmt)
+    if rewrite:
+        channels_last = (fmt is torch.channels_last_3d
+                         or (fmt is None and torch.device(device).type == "cpu"))  # CUDA: layout as is (not measured)
+        prepare_for_inference(clone, channels_last=channels_last)
     clone._served_as = key
     return clone
 
@@ -93,7 +104,8 @@ def make_runner(manifest: Manifest | None, art: Artifact, runtime: str, *, model
 
             model = model_from_manifest(manifest)
         dtype = TORCH_DTYPES[art.inputs[0].dtype]
-        served = served_model(model, dtype, device=options.get("device", "cpu"), memory_format=options.get("memory_format"))
+        served = served_model(model, dtype, device=options.get("device", "cpu"), memory_format=options.get("memory_format"),
+                              inference_rewrite=options.get("inference_rewrite"))
         module = part_modules(served)[art.part]
         return cls(art, None, module=module, **options)
     return cls(art, manifest.path_of(art), **options)

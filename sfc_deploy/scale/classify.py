@@ -1,7 +1,8 @@
 """``sfc-deploy classify``: an export over a collection of videos, one row per video, resumable.
 
-The local engine overlaps decoding with inference: a pool of decoding threads (PyAV releases the
-GIL while it decodes) works ahead of the model by at most ``prefetch`` videos, so memory stays
+The local engine overlaps decoding with inference through the one prefetcher
+(:class:`~sfc_deploy.data.prefetch.Prefetcher`): ``workers`` decoding threads (PyAV releases the
+GIL while it decodes) work ahead of the model by at most ``prefetch`` videos, so memory stays
 bounded by the queue depth, not the collection; the model serves the decoded videos in input order
 on the calling thread. Every video goes through the same input function as predict, eval and bench
 (:func:`~sfc_deploy.data.inputs.model_input`) and the same SFC pipeline.
@@ -18,14 +19,13 @@ from __future__ import annotations
 
 import json
 import time
-from collections import deque
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 from sfc_deploy.common.atomic import atomic_write, atomic_write_text
 from sfc_deploy.common.outputs import output_lock
+from sfc_deploy.data.prefetch import Prefetcher
 from sfc_deploy.errors import ConfigError, SfcError
 from sfc_deploy.runtime.pipeline import Deployment, load
 from sfc_deploy.scale.rows import (
@@ -155,28 +155,15 @@ def classify(
 
 def _run(dep: Deployment, todo: list[str], names: tuple[str, ...], options: ClassifyOptions,
          record: Callable[[dict[str, Any]], None]) -> None:
-    """Decode ahead on ``options.workers`` threads (at most ``options.prefetch`` in flight), infer in order."""
+    """Decode ahead on ``options.workers`` threads (at most ``options.prefetch`` ahead), infer in order."""
     spec = dep.input_spec  # read once: the decoding threads only read plain data
-    pending: deque[tuple[str, Future]] = deque()
-    it = iter(todo)
-    with ThreadPoolExecutor(max_workers=options.workers, thread_name_prefix="sfc-decode") as pool:
-        def fill() -> None:
-            while len(pending) < options.prefetch:
-                path = next(it, None)
-                if path is None:
-                    return
-                pending.append((path, pool.submit(decode, path, dep.config, spec, options.max_frames,
-                                                          options.segments)))
 
-        try:
-            fill()
-            while pending:
-                path, future = pending.popleft()
-                fill()  # keep the decoders busy while the model serves this video
-                record(make_row(path, future, dep, names, options))
-        finally:
-            for _, future in pending:
-                future.cancel()
+    def decode_one(path: str):
+        return decode(path, dep.config, spec, options.max_frames, options.segments)
+
+    with Prefetcher(decode_one, todo, depth=options.prefetch, workers=options.workers, name="sfc-decode") as stream:
+        for got in stream:
+            record(make_row(got.item, got, dep, names, options))
 
 
 def _schema():

@@ -14,6 +14,7 @@ import json
 import os
 import uuid
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -29,12 +30,15 @@ class ServerError(SfcError):
         self.status = status
 
 
-def _endpoint(url: str, route: str) -> str:
+def _endpoint(url: str, route: str, segments: tuple[int, int] | None = None) -> str:
+    """``route`` on the server at ``url``; with ``segments`` (S, F), the query that asks for them."""
     base = url.rstrip("/")
     for known in ("/predict", "/health"):
         if base.endswith(known):
             base = base[: -len(known)]
-    return base + route
+    if segments is None:
+        return base + route
+    return base + route + "?" + urllib.parse.urlencode({"segments": segments[0], "segment_frames": segments[1]})
 
 
 def _send(request: urllib.request.Request, timeout: float) -> dict[str, Any]:
@@ -61,23 +65,27 @@ def encode_multipart(field: str, filename: str, data: bytes) -> tuple[bytes, str
     return head + data + f"\r\n--{boundary}--\r\n".encode("ascii"), f"multipart/form-data; boundary={boundary}"
 
 
-def predict_file(url: str, path: str | os.PathLike, *, timeout: float = 120.0) -> dict[str, Any]:
-    """Upload the video ``path`` to ``url`` (the server's base URL) and return its prediction."""
+def predict_file(url: str, path: str | os.PathLike, *, timeout: float = 120.0,
+                 segments: tuple[int, int] | None = None) -> dict[str, Any]:
+    """Upload the video ``path`` to ``url`` (the server's base URL) and return its prediction;
+    ``segments`` (S, F): classify S uniformly spaced segments of F sampled frames (untrimmed video)."""
     path = Path(path)
     try:
         data = path.read_bytes()
     except OSError as exc:
         raise SfcError(f"cannot read {path} ({exc.strerror or exc})") from None
     body, content_type = encode_multipart("file", path.name, data)
-    request = urllib.request.Request(_endpoint(url, "/predict"), data=body, method="POST",
+    request = urllib.request.Request(_endpoint(url, "/predict", segments), data=body, method="POST",
                                      headers={"Content-Type": content_type})
     return _send(request, timeout)
 
 
-def predict_path(url: str, path: str | os.PathLike, *, timeout: float = 120.0) -> dict[str, Any]:
-    """Ask the server at ``url`` to classify ``path`` on its own file system (made absolute here)."""
+def predict_path(url: str, path: str | os.PathLike, *, timeout: float = 120.0,
+                 segments: tuple[int, int] | None = None) -> dict[str, Any]:
+    """Ask the server at ``url`` to classify ``path`` on its own file system (made absolute here);
+    ``segments`` as for :func:`predict_file`."""
     body = json.dumps({"path": os.path.abspath(path)}).encode("utf-8")
-    request = urllib.request.Request(_endpoint(url, "/predict"), data=body, method="POST",
+    request = urllib.request.Request(_endpoint(url, "/predict", segments), data=body, method="POST",
                                      headers={"Content-Type": "application/json"})
     return _send(request, timeout)
 

@@ -18,8 +18,10 @@ from typing import Any
 
 from sfc_deploy.common.text import one_line
 from sfc_deploy.data.inputs import InputSpec, ModelInput, check_segments, model_input
+from sfc_deploy.data.prefetch import Prefetched
 from sfc_deploy.data.video import probe_video
 from sfc_deploy.errors import ConfigError, SfcError
+from sfc_deploy.models.config import head_step_frames
 from sfc_deploy.runtime.pipeline import Deployment
 
 COLUMNS = ("path", "top1", "top1_prob", "topk", "peak_frames", "peak_seconds", "num_frames", "fps", "decode_s",
@@ -57,13 +59,7 @@ class ClassifyOptions:
         for name in ("workers", "prefetch", "top", "peaks"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"--{name} must be >= 1, got {getattr(self, name)}")
-        if self.max_frames is not None and self.max_frames < 1:
-            raise ConfigError(f"--max-frames must be >= 1, got {self.max_frames}")
-        if self.segments is not None:
-            if len(self.segments) != 2 or min(self.segments) < 1:
-                raise ConfigError(f"--segments and --segment-frames must be >= 1, got {self.segments}")
-            if self.max_frames is not None:
-                raise ConfigError("--max-frames applies to whole-video input; drop it with --segments/--segment-frames")
+        check_frame_options(self.max_frames, self.segments)
 
     def check_spec(self, spec: InputSpec) -> None:
         """Refuse segments that do not fill a fixed time axis, before any video is decoded."""
@@ -96,6 +92,17 @@ class RayOptions:
             )
 
 
+def check_frame_options(max_frames: int | None, segments: tuple[int, int] | None) -> None:
+    """``--max-frames`` and ``--segments/--segment-frames`` (classify, serve): in range, not both."""
+    if max_frames is not None and max_frames < 1:
+        raise ConfigError(f"--max-frames must be >= 1, got {max_frames}")
+    if segments is not None:
+        if len(segments) != 2 or min(segments) < 1:
+            raise ConfigError(f"--segments and --segment-frames must be >= 1, got {tuple(segments)}")
+        if max_frames is not None:
+            raise ConfigError("--max-frames applies to whole-video input; drop it with --segments/--segment-frames")
+
+
 def class_names(dep: Deployment) -> tuple[str, ...]:
     n, names = dep.config.num_classes, dep.config.class_names
     return tuple(names) if names and len(names) == n else tuple(str(i) for i in range(n))
@@ -125,7 +132,7 @@ def classify_one(path: str, dep: Deployment, names: tuple[str, ...], options: Cl
     return make_row(path, future, dep, names, options)
 
 
-def make_row(path: str, future: Future, dep: Deployment, names: tuple[str, ...], options: ClassifyOptions) -> dict[str, Any]:
+def make_row(path: str, future: Future | Prefetched, dep: Deployment, names: tuple[str, ...], options: ClassifyOptions) -> dict[str, Any]:
     row: dict[str, Any] = {c: None for c in COLUMNS}
     row.update(path=path, topk=[], peak_frames=[], peak_seconds=[], error="")
     try:
@@ -155,6 +162,7 @@ def summarize(logits, attention, frame_indices: Sequence[int], fps: float, names
     topk = [{"class": names[int(i)], "index": int(i), "prob": float(p)} for p, i in zip(best.values, best.indices)]
     mass = attention.float().sum(0)
     positions = mass.topk(min(peaks, mass.numel())).indices.tolist()
+    frame_indices = head_step_frames(frame_indices, mass.numel())  # a head with a temporal stride: its steps
     frames = [int(frame_indices[i]) for i in positions]
     return {"top1": topk[0]["class"], "top1_prob": topk[0]["prob"], "topk": topk, "peak_frames": frames,
             "peak_seconds": [f / fps if fps > 0 else None for f in frames]}

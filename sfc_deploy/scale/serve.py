@@ -8,6 +8,8 @@ server carries on):
   naming a file the server itself can read. The answer carries what a ``sfc-deploy classify`` row
   does (top classes with their probabilities, the most-attended frames and their timestamps,
   decode and model seconds) and how many videos shared the model call (see :func:`response`).
+  ``?segments=S&segment_frames=F`` reads the video as the paper's untrimmed-video input (section 6:
+  S uniformly spaced segments of F sampled frames) instead of the server's default.
 * ``GET /health``: answers once the export is loaded (a replica takes requests only after its
   constructor loaded it), with what is served.
 
@@ -54,12 +56,12 @@ import torch
 
 from sfc_deploy.common.environment import usable_cores
 from sfc_deploy.common.text import one_line
-from sfc_deploy.data.inputs import ModelInput
+from sfc_deploy.data.inputs import InputSpec, ModelInput, check_segments
 from sfc_deploy.data.video import VideoInfo
 from sfc_deploy.errors import BackendUnavailableError, ConfigError, SfcError
 from sfc_deploy.export.formats import format_of_runtime
 from sfc_deploy.runtime.pipeline import Deployment, load
-from sfc_deploy.scale.rows import class_names, decode, summarize
+from sfc_deploy.scale.rows import check_frame_options, class_names, decode, summarize
 
 APP_NAME = "sfc-deploy"
 ROUTES = {"/predict": "POST", "/health": "GET"}
@@ -84,6 +86,9 @@ class ServeOptions:
             more wait in Serve's queue. It bounds memory: each holds a body and a decoded video.
         top: classes per response; peaks: most-attended frames per response.
         max_frames: most sampled frames per video (longer videos become segments); None: all.
+        segments: (S, F): every video as S uniformly spaced segments of F consecutive sampled
+            frames (paper section 6, untrimmed videos) unless a request asks otherwise; None: the
+            whole video. A request picks its own with ``?segments=S&segment_frames=F``.
     """
 
     runtime: str = "onnxruntime"
@@ -99,6 +104,11 @@ class ServeOptions:
     top: int = 5
     peaks: int = 3
     max_frames: int | None = None
+    segments: tuple[int, int] | None = None
+
+    def __post_init__(self) -> None:
+        if self.segments is not None:  # a list after the JSON round trip to the replicas
+            object.__setattr__(self, "segments", tuple(self.segments))
 
     def check(self) -> None:
         for name in ("replicas", "max_batch_size", "max_ongoing", "top", "peaks"):
@@ -113,8 +123,7 @@ class ServeOptions:
             raise ConfigError(f"--batch-wait-ms must be >= 0, got {self.batch_wait_ms:g}")
         if self.threads is not None and self.threads < 1:
             raise ConfigError(f"--threads must be >= 1, got {self.threads}")
-        if self.max_frames is not None and self.max_frames < 1:
-            raise ConfigError(f"--max-frames must be >= 1, got {self.max_frames}")
+        check_frame_options(self.max_frames, self.segments)
 
     def runner_options(self) -> dict[str, Any]:
         """What each replica passes to ``load``: its threads, and ``cuda`` where it reserves a GPU."""
@@ -208,21 +217,24 @@ class SFCService:
         return {"status": "ok", "export": self.export_dir, "backbone": config.name, "runtime": self.dep.runtime,
                 "precision": self.dep.precision, "classes": config.num_classes,
                 "input": {"frames": self.spec.frames, "size": list(self.spec.size) if self.spec.size else None},
+                "segments": list(self.options.segments) if self.options.segments else None,
                 "max_upload_mb": self.options.max_upload_mb, "max_batch_size": self.options.max_batch_size}
 
     async def predict(self, request) -> dict[str, Any]:
         kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        segments = request_segments(dict(request.query_params), self.spec, self.options.segments)
         if kind == "application/json":
             body = await self._body(request)
-            video, decoded = await self._off_loop(self._decoders, self._decode_path, _json_path(body))
+            video, decoded = await self._off_loop(self._decoders, self._decode_path, _json_path(body), segments)
         elif kind == "multipart/form-data":
             body = await self._body(request)
             name, data = multipart_file(request.headers["content-type"], body)
             del body
-            video, decoded = name, await self._off_loop(self._decoders, self._decode_upload, name, data)
+            video, decoded = name, await self._off_loop(self._decoders, self._decode_upload, name, data, segments)
         elif kind == "application/octet-stream" or kind.startswith("video/"):
             data = await self._body(request)
-            video, decoded = "upload", await self._off_loop(self._decoders, self._decode_upload, "upload", data)
+            video, decoded = "upload", await self._off_loop(self._decoders, self._decode_upload, "upload", data,
+                                                            segments)
         else:
             raise HttpError(415, f"content type {kind or 'none'!r}: send multipart/form-data (field 'file'), "
                                  "application/octet-stream or application/json {\"path\": ...}")
@@ -231,7 +243,7 @@ class SFCService:
             raise HttpError(500, f"model: {type(result).__name__}: {one_line(result)}")
         logits, attention, model_s, batch = result
         return response(video, decoded, logits, attention, self.names, model_s=model_s, batch=batch,
-                        top=self.options.top, peaks=self.options.peaks)
+                        top=self.options.top, peaks=self.options.peaks, segments=segments)
 
     async def _body(self, request) -> bytes:
         """The request body, refused with 413 once it passes the limit (declared or streamed)."""
@@ -247,20 +259,21 @@ class SFCService:
             chunks.append(chunk)
         return b"".join(chunks)
 
-    def _decode(self, path: str) -> Decoded:
-        return Decoded(*decode(path, self.dep.config, self.spec, self.options.max_frames))  # classify's decoding
+    def _decode(self, path: str, segments: tuple[int, int] | None) -> Decoded:
+        max_frames = None if segments else self.options.max_frames  # segments replace whole-video input
+        return Decoded(*decode(path, self.dep.config, self.spec, max_frames, segments))  # classify's decoding
 
-    def _decode_path(self, path: str) -> tuple[str, Decoded]:
+    def _decode_path(self, path: str, segments: tuple[int, int] | None) -> tuple[str, Decoded]:
         if not os.path.isabs(path):
             raise HttpError(400, f"path {path!r} is relative; send an absolute path on the server's file system")
         if not os.path.isfile(path):
             raise HttpError(404, f"no file {path} on the server")
         try:
-            return path, self._decode(path)
+            return path, self._decode(path, segments)
         except SfcError as exc:
             raise HttpError(422, one_line(exc)) from None
 
-    def _decode_upload(self, name: str, data: bytes) -> Decoded:
+    def _decode_upload(self, name: str, data: bytes, segments: tuple[int, int] | None) -> Decoded:
         if not data:
             raise HttpError(400, f"the upload {name!r} is empty")
         suffix = Path(name).suffix if Path(name).suffix[1:].isalnum() else ""
@@ -268,7 +281,7 @@ class SFCService:
         try:
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
-            return self._decode(tmp)
+            return self._decode(tmp, segments)
         except SfcError as exc:
             raise HttpError(422, one_line(exc).replace(tmp, name)) from None
         finally:
@@ -307,14 +320,40 @@ def run_batch(dep: Deployment, tensors: Sequence[torch.Tensor]) -> list[Any]:
 
 
 def response(video: str, decoded: Decoded, logits: torch.Tensor, attention: torch.Tensor, names: Sequence[str], *,
-             model_s: float, batch: int, top: int = 5, peaks: int = 3) -> dict[str, Any]:
+             model_s: float, batch: int, top: int = 5, peaks: int = 3,
+             segments: tuple[int, int] | None = None) -> dict[str, Any]:
     """The JSON answer for one video: classify's row (top classes, attended frames, timings), and
-    ``batch``, the videos that shared the model call (``model_s`` is that call's time)."""
+    ``batch``, the videos that shared the model call (``model_s`` is that call's time);
+    ``segments``: [S, F] when the video was read as segments, else null."""
     indices = decoded.fitted.sampled.frame_indices[0]
     fps = decoded.info.fps
     return {"video": video, **summarize(logits, attention, indices, fps, names, top=top, peaks=peaks),
             "num_frames": decoded.info.num_frames, "fps": fps, "sampled_frames": len(indices),
-            "decode_s": decoded.decode_s, "model_s": model_s, "batch": batch}
+            "decode_s": decoded.decode_s, "model_s": model_s, "batch": batch,
+            "segments": list(segments) if segments else None}
+
+
+def request_segments(query: dict[str, str], spec: InputSpec, default: tuple[int, int] | None) -> tuple[int, int] | None:
+    """The (S, F) a request asks for with ``?segments=S&segment_frames=F`` (both or neither), else
+    the server's default; 400 for anything else, or for S x F that the export's time axis refuses."""
+    unknown = sorted(set(query) - {"segments", "segment_frames"})
+    if unknown:
+        raise HttpError(400, f"unknown query parameter {unknown[0]!r}; /predict takes segments=S&segment_frames=F")
+    if not query:
+        return default
+    if set(query) != {"segments", "segment_frames"}:
+        raise HttpError(400, "send segments=S and segment_frames=F together (e.g. ?segments=8&segment_frames=32)")
+    try:
+        s, f = int(query["segments"]), int(query["segment_frames"])
+    except ValueError:
+        raise HttpError(400, f"segments and segment_frames must be whole numbers, got {query['segments']!r}, "
+                             f"{query['segment_frames']!r}") from None
+    if min(s, f) < 1:
+        raise HttpError(400, f"segments and segment_frames must be >= 1, got {s}, {f}")
+    if spec.frames is not None and s * f != spec.frames:
+        raise HttpError(400, f"segments={s}&segment_frames={f} gives {s * f} frames but this export's SFC graph takes "
+                             f"exactly {spec.frames}; send S x F = {spec.frames}")
+    return s, f
 
 
 def _json_path(body: bytes) -> str:
@@ -449,6 +488,9 @@ def start_server(
     options.check()
     export_dir = Path(export_dir).resolve()
     check_export(export_dir, options)
+    if options.segments is not None:  # against a fixed time axis: one line now, not a 400 on every request
+        with load(export_dir, options.runtime, precision=options.precision) as dep:
+            check_segments(dep.input_spec, *options.segments)
     ray, serve = import_serve()
     owns_ray = not ray.is_initialized()
     local = address is None  # a Ray on this machine (started here, or already in this process)

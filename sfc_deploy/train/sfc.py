@@ -11,6 +11,15 @@ are dot products over C*h*w dimensions, and the SPEC's prototype saw training di
 clipping (40% top-1 unclipped vs 90.8% clipped on the same data). ``clip_grad=0`` restores the
 paper's plain SGD.
 
+Distillation (``distill_weight > 0``): the frozen backbone's own dense 30-crop logits, computed
+once per training video and cached beside the head features, add a KL term at a temperature to
+the cross-entropy, and let videos without a label (:data:`~sfc_deploy.train.distill.UNLABELLED`)
+train on the teacher alone (:mod:`sfc_deploy.train.distill`).
+
+``train`` warns in one line when the loss over the last quarter of the first epoch is not below
+:data:`STALL_RATIO` of the loss over its first eighth: the sign of a run that will never learn
+(issue 16: the attention stuck near uniform, where the frozen tail passes back almost no gradient).
+
 With ``cache_views > 0`` (the default) the head runs once per fixed view of each video and its
 features are reused every epoch (see :mod:`sfc_deploy.train.cache`); ``cache_views=0`` renders a
 fresh view and runs the head at every step.
@@ -28,6 +37,8 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import sys
+from collections.abc import Callable
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,6 +60,7 @@ from sfc_deploy.train.common import (
     METRICS_FILE, STATE_FILE, Metrics, Progress, Schedule, Timer, check_resume, check_same_run, epoch_generator,
     make_optimizer, set_threads, state_on_cpu,
 )
+from sfc_deploy.train.distill import TEACHER_CLIPS, TEACHER_DIR, UNLABELLED, dense_logits, distill_loss, open_or_build_teacher, teacher_key
 from sfc_deploy.train.distributed import World, average_buffers, same_on_all_ranks, set_synced, sync_batchnorms, sync_gradients
 from sfc_deploy.train.views import Augment, FrameStore
 
@@ -71,6 +83,9 @@ class SFCTrainOptions:
         max_frames: most sampled frames per video (None: the whole video).
         seed: weight init and every random draw.
         augment: outward scaling, crop fraction, flip, temporal jitter.
+        distill_weight: weight w of the KL term to the frozen backbone's dense 30-crop logits
+            (:mod:`sfc_deploy.train.distill`); 0: cross-entropy only. Unlabelled videos need w > 0.
+        distill_temperature: softmax temperature T of the KL term.
     """
 
     tau: float = 2.0
@@ -79,7 +94,9 @@ class SFCTrainOptions:
     kqv: str = "abs"
     theta_kernel: str = "3x1x1"
     logit_scale: str = "sqrt_d"
-    prior: bool = False  # the paper's form: it beat the prior at tau=2 in benchmarks/accuracy (see NOTES.md)
+    # On by default since issue 16: without it 2 of 6 seeds never learned on the harder synthetic setting
+    # (attention stuck near uniform, where the frozen tail passes back ~no gradient); with it none did.
+    prior: bool = True
     epochs: int = 15
     lr: float = 0.01
     momentum: float = 0.9
@@ -94,8 +111,14 @@ class SFCTrainOptions:
     max_frames: int | None = None
     seed: int = 0
     augment: Augment = field(default_factory=lambda: Augment(flip=True))
+    distill_weight: float = 0.0
+    distill_temperature: float = 1.0
 
     def __post_init__(self) -> None:
+        if not 0.0 <= self.distill_weight <= 1.0:
+            raise ConfigError(f"distill_weight must be in [0, 1] (0: labels only, 1: teacher only), got {self.distill_weight}")
+        if not self.distill_temperature > 0:
+            raise ConfigError(f"distill_temperature must be > 0 (1: the teacher's own softmax), got {self.distill_temperature}")
         for name in ("epochs", "batch_size"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -110,7 +133,11 @@ class SFCTrainOptions:
                 "logit_scale": self.logit_scale, "prior": self.prior}
 
     def to_record(self) -> dict[str, Any]:
-        return json.loads(json.dumps(dataclasses.asdict(self)))
+        record = json.loads(json.dumps(dataclasses.asdict(self)))
+        if self.distill_weight == 0:  # absent when off: states written before distillation existed still resume
+            record.pop("distill_weight")
+            record.pop("distill_temperature")
+        return record
 
 
 def build_model(backbone: str, checkpoint: str | Path | None, options: SFCTrainOptions, *,
@@ -123,8 +150,14 @@ def build_model(backbone: str, checkpoint: str | Path | None, options: SFCTrainO
 
 def sfc_step(model: SFCModel, feats: list[torch.Tensor], labels: list[int], opt: torch.optim.Optimizer,
              clip_grad: float, *, denominator: int | None = None, amp: Amp = Amp(),
-             scaler: torch.amp.GradScaler | None = None, world: World = World()) -> tuple[float, int, float]:
+             scaler: torch.amp.GradScaler | None = None, world: World = World(),
+             teacher: list[torch.Tensor] | None = None, distill_weight: float = 0.0,
+             distill_temperature: float = 1.0) -> tuple[float, int, float]:
     """One optimizer step on a batch of head features; returns (summed loss, correct, grad norm).
+
+    ``teacher``: the dense teacher's logits per video, for the distillation term
+    (:func:`~sfc_deploy.train.distill.distill_loss`); a label :data:`UNLABELLED` trains on it alone
+    and never counts as correct.
 
     Features of equal shape are stacked into one forward pass; the losses are summed and divided
     by ``denominator`` (the global batch size; default ``len(feats)``), so mixed lengths, and
@@ -144,9 +177,10 @@ def sfc_step(model: SFCModel, feats: list[torch.Tensor], labels: list[int], opt:
     for members in groups.values():
         x = torch.stack([feats[j] for j in members]).to(device, non_blocking=True)
         y = torch.tensor([labels[j] for j in members]).to(device, non_blocking=True)
+        t = torch.stack([teacher[j] for j in members]).to(device) if teacher is not None else None
         with amp.autocast(str(device)):
             logits = model.tail(model.sfc(x))
-            loss = F.cross_entropy(logits, y, reduction="sum")
+            loss = distill_loss(logits, y, t, weight=distill_weight, temperature=distill_temperature)
         scaled = loss / denominator
         (scaler.scale(scaled) if scaler is not None else scaled).backward()
         totals[0] += loss.detach().double()
@@ -166,6 +200,33 @@ def sfc_step(model: SFCModel, feats: list[torch.Tensor], labels: list[int], opt:
 
 
 
+#: The first epoch's loss over its last quarter of steps must fall below this fraction of its
+#: first eighth, or ``train`` warns that the run has not started learning.
+STALL_RATIO = 0.97
+STALL_MIN_STEPS = 8
+
+
+def _mean(values: list[float]) -> float:
+    return sum(values) / len(values)
+
+
+def stalled(record: dict[str, Any]) -> bool:
+    """Whether an epoch's record shows a loss that has not moved (see :data:`STALL_RATIO`); an epoch of
+    fewer than :data:`STALL_MIN_STEPS` steps is too short to tell."""
+    return (record.get("steps", 0) >= STALL_MIN_STEPS
+            and record["loss_last_steps"] >= STALL_RATIO * record["loss_first_steps"])
+
+
+def stall_message(record: dict[str, Any]) -> str:
+    return (f"warning: the loss has not moved in epoch {record['epoch']} ({record['loss_first_steps']:.3f} over its first "
+            f"steps, {record['loss_last_steps']:.3f} over its last); this run may never learn (attention stuck near "
+            "uniform?): keep --prior on, try another --seed, and check metrics.jsonl")
+
+
+def _stderr(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
 def train_sfc(
     videos: VideoList,
     out: str | Path,
@@ -182,6 +243,7 @@ def train_sfc(
     device: str = "cpu",
     amp: str = "off",
     world: World = World(),
+    warn: Callable[[str], None] | None = _stderr,
 ) -> dict[str, Any]:
     """Train SFC; write ``sfc.safetensors`` (every epoch), the training state and metrics under ``out``.
 
@@ -193,12 +255,16 @@ def train_sfc(
         amp: ``off``, ``bf16`` or ``fp16`` (CUDA only) autocast of SFC and tail.
         world: this process's rank and world size (:func:`sfc_deploy.train.distributed.env_world`),
             inside a joined process group; every rank calls this function, rank 0 writes.
+        warn: where the one-line warning goes when the first epoch's loss has not moved (None: nowhere).
 
     Returns:
         A summary: checkpoint path, the last epoch's metrics, the seconds spent caching and training.
     """
     if not len(videos):
         raise ConfigError("the training list is empty; pass a CSV/folder with labelled videos")
+    if options.distill_weight == 0 and any(y == UNLABELLED for y in videos.labels):
+        raise ConfigError("unlabelled videos train only on the dense teacher's predictions; pass --distill-weight "
+                          "above 0 (e.g. 1 for teacher only) or give every video a label")
     mode = Amp(amp)
     mode.check(device)
     out = Path(out)
@@ -208,13 +274,14 @@ def train_sfc(
     with guard:
         return _train_sfc(videos, out, options, saved, backbone=backbone, checkpoint=checkpoint,
                           trust_checkpoint=trust_checkpoint, threads=threads, cache_file=cache_file,
-                          progress=progress if world.is_main else None, device=device, amp=mode, world=world)
+                          progress=progress if world.is_main else None, device=device, amp=mode, world=world,
+                          warn=warn)
 
 
 def _train_sfc(videos: VideoList, out: Path, options: SFCTrainOptions, saved: dict[str, Any] | None, *,
                backbone: str, checkpoint: str | Path | None, trust_checkpoint: bool, threads: int | None,
                cache_file: str | Path | None, progress: Progress | None, device: str, amp: Amp,
-               world: World) -> dict[str, Any]:
+               world: World, warn: Callable[[str], None] | None = None) -> dict[str, Any]:
     set_threads(threads)
     settings = {"kind": "sfc", "options": options.to_record(), "videos": len(videos), "backbone": backbone,
                 "checkpoint": str(checkpoint) if checkpoint else None}
@@ -222,9 +289,12 @@ def _train_sfc(videos: VideoList, out: Path, options: SFCTrainOptions, saved: di
         settings["amp"] = amp.mode
     if saved is not None:
         check_same_run(saved["settings"], settings, out)
+    if not videos.class_names and not checkpoint:
+        raise ConfigError("training on unlabelled videos only needs the backbone's weights (--checkpoint): "
+                          "its dense predictions are the only teacher")
     model = build_model(backbone, checkpoint, options, trust_checkpoint=trust_checkpoint,
                         num_classes=None if checkpoint else len(videos.class_names))
-    if model.config.num_classes != len(videos.class_names):
+    if videos.class_names and model.config.num_classes != len(videos.class_names):
         raise ConfigError(
             f"the backbone has {model.config.num_classes} classes but the data has {len(videos.class_names)}; "
             "train SFC on the label set the backbone was trained on"
@@ -260,15 +330,25 @@ def _train_sfc(videos: VideoList, out: Path, options: SFCTrainOptions, saved: di
             lambda i: video_features(model, store, i, views[i], options.augment, options.max_frames, device),
             world=world, progress=progress,
         )
-    cache_seconds = cache_timer() if cached else 0.0
+    teacher = None
+    if options.distill_weight > 0:
+        tkey = teacher_key(cache_key(model, [str(p) for p, _ in videos], str(checkpoint) if checkpoint else None, [],
+                                     options.max_frames), TEACHER_CLIPS)
+        model.eval()
+        teacher, _ = open_or_build_teacher(
+            (Path(cache_file) if cache_file else out / CACHE_DIR) / TEACHER_DIR, tkey, len(store),
+            lambda i: dense_logits(model, store.all_frames(i), device=device), world=world, progress=progress,
+        )
+    cache_seconds = cache_timer() if cached or teacher is not None else 0.0
     record: dict[str, Any] = {}
     train_seconds = 0.0
+    labelled = sum(store.label(i) != UNLABELLED for i in range(len(store)))
     for epoch in range(start_epoch, options.epochs):
         g = epoch_generator(options.seed, epoch)
         order = torch.randperm(len(store), generator=g).tolist()
         steps = (len(order) + options.batch_size - 1) // options.batch_size
         model.train()  # SFC's own BatchNorm trains; the backbone stays in eval mode
-        timer, loss_sum, correct, norms = Timer(), 0.0, 0, []
+        timer, loss_sum, correct, norms, step_losses = Timer(), 0.0, 0, [], []
         for step in range(steps):
             batch = order[step * options.batch_size : (step + 1) * options.batch_size]
             # every rank draws for the whole global batch (the generator stays in step), then keeps its shard
@@ -284,17 +364,27 @@ def _train_sfc(videos: VideoList, out: Path, options: SFCTrainOptions, saved: di
             for group in opt.param_groups:
                 group["lr"] = lr
             loss, ok, norm = sfc_step(model, feats, [store.label(batch[j]) for j in mine], opt, options.clip_grad,
-                                      denominator=len(batch), amp=amp, scaler=scaler, world=world)
+                                      denominator=len(batch), amp=amp, scaler=scaler, world=world,
+                                      teacher=[teacher[batch[j]] for j in mine] if teacher is not None else None,
+                                      distill_weight=options.distill_weight,
+                                      distill_temperature=options.distill_temperature)
             average_buffers(model.sfc, world)
             loss_sum, correct = loss_sum + loss, correct + ok
             norms.append(norm)
+            step_losses.append(loss / len(batch))
             if progress is not None:
                 progress(f"epoch {epoch + 1}/{options.epochs}", step + 1, steps)
         seconds = timer()
         train_seconds += seconds
-        record = {"epoch": epoch + 1, "loss": loss_sum / len(order), "train_acc": correct / len(order), "lr": lr,
-                  "grad_norm_mean": sum(norms) / len(norms), "grad_norm_max": max(norms), "seconds": seconds,
-                  "seconds_per_video": seconds / len(order)}
+        record = {"epoch": epoch + 1, "loss": loss_sum / len(order),
+                  "train_acc": correct / labelled if labelled else None, "lr": lr,
+                  "grad_norm_mean": sum(norms) / len(norms), "grad_norm_max": max(norms),
+                  "clipped_fraction": sum(n > options.clip_grad for n in norms) / len(norms) if options.clip_grad else 0.0,
+                  "loss_first_steps": _mean(step_losses[: max(1, steps // 8)]),
+                  "loss_last_steps": _mean(step_losses[-max(1, steps // 4):]),
+                  "steps": steps, "seconds": seconds, "seconds_per_video": seconds / len(order)}
+        if epoch == 0 and stalled(record) and warn is not None and world.is_main:
+            warn(stall_message(record))
         model.eval()
         if world.is_main:
             save_sfc_checkpoint(model, out / SFC_FILE, extra={"epoch": epoch + 1, "train": settings})

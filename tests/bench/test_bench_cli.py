@@ -10,6 +10,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from sfc_deploy.bench.worker import INPUT_FILES
 from sfc_deploy.cli import app
 from sfc_deploy.export.exporter import ExportOptions, export_model
 from sfc_deploy.models import create_model, get_config
@@ -26,7 +27,7 @@ def _bench(*args: str):
     ("args", "message"),
     [
         (["--runtime", "tensorflow"], "unknown runtime 'tensorflow'"),
-        (["--precision", "int8"], "--precision 'int8'"),
+        (["--precision", "int4"], "--precision 'int4'"),
         (["--batch-size", "30,ten"], "--batch-size takes comma-separated integers"),
         (["--batch-size", "31"], "--batch-size values must be 1..30"),
         (["--videos", "0"], "--videos must be >= 1"),
@@ -91,9 +92,10 @@ def test_labelled_videos_are_decoded_timed_and_scored(constant_export, make_vide
     c = make_video("c.mp4", frames=70, size=(48, 64))
     (tmp_path / "classes.txt").write_text("".join(f"c{i}\n" for i in range(5)))  # label names -> indices 0..4
     (tmp_path / "list.csv").write_text(f"path,label\n{a.name},c{ALWAYS}\n{b.name},c0\n{c.name},c{ALWAYS}\n")
-    out, png = tmp_path / "r.json", tmp_path / "r.png"
+    out, png, md = tmp_path / "r.json", tmp_path / "r.png", tmp_path / "r.md"
     res = _bench(str(constant_export), "--runtime", "torchscript", "--threads", "1", "--batch-size", "30",
-                 "--labels", str(tmp_path / "list.csv"), "--json", str(out), "--plot", str(png))
+                 "--labels", str(tmp_path / "list.csv"), "--json", str(out), "--plot", str(png), "--markdown", str(md),
+                 "--workers", "1", "--prefetch", "2")
     assert res.exit_code == 0, res.output
     tail = res.output.strip().splitlines()
     assert any("SFC vs dense" in line for line in tail[-3:])  # the table and its ratios come last
@@ -102,11 +104,20 @@ def test_labelled_videos_are_decoded_timed_and_scored(constant_export, make_vide
     assert report["runtime"] == "torchscript"
     assert report["dense"]["batch_size"] == 30 and report["dense"]["batch_trials_s"] == {}
     assert report["speedup"] == pytest.approx(report["sfc"]["videos_per_s"] / report["dense"]["videos_per_s"])
-    assert report["input"]["source"] == "video files (decode included)"
+    assert report["input"]["source"] == INPUT_FILES
     for strategy in ("sfc", "dense"):
         assert len(report[strategy]["latencies_s"]) == 3  # every listed video timed once
         assert report[strategy]["top1"] == pytest.approx(100.0 * 2 / 3)  # a percentage, not a fraction
     assert "top-1 SFC 66.7% vs dense 66.7%" in " ".join(res.output.split())  # rich wraps long lines
+    for strategy in ("sfc", "dense"):  # decoding timed apart, then the same videos end to end
+        row = report[strategy]
+        assert row["decode_s_per_video"] > 0 and row["e2e"]["videos"] == 3 and row["e2e"]["workers"] == 1
+        assert row["overlap_efficiency"] == pytest.approx(row["e2e_videos_per_s"] / row["videos_per_s"])
+    assert report["e2e_speedup"] == pytest.approx(report["sfc"]["e2e_videos_per_s"] / report["dense"]["e2e_videos_per_s"])
+    assert "sfc_overlap_efficiency" in report["targets"] and "overlap_efficiency" in report["definitions"]
+    table = md.read_text()
+    assert "| strategy | decode s/video | model s/video |" in table and "end to end SFC vs dense" in table
+    assert "end to end SFC vs dense" in " ".join(res.output.split())
     assert png.read_bytes()[:4] == b"\x89PNG"
 
 
@@ -115,3 +126,18 @@ def test_labels_and_video_together_are_refused(tmp_path, make_video):
     (tmp_path / "list.csv").write_text(f"path,label\n{v.name},0\n")
     res = _bench("--labels", str(tmp_path / "list.csv"), "--video", str(v), "--cache", str(tmp_path / "c"))
     assert res.exit_code == 2 and "either --video files or a --labels list" in res.output
+
+
+def test_head_chunk_is_refused_for_a_head_that_mixes_time(tmp_path):
+    """R(2+1)D's head has temporal kernels and strides: chunks would change its output, so an explicit
+    --head-chunk is refused in one line (the default quietly runs such a head whole)."""
+    config = get_config("r2plus1d_tiny")
+    config = dataclasses.replace(config, preprocess=dataclasses.replace(config.preprocess, short_side=32, crop=32))
+    torch.manual_seed(0)
+    model = create_model(config, tau=2.0, split="res3", num_classes=5)
+    export_model(model, tmp_path / "r21d", ExportOptions(formats=("torchscript",), frames=8, size=(32, 40), raw_frames=16))
+    res = _bench(str(tmp_path / "r21d"), "--runtime", "torchscript", "--head-chunk", "4", "--json", str(tmp_path / "r.json"))
+    assert res.exit_code == 2, res.output
+    lines = [line for line in res.output.strip().splitlines() if line.strip()]
+    assert lines[-1].startswith("error: --head-chunk 4: this backbone's head mixes time steps"), res.output
+    assert not (tmp_path / "r.json").exists()

@@ -56,7 +56,7 @@ def test_existing_out_is_refused_without_force(tmp_path: Path) -> None:
     ("args", "fragments"),
     [
         (["-f", "onnx,tflite"], ("unknown format 'tflite'", "onnx, torchscript, aoti, tensorrt")),
-        (["-p", "fp32,int8"], ("unknown precision 'int8'", "fp32, fp16")),
+        (["-p", "fp32,int4"], ("unknown precision 'int4'", "fp32, fp16, int8")),
         (["--parts", "head,neck"], ("unknown or no parts",)),
         (["--size", "32by40"], ("--size must look like 256x312",)),
         (["--backbone", "slow8x9"], ("unknown backbone 'slow8x9'", "did you mean")),

@@ -224,3 +224,23 @@ def test_bad_input_is_one_line_exit_2_and_no_json(setup: dict, tmp_path: Path, c
     for fragment in fragments:
         assert fragment in lines[0], lines[0]
     assert list(out.iterdir()) == []  # no JSON, no temp file
+
+
+def test_a_video_that_cannot_be_classified_is_said_the_others_go_on_and_nothing_is_written(setup: dict,
+                                                                                          tmp_path: Path) -> None:
+    """Many files decode ahead on the prefetcher; the tall one (smaller than the export once resized) fails
+    alone: the videos before and after it are still classified and shown, then exit 2 naming it, no JSON."""
+    tall = write_counter_video(tmp_path / "tall.mp4", 16, (40, 32), 25)
+    videos = [setup["videos"]["long"], tall, setup["videos"]["wide"]]
+    out = tmp_path / "out"
+    out.mkdir()
+    result = runner.invoke(app, ["predict", *map(str, videos), "--export", str(_export(setup, "torchscript")),
+                                 "--runtime", "torchscript", "--workers", "2", "--prefetch", "1",
+                                 "--json", str(out / "p.json")])
+    assert result.exit_code == 2, result.output
+    stdout = " ".join(result.stdout.split())
+    assert stdout.index("long.mp4") < stdout.index("tall.mp4: not classified") < stdout.index("wide.mp4")
+    assert stdout.count("most attended:") == 2  # both other videos were classified and shown
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "1 of 3 videos could not be classified" in lines[0] and "tall.mp4" in lines[0]
+    assert list(out.iterdir()) == []

@@ -119,7 +119,8 @@ def test_existing_folder_is_refused_without_force(tmp_path: Path, sfc_tiny) -> N
 @pytest.mark.parametrize(
     ("options", "match"),
     [
-        (ExportOptions(formats=("torchscript",), precisions=("int8",)), "unknown precision 'int8'"),
+        (ExportOptions(formats=("torchscript",), precisions=("int4",)), "unknown precision 'int4'"),
+        (ExportOptions(formats=("torchscript",), precisions=("int8",)), "int8 is written for the onnx format only"),
         (ExportOptions(formats=("tflite",)), "unknown format 'tflite'"),
         (ExportOptions(formats=("torchscript",), parts=("neck",)), "unknown or no parts"),
     ],

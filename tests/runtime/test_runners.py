@@ -155,7 +155,9 @@ def test_bad_deployment_options_are_refused(sfc_export_ts: Path) -> None:
         load(sfc_export_ts, runtime="torchscript", sfc_variant="custom")
     with pytest.raises(ConfigError, match="unknown SFC graph variant 'fast'"):
         load(sfc_export_ts, runtime="torchscript", sfc_variant="fast")
-    with pytest.raises(ConfigError, match="unknown precision 'int8'"):
+    with pytest.raises(ConfigError, match="unknown precision 'int4'"):
+        load(sfc_export_ts, runtime="torchscript", precision="int4")
+    with pytest.raises(ConfigError, match="int8 is served by the onnxruntime runtime only"):
         load(sfc_export_ts, runtime="torchscript", precision="int8")
     with load(sfc_export_ts, runtime="onnxruntime") as dep:  # no ONNX files in this folder
         with pytest.raises(ArtifactError, match="has no head artifact in onnx/fp32; it has .*torchscript/fp32"):

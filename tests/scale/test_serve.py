@@ -104,8 +104,23 @@ def test_concurrent_clients_get_predicts_answers(server, sfc_export_ts: Path, vi
     assert max(a["batch"] for a in answers) > 1  # four clients at once: requests met in one model call
 
 
-def _post(url: str, body: bytes, content_type: str) -> tuple[int, dict]:
-    request = urllib.request.Request(url + "/predict", data=body, method="POST", headers={"Content-Type": content_type})
+@pytest.mark.parametrize("send", [predict_file, predict_path])
+def test_a_request_for_segments_gets_predicts_segments_answer(server, sfc_export_ts: Path, videos: Path, send) -> None:
+    """``?segments=S&segment_frames=F`` (the export's 8 frames as 2 x 4): predict's answer with the same segments."""
+    name = GOOD[2]  # 90 frames: the segments are spread over the video, not its first 8 sampled frames
+    with from_export(sfc_export_ts, runtime="torchscript") as predictor:
+        expected = predict_video(predictor, videos / name, top=5, segments=(2, 4))
+        whole = predict_video(predictor, videos / name, top=5)
+    answer = send(server.url, videos / name, segments=(2, 4))
+    assert answer["segments"] == [2, 4] and answer["sampled_frames"] == 8
+    assert answer["peak_frames"] == [expected.frame_indices[i] for i in expected.peaks(3)]
+    assert [c["prob"] for c in answer["topk"]] == pytest.approx([c.prob for c in expected.top], abs=1e-5)
+    assert expected.frame_indices != whole.frame_indices  # the segments read other frames than the whole video
+    assert send(server.url, videos / name)["segments"] is None  # no query: the server's default (whole video)
+
+
+def _post(url: str, body: bytes, content_type: str, query: str = "") -> tuple[int, dict]:
+    request = urllib.request.Request(url + "/predict" + (f"?{query}" if query else ""), data=body, method="POST", headers={"Content-Type": content_type})
     try:
         with urllib.request.urlopen(request, timeout=60) as answer:
             return answer.status, json.loads(answer.read())
@@ -139,6 +154,15 @@ def _json(body: bytes):
     pytest.param(lambda url, v: _post(url, b"x", "text/plain"), 415, "content type 'text/plain'", id="wrong-content-type"),
     pytest.param(lambda url, v: _upload(url, "big.mp4", b"\x00" * int(LIMIT_MB * 2**20 + 1)), 413,
                  "--max-upload-mb 0.25", id="over-the-limit"),
+    pytest.param(lambda url, v: _post(url, (v / "v0.mp4").read_bytes(), "video/mp4",
+                                      "segments=3&segment_frames=2"), 400, "gives 6 frames but this export's SFC graph takes exactly 8",
+                 id="segments-off-the-time-axis"),
+    pytest.param(lambda url, v: _post(url, (v / "v0.mp4").read_bytes(), "video/mp4", "segments=2"), 400,
+                 "together", id="segments-alone"),
+    pytest.param(lambda url, v: _post(url, b"x", "video/mp4", "segments=two&segment_frames=4"), 400,
+                 "whole numbers", id="segments-not-a-number"),
+    pytest.param(lambda url, v: _post(url, b"x", "video/mp4", "frames=8"), 400,
+                 "unknown query parameter 'frames'", id="unknown-query"),
 ])
 def test_a_bad_request_gets_a_4xx_and_the_next_one_succeeds(server, videos: Path, send, status, fragment) -> None:
     code, answer = send(server.url, videos)
@@ -237,6 +261,10 @@ def test_cli_errors_are_one_line_before_ray_starts(sfc_export_ts: Path, tmp_path
                                         "--replicas", "64"]), "64 replicas x 1 CPUs need 64 CPUs")
     _one_line_error(runner.invoke(app, ["serve", "--export", str(sfc_export_ts), "--max-upload-mb", "0"]),
                     "--max-upload-mb must be > 0")
+    _one_line_error(runner.invoke(app, ["serve", "--export", str(sfc_export_ts), "--runtime", "torchscript",
+                                        "--segments", "3", "--segment-frames", "2"]), "takes exactly 8 frames")
+    _one_line_error(runner.invoke(app, ["serve", "--export", str(sfc_export_ts), "--segments", "3"]),
+                    "--segments needs --segment-frames")
     _one_line_error(runner.invoke(app, ["serve", "--export", str(sfc_export_ts), "--runtime", "onnxruntime"]),
                     "onnx")  # the TorchScript-only export has no ONNX parts: the manifest says so
 
