@@ -83,6 +83,7 @@ def test_worker_job_refuses_cuda_graphs_off_pytorch_cuda():
         WorkerJob(strategy="sfc", runtime="pytorch", device="cpu", cuda_graphs=True).check()
 
 
+@pytest.mark.slow  # 11 s; the report's contract keys are checked by tests/bench/test_bench_report.py
 @pytest.mark.parametrize("strategy", ["sfc", "dense", "matmul"])
 def test_cpu_worker_keys_are_the_old_ones_plus_device(strategy, tiny_export):
     job = WorkerJob(strategy=strategy, export_dir=str(tiny_export), runtime="pytorch", threads=1, videos=1,
@@ -204,6 +205,7 @@ def test_cuda_graph_logits_equal_eager(tiny_export, strategy):
     dep.close()
 
 
+@pytest.mark.slow  # 9 s; the GPU report is also rendered by benchmarks/gpu/run.sh --dry (tests/bench/test_gpu_script.py)
 def test_gpu_report_renders_from_worker_results(tiny_export, tmp_path):
     """The GPU report path (ratios, tables, plot) on real CPU worker results given GPU memory records
     built from stated byte counts: the arithmetic and renderings, not a GPU measurement."""

@@ -139,6 +139,7 @@ def test_classes_file_and_tau_apply(setup: dict, tmp_path: Path) -> None:
     assert top[0]["name"] in out["stdout"]
 
 
+@pytest.mark.slow  # 16 s (an ONNX export); ONNX Runtime parity is in tests/export and tests/runtime in the default suite
 def test_onnxruntime_export_agrees_with_pytorch(setup: dict, tmp_path: Path) -> None:
     export = _export(setup, "onnx")
     paths = [str(setup["videos"]["long"]), str(setup["videos"]["wide"])]

@@ -175,6 +175,7 @@ def test_eval_cli_writes_the_segments_row(sfc_export_ts: Path, long_videos: list
     assert (tmp_path / "o" / "eval.md").is_file() and (tmp_path / "o" / "eval.png").is_file()
 
 
+@pytest.mark.slow  # 13 s (bench on a file, with its end-to-end phase); the segment input itself is tested above
 def test_bench_cli_times_the_segment_input(sfc_export_ts: Path, long_videos: list[Path], tmp_path: Path) -> None:
     import json
 
