@@ -93,6 +93,7 @@ def test_cpu_worker_keys_are_the_old_ones_plus_device(strategy, tiny_export):
     assert result["device"] == "cpu"
 
 
+@pytest.mark.slow  # 9 s; the CPU side of the GPU batch sweep (benchmarks/gpu/run.sh --dry runs it too)
 def test_cpu_batch_sweep_stacks_videos_and_times_the_fastest(tiny_export):
     """The sweep code the GPU runs, on the CPU: every setting measured, the fastest one timed, videos/s
     counting every video of a pass."""

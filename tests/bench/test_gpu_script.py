@@ -13,9 +13,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[2]
 
 
+@pytest.mark.slow  # 38 s: run it before a GPU session (benchmarks/gpu/README.md), not in every CI run
 def test_dry_run_writes_a_summary_of_passing_steps(tmp_path: Path) -> None:
     env = {**os.environ, "OUT": str(tmp_path / "out"), "PYTHON": sys.executable}
     proc = subprocess.run(["bash", str(REPO / "benchmarks/gpu/run.sh"), "--dry"], cwd=REPO, env=env,

@@ -38,6 +38,7 @@ def tiny_model():
     return model.eval()
 
 
+@pytest.mark.slow  # 8 s; the tpn50 head/tail split is checked in test_tpn.py, ONNX Runtime parity of the parts in tests/export
 def test_tail_exports_to_onnx_and_verifies_on_onnxruntime(tmp_path: Path, sfc_one_thread):
     from sfc_deploy.export.exporter import ExportOptions, export_model
     from sfc_deploy.export.manifest import load_manifest
