@@ -208,11 +208,12 @@ def run_bench(opts: BenchOptions, progress: Progress = lambda kind, data: None) 
     first = exports[opts.taus[0]]
     from sfc_deploy.export.manifest import load_manifest
 
-    # Chunked streaming only where it is exact: a head that mixes time steps (R(2+1)D's) runs whole.
-    head_chunk = opts.head_chunk if load_manifest(first).input.head_streamable else None
-    if opts.head_chunk and head_chunk is None and opts.head_chunk_given:
-        raise ConfigError(f"--head-chunk {opts.head_chunk}: this backbone's head mixes time steps (temporal kernels "
-                          "or strides), so it cannot stream in chunks with the same output; drop --head-chunk")
+    # Chunked streaming only where it is exact: a head that mixes time steps (R(2+1)D's) runs whole,
+    # and an explicit --head-chunk for it is refused.
+    manifest = load_manifest(first)
+    if opts.head_chunk_given:
+        manifest.backbone.check_head_chunk(manifest.split, opts.head_chunk)
+    head_chunk = opts.head_chunk if manifest.input.head_streamable else None
     files = [str(f) for f in opts.video_files]
     common = dict(runtime=opts.runtime, precision=opts.precision, threads=threads, seed=opts.seed, video_files=files,
                   labels=list(opts.labels), segments=list(opts.segments) if opts.segments else None,

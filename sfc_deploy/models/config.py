@@ -129,6 +129,13 @@ class BackboneConfig:
             frames = -(-frames // s)
         return frames
 
+    def check_head_chunk(self, split: str, head_chunk: int | None) -> None:
+        """Refuse streaming the head in chunks where its output would change (a head that mixes time
+        steps: temporal kernels or strides before the split, e.g. R(2+1)D's)."""
+        if head_chunk and self.head_temporal_receptive_field(split) != 1:
+            raise ConfigError(f"--head-chunk {head_chunk}: the head after {split} mixes time steps (temporal kernels "
+                              "or strides), so it cannot stream in chunks with the same output; drop --head-chunk")
+
     def replace(self, **changes: Any) -> "BackboneConfig":
         return dataclasses.replace(self, **changes)
 

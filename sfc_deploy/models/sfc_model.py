@@ -48,10 +48,7 @@ class SFCModel(nn.Module):
         the video's length except for the head feature itself."""
         if chunk is None or chunk >= video.shape[2]:
             return self.backbone.forward_head(video)
-        if self.config.head_temporal_receptive_field(self.split) != 1:
-            raise CheckpointError(  # pragma: no cover - guarded by callers
-                f"the head after {self.split} mixes time steps; chunked streaming would change its output"
-            )
+        self.config.check_head_chunk(self.split, chunk)
         return torch.cat([self.backbone.forward_head(c) for c in video.split(chunk, dim=2)], dim=2)
 
     def tail(self, f: torch.Tensor) -> torch.Tensor:

@@ -160,9 +160,7 @@ class Deployment:
         self.model = model
         self.config: BackboneConfig = manifest.backbone if manifest is not None else model.config
         split = self.split = manifest.split if manifest is not None else model.split
-        streamable = self.config.head_temporal_receptive_field(split) == 1
-        if head_chunk and not streamable:
-            raise ConfigError(f"the head after {split} mixes time steps, so it cannot stream in chunks; drop --head-chunk")
+        self.config.check_head_chunk(split, head_chunk)
         if dense_batch < 1:
             raise ConfigError(f"dense batch size must be >= 1, got {dense_batch}")
         self.head_chunk = head_chunk

@@ -139,5 +139,5 @@ def test_head_chunk_is_refused_for_a_head_that_mixes_time(tmp_path):
     res = _bench(str(tmp_path / "r21d"), "--runtime", "torchscript", "--head-chunk", "4", "--json", str(tmp_path / "r.json"))
     assert res.exit_code == 2, res.output
     lines = [line for line in res.output.strip().splitlines() if line.strip()]
-    assert lines[-1].startswith("error: --head-chunk 4: this backbone's head mixes time steps"), res.output
+    assert lines[-1].startswith("error: --head-chunk 4: the head after res3 mixes time steps"), res.output
     assert not (tmp_path / "r.json").exists()
