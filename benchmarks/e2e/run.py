@@ -47,8 +47,9 @@ REPO = HERE.parent.parent
 FPS, SECONDS, GOP = 30, 10, 250
 SIZES = {"360p": (360, 640), "720p": (720, 1280)}
 FILES_PER_SIZE = 2
-#: prefetch settings compared on SFC at 720p: (kind, decoding workers)
-SETTINGS = (("thread", 1), ("thread", 2), ("process", 1), ("process", 2))
+#: prefetch settings compared on SFC at 720p: (kind, decoding workers, --fast-decode)
+SETTINGS = (("thread", 1, False), ("thread", 2, False), ("process", 1, False), ("process", 2, False),
+            ("thread", 2, True), ("process", 2, True))
 
 
 def _decode_bench():
@@ -88,13 +89,14 @@ def bench_files(files: list[str], videos: int) -> dict:
 
 def compare_prefetch(files: list[str], export: Path, videos: int, threads: int) -> list[dict]:
     rows = []
-    for kind, workers in SETTINGS:
-        print(f"  SFC, prefetch on {workers} {kind}(s)", flush=True)
+    for kind, workers, fast in SETTINGS:
+        print(f"  SFC, prefetch on {workers} {kind}(s){', --fast-decode' if fast else ''}", flush=True)
         job = WorkerJob(strategy="sfc", export_dir=str(export), threads=threads, videos=videos, head_chunk=12,
-                        video_files=files, workers=workers, prefetch=DEFAULT_DEPTH, prefetch_kind=kind)
+                        video_files=files, workers=workers, prefetch=DEFAULT_DEPTH, prefetch_kind=kind, fast_decode=fast)
         r = run_in_fresh_process(job)
         model_vps = len(r["latencies_s"]) / sum(r["latencies_s"])
-        rows.append({"kind": kind, "workers": workers, "prefetch": DEFAULT_DEPTH, "model_only_videos_per_s": model_vps,
+        rows.append({"kind": kind, "workers": workers, "fast_decode": fast, "prefetch": DEFAULT_DEPTH,
+                     "model_only_videos_per_s": model_vps,
                      "e2e_videos_per_s": r["e2e"]["videos_per_s"],
                      "overlap_efficiency": r["e2e"]["videos_per_s"] / model_vps,
                      "overlap_efficiency_best": least_contended(r),
@@ -173,11 +175,15 @@ def to_markdown(doc: dict) -> str:
                           f"({'met' if rep['sfc']['overlap_efficiency'] >= E2E_TARGET else 'NOT met'})"
                           for res, rep in doc["runs"].items()) + "."]
     cmp_rows = doc["prefetch_settings"]
-    lines += ["", f"## Threads or processes (SFC, {doc['compare_size']}, fresh worker per setting, {DEFAULT_DEPTH} ahead)", "",
+    lines += ["", f"## Threads or processes, exact or reference-frame decoding (SFC, {doc['compare_size']}, fresh worker per "
+              f"setting, {DEFAULT_DEPTH} ahead)", "",
+              "`--fast-decode`: reference frames only, each wanted frame the nearest decoded one (its top-1 cost: "
+              "`benchmarks/decode/fast_decode_accuracy.md`).", "",
               "| decoding workers | decode s/video (alone) | decode s/video (overlapped) | e2e videos/s | model-only videos/s | overlap efficiency | least-contended efficiency |",
               "|---|---|---|---|---|---|---|"]
     for r in cmp_rows:
-        lines.append(f"| {_workers(r['workers'], r['kind'])} | {r['decode_s_per_video']:.3f} | "
+        fast = ", --fast-decode" if r.get("fast_decode") else ""
+        lines.append(f"| {_workers(r['workers'], r['kind'])}{fast} | {r['decode_s_per_video']:.3f} | "
                      f"{r['e2e_decode_s_per_video']:.3f} | {r['e2e_videos_per_s']:.3f} | {r['model_only_videos_per_s']:.3f} | "
                      f"{100 * r['overlap_efficiency']:.0f}% | {100 * r['overlap_efficiency_best']:.0f}% |")
     lines += ["", *reading(doc), ""]
@@ -201,7 +207,7 @@ def reading(doc: dict) -> list[str]:
             f"30-crop against {rep['speedup']:.2f}x on the model alone. While a decode ran beside it, the model pass "
             f"itself took {_slowdown(sfc):.2f}x its serial time (dense: {_slowdown(dense):.2f}x), while the decode "
             f"alone took {100 * decode / model:.0f}% of SFC's model time.")
-    rows = doc["prefetch_settings"]
+    rows = [r for r in doc["prefetch_settings"] if not r.get("fast_decode")]
     best = {kind: max((r for r in rows if r["kind"] == kind), key=lambda r: r["e2e_videos_per_s"]) for kind in ("thread", "process")}
     faster = max(best, key=lambda k: best[k]["e2e_videos_per_s"])
     contended = [r for r in rows if r["model_only_videos_per_s"] < 0.8 * doc["runs"][doc["compare_size"]]["sfc"]["videos_per_s"]]
@@ -212,6 +218,13 @@ def reading(doc: dict) -> list[str]:
         + (f" Caution: {', '.join(_workers(r['workers'], r['kind']) for r in contended)} ran under other load (model-only "
            f"rate under 80% of the main table's), so efficiencies there are not comparable (over 100% where the end-to-end "
            "phase happened to be the less contended one)." if contended else ""))
+    for r in (r for r in doc["prefetch_settings"] if r.get("fast_decode")):
+        exact = next(e for e in rows if (e["kind"], e["workers"]) == (r["kind"], r["workers"]))
+        lines.append(
+            f"- `--fast-decode` ({_workers(r['workers'], r['kind'])}): decode alone {exact['decode_s_per_video']:.2f} -> "
+            f"{r['decode_s_per_video']:.2f} s/video, end to end {exact['e2e_videos_per_s']:.3f} -> "
+            f"{r['e2e_videos_per_s']:.3f} videos/s (overlap efficiency {100 * exact['overlap_efficiency']:.0f}% -> "
+            f"{100 * r['overlap_efficiency']:.0f}%).")
     lines.append("- " + CHOICE)
     return lines
 

@@ -137,6 +137,7 @@ def summarize(run: dict, cost: dict, matmul_gflops: float) -> dict:
         "batch_trials_s": run.get("batch_trials_s", {}),
         "frames": run["frames"],
         "segments": run.get("segments"),
+        "fast_decode": run.get("fast_decode", False),
         "head_chunk": run.get("head_chunk"),
         "input": run["input"],
         "latencies_s": lat,
@@ -334,7 +335,8 @@ def e2e_rows(report: dict) -> list[list[str]]:
 
 def e2e_setting(report: dict) -> str:
     e2e = report["sfc"]["e2e"]
-    return f"{e2e['workers']} decoding {e2e['kind']}s, {e2e['prefetch']} videos ahead, {e2e['videos']} timed videos"
+    fast = ", reference frames only (--fast-decode)" if report["sfc"].get("fast_decode") else ""
+    return f"{e2e['workers']} decoding {e2e['kind']}s, {e2e['prefetch']} videos ahead, {e2e['videos']} timed videos{fast}"
 
 
 def e2e_line(report: dict) -> str:

@@ -60,6 +60,7 @@ class BenchOptions:
     trial_passes: int = 3  # timed passes per setting of a batch sweep
     workers: int = DEFAULT_WORKERS  # real files end to end: decoding threads of the prefetcher
     prefetch: int = DEFAULT_DEPTH  # ... and videos decoded ahead of the model
+    fast_decode: bool = False  # ... decoding reference frames only (both strategies alike)
     extra: dict = field(default_factory=dict)
 
     def check(self) -> None:
@@ -85,6 +86,8 @@ class BenchOptions:
                 raise ConfigError(f"--video {f} does not exist; pass existing video files or leave it out for synthetic input")
         if self.labels and len(self.labels) != len(self.video_files):
             raise ConfigError(f"{len(self.labels)} labels for {len(self.video_files)} videos; give one label per video")
+        if self.fast_decode and not self.video_files:
+            raise ConfigError("--fast-decode decodes real videos; add --video FILE (or --labels) or drop it")
         if self.segments is not None:
             if not self.video_files:
                 raise ConfigError("--segments/--segment-frames sample real videos; add --video FILE (or --labels) or drop them")
@@ -217,6 +220,7 @@ def run_bench(opts: BenchOptions, progress: Progress = lambda kind, data: None) 
     files = [str(f) for f in opts.video_files]
     common = dict(runtime=opts.runtime, precision=opts.precision, threads=threads, seed=opts.seed, video_files=files,
                   labels=list(opts.labels), segments=list(opts.segments) if opts.segments else None,
+                  fast_decode=opts.fast_decode,
                   device=opts.device, channels_last=opts.channels_last, cuda_graphs=opts.cuda_graphs,
                   trial_passes=opts.trial_passes, workers=opts.workers, prefetch=opts.prefetch)
 

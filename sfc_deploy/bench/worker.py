@@ -82,6 +82,7 @@ class WorkerJob:
     labels: list[int] = field(default_factory=list)  # class of each video file: top-1 over the timed videos
     memory_only: bool = False  # stop after the first (memory) video
     segments: list[int] | None = None  # SFC on video files: [S, F] segments of F sampled frames (paper section 6)
+    fast_decode: bool = False  # video files: reference frames only, the nearest for each wanted frame
     seed: int = 0
     device: str = "cpu"  # "cpu" or "cuda:N", already resolved (sfc_deploy.common.device.resolve_device)
     sfc_batch: list[int] = field(default_factory=lambda: [1])  # SFC videos per forward pass to try
@@ -233,7 +234,8 @@ class _Inputs:
         """path -> this strategy's input tensor (picklable, so a process pool can run it too)."""
         strategy = "dense" if self.job.strategy == "dense" else "sfc"
         return functools.partial(file_input, strategy=strategy, config=self.dep.config, spec=self.dep.input_spec,
-                                 segments=tuple(self.job.segments) if self.job.segments else None)
+                                 segments=tuple(self.job.segments) if self.job.segments else None,
+                                 reference_only=self.job.fast_decode)
 
     def to_model(self, x):
         """A decoded file's tensor in the model's dtype, on its device (one host-to-device copy)."""
@@ -244,14 +246,16 @@ class _Inputs:
         return x.to(self.dtype)
 
 
-def file_input(path: str, *, strategy: str, config, spec, segments: tuple[int, int] | None = None):
+def file_input(path: str, *, strategy: str, config, spec, segments: tuple[int, int] | None = None,
+               reference_only: bool = False):
     """One file's input for ``strategy`` (dense: its 10x3 crops; sfc: the strided whole video, or S x F
-    segments), by the one video-to-input function: each strategy decodes only the frames it needs."""
-    from sfc_deploy.data.inputs import model_input
+    segments), by the one video-to-input function: each strategy decodes only the frames it needs.
+    ``reference_only``: ``--fast-decode`` (both strategies alike)."""
+    from sfc_deploy.data.inputs import model_input, sfc_input
 
-    if strategy == "sfc" and segments:  # untrimmed videos: S segments of F sampled frames
-        return model_input(path, "segments", config, spec, segments=segments[0], frames_per_segment=segments[1]).tensor
-    return model_input(path, strategy, config, spec).tensor
+    if strategy == "sfc":
+        return sfc_input(path, config, spec, segments=segments, reference_only=reference_only).tensor
+    return model_input(path, strategy, config, spec, reference_only=reference_only).tensor
 
 
 def _settings(job: WorkerJob, per_video: int) -> list[tuple[int, int]]:
@@ -367,6 +371,7 @@ def run_job(job: WorkerJob, emit: Callable[[dict], None] = lambda e: None) -> di
         "input": INPUT_FILES if job.video_files else "synthetic tensors",
         "frames": inputs.frames if job.strategy == "sfc" else inputs.dense.frames,
         "segments": list(job.segments) if job.segments and job.video_files and job.strategy == "sfc" else None,
+        "fast_decode": job.fast_decode,
         "base_rss_mb": base_mb,
         "peak_rss_mb": memory_mb,
         "video_mem_mb": max(memory_mb - base_mb, 0.0),

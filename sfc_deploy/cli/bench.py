@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from sfc_deploy.cli.options import (BackboneOpt, DeviceOpt, FramesOpt, SegmentFramesOpt, SegmentsOpt, SizeOpt, parse_size,
+from sfc_deploy.cli.options import (BackboneOpt, DeviceOpt, FastDecodeOpt, FramesOpt, SegmentFramesOpt, SegmentsOpt, SizeOpt, parse_size,
                                     segments_pair)
 from sfc_deploy.common.outputs import check_output_file
 from sfc_deploy.common.parsing import split_list
@@ -88,6 +88,7 @@ def register(app: typer.Typer) -> None:
         trial_passes: Annotated[int, typer.Option("--trial-passes", min=1, help="Timed passes per setting of a batch sweep.")] = 3,
         workers: Annotated[int, typer.Option("--workers", min=1, help="--video/--labels end to end: decoding threads working ahead of the model.")] = DEFAULT_WORKERS,
         prefetch: Annotated[int, typer.Option("--prefetch", min=1, help="--video/--labels end to end: most videos decoded ahead (the memory bound).")] = DEFAULT_DEPTH,
+        fast_decode: FastDecodeOpt = False,
     ) -> None:
         """Videos/s, latency, peak memory and GMACs of SFC against 30-crop dense sampling, same weights and runtime."""
         from sfc_deploy.bench.suite import BenchOptions
@@ -148,6 +149,7 @@ def register(app: typer.Typer) -> None:
             trial_passes=trial_passes,
             workers=workers,
             prefetch=prefetch,
+            fast_decode=fast_decode,
         )
         opts.check()
         if export_dir is not None:  # a damaged or incomplete export fails here, before the progress bar and the workers

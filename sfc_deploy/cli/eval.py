@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from sfc_deploy.cli.options import (BackboneOpt, CheckpointOpt, DeviceOpt, SegmentFramesOpt, SegmentsOpt, TrustOpt,
+from sfc_deploy.cli.options import (BackboneOpt, CheckpointOpt, DeviceOpt, FastDecodeOpt, SegmentFramesOpt, SegmentsOpt, TrustOpt,
                                     segments_pair)
 from sfc_deploy.cli.train import SkipMissingOpt, ThreadsOpt, progress_bar
 from sfc_deploy.common.device import resolve_device
@@ -45,6 +45,7 @@ def eval_cmd(
     device: DeviceOpt = None,
     workers: Annotated[int, typer.Option("--workers", min=1, help="Decoding threads working ahead of the models.")] = DEFAULT_WORKERS,
     prefetch: Annotated[int, typer.Option("--prefetch", min=1, help="Most videos decoded ahead, every frame of each (the memory bound).")] = DEFAULT_DEPTH,
+    fast_decode: FastDecodeOpt = False,
 ) -> None:
     """Evaluate inference strategies on a labelled dataset; write JSON + Markdown + a speed/accuracy plot."""
     if export is None and runtime != "pytorch":
@@ -73,12 +74,12 @@ def eval_cmd(
         if export is not None:
             result = evaluate_export(videos, export, runtime=runtime, precision=precision, strategies=chosen,
                                      num_clips=num_clips, max_frames=max_frames, segments=seg, progress=report,
-                                     device=where, workers=workers, prefetch=prefetch)
+                                     device=where, workers=workers, prefetch=prefetch, fast_decode=fast_decode)
         else:
             result = evaluate(videos, backbone=backbone, checkpoint=checkpoint, sfc_checkpoints=parse_sfc_entries(sfc or []),
                               taus=taus, strategies=chosen, num_clips=num_clips, max_frames=max_frames, segments=seg,
                               trust_checkpoint=trust_checkpoint, progress=report, device=where, workers=workers,
-                              prefetch=prefetch)
+                              prefetch=prefetch, fast_decode=fast_decode)
     paths = write_report(result, out, name=name)
     for r in result["results"]:
         agree = f"  agrees with dense {r['agreement']:6.1%}" if r.get("agreement") is not None else ""

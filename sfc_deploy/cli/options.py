@@ -20,6 +20,9 @@ CheckpointOpt = Annotated[Path | None, typer.Option("--checkpoint", help="Backbo
 SfcCheckpointOpt = Annotated[Path | None, typer.Option("--sfc-checkpoint", help="Trained SFC weights (sfc-deploy train).")]
 DeviceOpt = Annotated[str, typer.Option("--device", help="Where the model runs: " + DEVICE_HELP)]
 TrustOpt = Annotated[bool, typer.Option("--trust-checkpoint", help="Allow pickled objects in checkpoints you trust.")]
+FastDecodeOpt = Annotated[bool, typer.Option("--fast-decode", help="Decode reference frames only (about half the "
+                          "decoding work on H.264 with B-frames) and take the nearest decoded frame for each wanted one "
+                          "(at most 1-2 frames away); see benchmarks/decode for its top-1 cost.")]
 
 
 def parse_size(value: str) -> tuple[int, int]:

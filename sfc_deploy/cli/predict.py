@@ -22,7 +22,7 @@ from rich.table import Table
 from sfc_deploy.common.atomic import atomic_dir
 from sfc_deploy.common.device import resolve_device
 from sfc_deploy.common.outputs import check_output_dir, check_output_file
-from sfc_deploy.cli.options import (CheckpointOpt, DeviceOpt, SegmentFramesOpt, SegmentsOpt, SfcCheckpointOpt, TrustOpt,
+from sfc_deploy.cli.options import (CheckpointOpt, DeviceOpt, FastDecodeOpt, SegmentFramesOpt, SegmentsOpt, SfcCheckpointOpt, TrustOpt,
                                     segments_pair)
 from sfc_deploy.cli.train import ThreadsOpt
 from sfc_deploy.data.inputs import InputSpec, check_segments
@@ -118,6 +118,7 @@ def predict_cmd(
     device: DeviceOpt = None,
     workers: Annotated[int, typer.Option("--workers", min=1, help="Decoding threads working ahead of the model.")] = DEFAULT_WORKERS,
     prefetch: Annotated[int, typer.Option("--prefetch", min=1, help="Most videos decoded ahead (the memory bound).")] = DEFAULT_DEPTH,
+    fast_decode: FastDecodeOpt = False,
 ) -> None:
     """Classify whole videos with SFC in one pass; show the top classes and where SFC looked.
 
@@ -161,7 +162,8 @@ def predict_cmd(
         predictions, explained, failed = [], [], []
 
         def decode(item: tuple[Path, VideoInfo]):
-            return sample_for(predictor, item[0], info=item[1], max_frames=max_frames, segments=seg)
+            return sample_for(predictor, item[0], info=item[1], max_frames=max_frames, segments=seg,
+                              reference_only=fast_decode)
 
         # the next videos decode on --workers threads while the model serves this one
         stream = outputs.enter_context(Prefetcher(decode, list(zip(videos, infos)), depth=prefetch, workers=workers,

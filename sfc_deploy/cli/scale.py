@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from sfc_deploy.cli.options import SegmentFramesOpt, SegmentsOpt, segments_pair
+from sfc_deploy.cli.options import FastDecodeOpt, SegmentFramesOpt, SegmentsOpt, segments_pair
 from sfc_deploy.cli.train import progress_bar
 from sfc_deploy.common.outputs import check_output_file
 from sfc_deploy.errors import ConfigError
@@ -31,6 +31,7 @@ def classify_cmd(
     max_frames: Annotated[int | None, typer.Option("--max-frames", min=1, help="Most sampled frames per video (longer: segments).")] = None,
     segments: SegmentsOpt = None,
     segment_frames: SegmentFramesOpt = None,
+    fast_decode: FastDecodeOpt = False,
 ) -> None:
     """Classify every video of INPUT with SFC; bad videos become rows with their error, the job carries on.
 
@@ -56,7 +57,7 @@ def classify_cmd(
     paths = resolve_inputs(source)
     options = ClassifyOptions(runtime=runtime, precision=precision, threads=threads, workers=workers,
                               prefetch=prefetch, top=top, max_frames=max_frames, jsonl=jsonl,
-                              segments=seg)
+                              segments=seg, fast_decode=fast_decode)
     ray = RayOptions(address=address, workers=workers, cpus_per_worker=cpus_per_worker, gpus_per_worker=gpus_per_worker)
     if engine == "ray":
         from sfc_deploy.scale.ray_engine import import_ray

@@ -14,7 +14,7 @@ from typing import Annotated
 
 import typer
 
-from sfc_deploy.cli.options import SegmentFramesOpt, SegmentsOpt, segments_pair
+from sfc_deploy.cli.options import FastDecodeOpt, SegmentFramesOpt, SegmentsOpt, segments_pair
 
 
 def _wait_for_a_signal() -> str:
@@ -54,6 +54,7 @@ def serve_cmd(
     max_frames: Annotated[int | None, typer.Option("--max-frames", min=1, help="Most sampled frames per video (longer: segments).")] = None,
     segments: SegmentsOpt = None,
     segment_frames: SegmentFramesOpt = None,
+    fast_decode: FastDecodeOpt = False,
     address: Annotated[str | None, typer.Option("--address", help="An existing Ray cluster (default: start a local Ray with this machine's CPUs).")] = None,
 ) -> None:
     """Serve an export over HTTP until Ctrl-C or SIGTERM: POST /predict (a video upload, multipart field
@@ -69,7 +70,7 @@ def serve_cmd(
                            cpus_per_replica=cpus_per_replica, gpus_per_replica=gpus_per_replica,
                            max_upload_mb=max_upload_mb, max_batch_size=max_batch_size, batch_wait_ms=batch_wait_ms,
                            max_ongoing=max_ongoing, top=top, max_frames=max_frames,
-                           segments=segments_pair(segments, segment_frames))
+                           segments=segments_pair(segments, segment_frames), fast_decode=fast_decode)
 
     def starting(message: str) -> None:
         # called once the checks passed and ray.serve is imported (which sets its logger to INFO):

@@ -64,6 +64,7 @@ def model_input(
     *,
     info: VideoInfo | None = None,
     max_frames: int | None = None,
+    reference_only: bool = False,
     **opts: Any,
 ) -> ModelInput:
     """The input ``strategy`` feeds a model of ``config`` taking ``spec``, from a file or a tensor.
@@ -75,6 +76,8 @@ def model_input(
         spec: the model's fixed dims (from ``Deployment.input_spec``).
         info: a previous probe of ``source``.
         max_frames: SFC only: most sampled frames (a longer video becomes segments); None: all.
+        reference_only: a file decodes its reference frames only (``--fast-decode``; see
+            :func:`~sfc_deploy.data.video.read_frames`); a tensor is already decoded.
         **opts: the strategy's other options (``num_clips`` for uniform/dense...).
 
     Raises:
@@ -97,12 +100,37 @@ def model_input(
     if isinstance(source, torch.Tensor):
         sampled = sample_tensor(source, strategy, config, **opts)
     else:
-        sampled = sample_video(source, strategy, config, info=info, **opts)
+        sampled = sample_video(source, strategy, config, info=info, reference_only=reference_only, **opts)
     if strategy not in ("sfc", "segments"):
         return ModelInput(sampled)
     if spec.frames is not None and sampled.tensor.shape[2] != spec.frames:  # pragma: no cover
         raise ConfigError(f"{where}: sampled {sampled.tensor.shape[2]} frames but the export takes {spec.frames}")
     return fit_size(sampled, spec.size, where=where)
+
+
+def sfc_input(
+    path: str | Path,
+    config: BackboneConfig,
+    spec: InputSpec = InputSpec(),
+    *,
+    info: VideoInfo | None = None,
+    max_frames: int | None = None,
+    segments: tuple[int, int] | None = None,
+    reference_only: bool = False,
+) -> ModelInput:
+    """SFC's input from a file as predict, classify, serve and bench read it: the whole video, or with
+    ``segments`` (S, F) S uniformly spaced segments of F consecutive sampled frames (paper section 6).
+
+    Raises:
+        ConfigError: ``max_frames`` with ``segments``; S*F against a fixed time axis.
+        VideoError: as :func:`model_input`.
+    """
+    if segments is None:
+        return model_input(path, "sfc", config, spec, info=info, max_frames=max_frames, reference_only=reference_only)
+    if max_frames is not None:
+        raise ConfigError("--max-frames applies to whole-video input; drop it with --segments/--segment-frames")
+    return model_input(path, "segments", config, spec, info=info, reference_only=reference_only,
+                       segments=segments[0], frames_per_segment=segments[1])
 
 
 def check_segments(spec: InputSpec, segments: int, frames_per_segment: int) -> None:

@@ -255,6 +255,7 @@ def sample_video(
     *,
     info: VideoInfo | None = None,
     stats: DecodeStats | None = None,
+    reference_only: bool = False,
     **opts: object,
 ) -> SampledVideo:
     """Decode and preprocess a video file the way ``strategy`` feeds the model of ``config``.
@@ -268,6 +269,8 @@ def sample_video(
         config: the backbone config (or its registry name): frames, stride and preprocessing.
         info: a previous :func:`probe_video` result.
         stats: receives decoding counts.
+        reference_only: decode reference frames only, each wanted frame the nearest decoded one
+            (``--fast-decode``; see :func:`~sfc_deploy.data.video.read_frames`).
         **opts: the strategy's options (e.g. ``num_clips=5`` for uniform, ``max_frames`` for sfc).
 
     Raises:
@@ -279,7 +282,8 @@ def sample_video(
     height, width = output_size(info.height, info.width, config.preprocess.short_side)
     rows = sampler.make_plan(info.num_frames, height, width, config, **opts)
     unique = sorted({i for row in rows for i in row.frames})
-    frames = preprocess_frames(read_frames(path, unique, info=info, stats=stats), config.preprocess)
+    frames = preprocess_frames(read_frames(path, unique, info=info, stats=stats, reference_only=reference_only),
+                               config.preprocess)
     order = {i: j for j, i in enumerate(unique)}
     return _assemble(frames, order, rows, config.preprocess.crop, strategy, info.num_frames)
 

@@ -176,6 +176,7 @@ def read_frames(
     *,
     info: VideoInfo | None = None,
     stats: DecodeStats | None = None,
+    reference_only: bool = False,
 ) -> torch.Tensor:
     """Decode the listed frames as raw RGB.
 
@@ -185,6 +186,11 @@ def read_frames(
             clips repeat its last frame).
         info: the result of :func:`probe_video` when the caller already has it (saves a demux pass).
         stats: if given, receives the number of frames decoded and seeks made.
+        reference_only: the fast mode (``--fast-decode``): the decoder skips non-reference frames
+            (FFmpeg ``skip_frame=NONREF``: about half of an H.264 stream with B-frames) and each
+            wanted frame is the nearest decoded one (the earlier on a tie), so a returned frame may
+            be up to a B-frame run away from the wanted index (1-2 frames with x264's defaults).
+            Files without per-frame timestamps are decoded exactly, as without it.
 
     Returns:
         uint8 (3, len(indices), H, W), frames in the order of ``indices``.
@@ -205,8 +211,9 @@ def read_frames(
         )
     stats = stats if stats is not None else DecodeStats()
     try:
-        decoded, reached = _decode(path, wanted, info, stats, allow_seek=info.frame_pts is not None)
-    except _SeekMiss:
+        decoded, reached = _decode(path, wanted, info, stats, allow_seek=info.frame_pts is not None,
+                                   reference_only=reference_only and info.frame_pts is not None)
+    except _SeekMiss:  # frames are then counted in decoding order, which needs every frame decoded
         decoded, reached = _decode(path, wanted, info, stats, allow_seek=False)
     missing = [i for i in wanted if i not in decoded]
     if missing:
@@ -218,19 +225,46 @@ def read_frames(
     return torch.from_numpy(stacked).permute(3, 0, 1, 2).contiguous()
 
 
+#: Reference-only decoding: the most frames a wanted frame past the last decoded one may be from it
+#: (a trailing run of skipped B-frames); farther, the frames are missing (a truncated file).
+MAX_REFERENCE_GAP = 16
+
+
 def _decode(
-    path: Path, wanted: list[int], info: VideoInfo, stats: DecodeStats, *, allow_seek: bool
+    path: Path, wanted: list[int], info: VideoInfo, stats: DecodeStats, *, allow_seek: bool,
+    reference_only: bool = False,
 ) -> tuple[dict[int, np.ndarray], int]:
     """Decode ``wanted`` (ascending, unique) into RGB arrays by frame index; also one past the last index seen.
 
     With ``allow_seek`` frames are identified by their timestamps (the only way after a seek);
     without it they are counted from the start, which trusts nothing but the decoder's order.
+    ``reference_only`` (needs timestamps) skips non-reference frames and gives each wanted index the
+    nearest decoded frame.
     """
     container = _open(path)
     out: dict[int, np.ndarray] = {}
     reached = 0
     need = set(wanted)
     pending = deque(wanted)  # still needed, ascending; pending[0] is the next target
+    last: tuple[int, av.VideoFrame] | None = None  # reference_only: the previous decoded frame
+    rgb: dict[int, np.ndarray] = {}  # reference_only: conversions of the previous and current frame
+
+    def convert(index: int, frame: av.VideoFrame) -> np.ndarray:
+        if index not in rgb:  # each decoded frame is converted once, however many wanted indices it serves
+            for stale in [k for k in rgb if last is None or k != last[0]]:
+                del rgb[stale]
+            rgb[index] = frame.to_ndarray(format="rgb24")
+        return rgb[index]
+
+    def nearest(index: int, frame: av.VideoFrame) -> None:
+        """Give every pending index up to ``index`` the nearer of the previous decoded frame and this one."""
+        while pending and pending[0] <= index:
+            target = pending.popleft()
+            if last is not None and target - last[0] <= index - target:
+                out[target] = convert(*last)
+            else:
+                out[target] = convert(index, frame)
+            need.discard(target)
 
     def key_before(index: int) -> int:
         return info.keyframes[bisect.bisect_right(info.keyframes, index) - 1]
@@ -238,6 +272,8 @@ def _decode(
     try:
         stream = _video_stream(container, path)
         stream.thread_type = "AUTO"
+        if reference_only:
+            stream.codec_context.skip_frame = "NONREF"
         pts_index = {p: i for i, p in enumerate(info.frame_pts)} if allow_seek and info.frame_pts else None
         position = 0  # index of the next frame an in-order decode would produce
         while pending:
@@ -264,7 +300,10 @@ def _decode(
                     first = False
                     counter = index + 1
                     reached = max(reached, counter)
-                    if index in need:
+                    if reference_only:
+                        nearest(index, frame)
+                        last = (index, frame)
+                    elif index in need:
                         out[index] = frame.to_ndarray(format="rgb24")
                         need.discard(index)
                         while pending and pending[0] not in need:
@@ -278,6 +317,8 @@ def _decode(
                 break  # damaged data: the caller reports the frames that are missing
             if not jumped:
                 break  # the stream ended
+        while reference_only and last is not None and pending and pending[0] - last[0] <= MAX_REFERENCE_GAP:
+            out[pending.popleft()] = convert(*last)  # a trailing run of skipped frames: the last decoded one
     finally:
         container.close()
     return out, reached

@@ -149,6 +149,7 @@ def evaluate(
     device: str | None = None,
     workers: int = DEFAULT_WORKERS,
     prefetch: int = DEFAULT_DEPTH,
+    fast_decode: bool = False,
 ) -> dict[str, Any]:
     """Evaluate on PyTorch; returns the report (see :func:`sfc_deploy.eval.report.write_report`).
 
@@ -189,10 +190,11 @@ def evaluate(
                 dep = Deployment.from_model(model, device=device)
                 methods.extend((m, dep, model) for m in _sfc_methods(strategies, name, tau, segments))
     tallies = _run(videos, methods, num_clips=num_clips, max_frames=max_frames, segments=segments, progress=progress,
-                   workers=workers, prefetch=prefetch)
+                   workers=workers, prefetch=prefetch, fast_decode=fast_decode)
     return {
         "runtime": "pytorch",
         "precision": "fp32",
+        "fast_decode": fast_decode,
         "device": clip_dep.device or "cpu",
         "environment": environment(device=clip_dep.device or "cpu"),
         "backbone": {"name": config.name, "checkpoint": str(checkpoint) if checkpoint else None,
@@ -215,6 +217,7 @@ def evaluate_export(
     device: str | None = None,
     workers: int = DEFAULT_WORKERS,
     prefetch: int = DEFAULT_DEPTH,
+    fast_decode: bool = False,
 ) -> dict[str, Any]:
     """The same evaluation on exported artifacts: what a deployment would score, not what PyTorch would.
 
@@ -235,9 +238,10 @@ def evaluate_export(
         methods = [(m, dep, reference) for m in _clip_methods(strategies, num_clips)]
         methods.extend((m, dep, reference) for m in _sfc_methods(strategies, "export", manifest.tau, segments))
         tallies = _run(videos, methods, num_clips=num_clips, max_frames=max_frames, segments=segments, progress=progress,
-                       workers=workers, prefetch=prefetch)
+                       workers=workers, prefetch=prefetch, fast_decode=fast_decode)
     return {
         "runtime": runtime,
+        "fast_decode": fast_decode,
         "precision": precision,
         "device": dep.device,  # None: the runtime's default
         "export": str(export_dir),
@@ -259,10 +263,11 @@ def classify(dep: Deployment, x: torch.Tensor, strategy: str) -> torch.Tensor:
 
 def _run(videos: VideoList, methods: list[tuple[Method, Deployment, SFCModel]], *, num_clips: int,
          max_frames: int | None, progress: Progress | None,
-         segments: tuple[int, int] = SEGMENTS, workers: int = DEFAULT_WORKERS, prefetch: int = DEFAULT_DEPTH) -> list[_Tally]:
+         segments: tuple[int, int] = SEGMENTS, workers: int = DEFAULT_WORKERS, prefetch: int = DEFAULT_DEPTH,
+         fast_decode: bool = False) -> list[_Tally]:
     """The evaluation loop: decode each video once, feed every method its input, tally top-5 and cost."""
     tallies = [_Tally(m) for m, _, _ in methods]
-    store = FrameStore(videos, preload=False)
+    store = FrameStore(videos, preload=False, reference_only=fast_decode)
     options = {"single": {}, "uniform": {"num_clips": num_clips}, "dense": {"num_clips": num_clips}, "sfc": {"max_frames": max_frames},
                "segments": {"segments": segments[0], "frames_per_segment": segments[1]}}
     clip_costs: dict[tuple[int, str], float] = {}

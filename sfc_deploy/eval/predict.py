@@ -28,7 +28,7 @@ from typing import Any
 import torch
 
 from sfc_deploy.data.datasets import read_class_names
-from sfc_deploy.data.inputs import InputSpec, model_input
+from sfc_deploy.data.inputs import InputSpec, sfc_input
 from sfc_deploy.data.samplers import SampledVideo
 from sfc_deploy.data.video import VideoInfo, probe_video
 from sfc_deploy.errors import ConfigError
@@ -250,24 +250,19 @@ def resolve_class_names(predictor: Predictor, classes_file: str | Path | None = 
 
 def sample_for(predictor: Predictor, path: str | Path, *, info: VideoInfo | None = None,
                max_frames: int | None = None, segments: tuple[int, int] | None = None,
-               ) -> tuple[SampledVideo, tuple[int, int] | None]:
+               reference_only: bool = False) -> tuple[SampledVideo, tuple[int, int] | None]:
     """SFC's input for ``path`` as ``predictor`` takes it, and the centre crop taken to fit it (or None).
 
     ``segments`` (S, F): the paper's section 6 input instead of the whole video, S uniformly spaced
-    segments of F consecutive sampled frames, concatenated (S*F frames).
+    segments of F consecutive sampled frames, concatenated (S*F frames). ``reference_only``: the
+    fast decode mode (``--fast-decode``, :func:`~sfc_deploy.data.video.read_frames`).
 
     Raises:
         VideoError: missing, corrupt or empty video; frames smaller than a fixed-size export.
         ConfigError: ``max_frames`` against a fixed time axis or with ``segments``; S*F against it.
     """
-    spec = InputSpec(predictor.frames, predictor.size)
-    if segments is not None:
-        if max_frames is not None:
-            raise ConfigError("--max-frames applies to whole-video input; drop it with --segments/--segment-frames")
-        fitted = model_input(path, "segments", predictor.config, spec, info=info,
-                             segments=segments[0], frames_per_segment=segments[1])
-        return fitted.sampled, fitted.crop
-    fitted = model_input(path, "sfc", predictor.config, spec, info=info, max_frames=max_frames)
+    fitted = sfc_input(path, predictor.config, InputSpec(predictor.frames, predictor.size), info=info,
+                       max_frames=max_frames, segments=segments, reference_only=reference_only)
     return fitted.sampled, fitted.crop
 
 

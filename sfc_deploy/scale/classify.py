@@ -159,7 +159,7 @@ def _run(dep: Deployment, todo: list[str], names: tuple[str, ...], options: Clas
     spec = dep.input_spec  # read once: the decoding threads only read plain data
 
     def decode_one(path: str):
-        return decode(path, dep.config, spec, options.max_frames, options.segments)
+        return decode(path, dep.config, spec, options.max_frames, options.segments, reference_only=options.fast_decode)
 
     with Prefetcher(decode_one, todo, depth=options.prefetch, workers=options.workers, name="sfc-decode") as stream:
         for got in stream:

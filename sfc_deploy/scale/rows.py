@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from sfc_deploy.common.text import one_line
-from sfc_deploy.data.inputs import InputSpec, ModelInput, check_segments, model_input
+from sfc_deploy.data.inputs import InputSpec, ModelInput, check_segments, sfc_input
 from sfc_deploy.data.prefetch import Prefetched
 from sfc_deploy.data.video import probe_video
 from sfc_deploy.errors import ConfigError, SfcError
@@ -42,6 +42,7 @@ class ClassifyOptions:
         segments: (S, F): S uniformly spaced segments of F consecutive sampled frames per video
             (paper section 6, untrimmed videos) instead of the whole video; None: the whole video.
         jsonl: also write the rows as JSON lines to this file.
+        fast_decode: decode reference frames only (``--fast-decode``).
     """
 
     runtime: str = "onnxruntime"
@@ -54,6 +55,7 @@ class ClassifyOptions:
     max_frames: int | None = None
     jsonl: Path | None = None
     segments: tuple[int, int] | None = None
+    fast_decode: bool = False
 
     def check(self) -> None:
         for name in ("workers", "prefetch", "top", "peaks"):
@@ -109,14 +111,11 @@ def class_names(dep: Deployment) -> tuple[str, ...]:
 
 
 def decode(path: str, config, spec: InputSpec, max_frames: int | None,
-           segments: tuple[int, int] | None = None) -> tuple[ModelInput, Any, float]:
+           segments: tuple[int, int] | None = None, *, reference_only: bool = False) -> tuple[ModelInput, Any, float]:
     t0 = time.perf_counter()
     info = probe_video(path)
-    if segments is not None:
-        fitted = model_input(path, "segments", config, spec, info=info, max_frames=max_frames,
-                             segments=segments[0], frames_per_segment=segments[1])
-    else:
-        fitted = model_input(path, "sfc", config, spec, info=info, max_frames=max_frames)
+    fitted = sfc_input(path, config, spec, info=info, max_frames=max_frames, segments=segments,
+                       reference_only=reference_only)
     return fitted, info, time.perf_counter() - t0
 
 
@@ -126,7 +125,7 @@ def classify_one(path: str, dep: Deployment, names: tuple[str, ...], options: Cl
     future: Future = Future()
     try:
         future.set_result(decode(path, dep.config, spec or dep.input_spec, options.max_frames,
-                                 options.segments))
+                                 options.segments, reference_only=options.fast_decode))
     except Exception as exc:  # noqa: BLE001 - becomes the row's error
         future.set_exception(exc)
     return make_row(path, future, dep, names, options)

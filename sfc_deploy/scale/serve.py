@@ -89,6 +89,7 @@ class ServeOptions:
         segments: (S, F): every video as S uniformly spaced segments of F consecutive sampled
             frames (paper section 6, untrimmed videos) unless a request asks otherwise; None: the
             whole video. A request picks its own with ``?segments=S&segment_frames=F``.
+        fast_decode: decode reference frames only (``--fast-decode``).
     """
 
     runtime: str = "onnxruntime"
@@ -105,6 +106,7 @@ class ServeOptions:
     peaks: int = 3
     max_frames: int | None = None
     segments: tuple[int, int] | None = None
+    fast_decode: bool = False
 
     def __post_init__(self) -> None:
         if self.segments is not None:  # a list after the JSON round trip to the replicas
@@ -261,7 +263,8 @@ class SFCService:
 
     def _decode(self, path: str, segments: tuple[int, int] | None) -> Decoded:
         max_frames = None if segments else self.options.max_frames  # segments replace whole-video input
-        return Decoded(*decode(path, self.dep.config, self.spec, max_frames, segments))  # classify's decoding
+        return Decoded(*decode(path, self.dep.config, self.spec, max_frames, segments,  # classify's decoding
+                               reference_only=self.options.fast_decode))
 
     def _decode_path(self, path: str, segments: tuple[int, int] | None) -> tuple[str, Decoded]:
         if not os.path.isabs(path):

@@ -35,14 +35,16 @@ class FrameStore:
     fit in memory (each request then decodes only the frames it needs).
     """
 
-    def __init__(self, videos: VideoList, *, preload: bool = True, progress: Progress | None = None) -> None:
+    def __init__(self, videos: VideoList, *, preload: bool = True, progress: Progress | None = None,
+                 reference_only: bool = False) -> None:
         self.videos = videos
+        self.reference_only = reference_only  # the fast decode mode of read_frames
         self.infos = [probe_video(path) for path, _ in videos]
         self._frames: list[torch.Tensor] | None = None
         if preload:
             self._frames = []
             for i, ((path, _), info) in enumerate(zip(videos, self.infos)):
-                self._frames.append(read_frames(path, range(info.num_frames), info=info))
+                self._frames.append(read_frames(path, range(info.num_frames), info=info, reference_only=reference_only))
                 if progress is not None:
                     progress("decode", i + 1, len(videos))
 
@@ -62,7 +64,7 @@ class FrameStore:
         """uint8 (3, len(indices), H, W)."""
         if self._frames is not None:
             return self._frames[i].index_select(1, torch.as_tensor(list(indices), dtype=torch.long))
-        return read_frames(self.videos[i][0], list(indices), info=self.infos[i])
+        return read_frames(self.videos[i][0], list(indices), info=self.infos[i], reference_only=self.reference_only)
 
     def all_frames(self, i: int) -> torch.Tensor:
         return self._frames[i] if self._frames is not None else self.frames(i, range(self.num_frames(i)))

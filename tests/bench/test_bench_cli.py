@@ -38,6 +38,7 @@ def _bench(*args: str):
         (["--lengths", "288,-1"], "--lengths must be positive"),
         (["--video", "/no/such/file.mp4"], "/no/such/file.mp4 does not exist"),
         (["--size", "256by312"], "--size must look like 256x312"),
+        (["--fast-decode"], "--fast-decode decodes real videos; add --video FILE"),
     ],
 )
 def test_bad_options_fail_in_one_line(args, message, tmp_path):
@@ -95,7 +96,7 @@ def test_labelled_videos_are_decoded_timed_and_scored(constant_export, make_vide
     out, png, md = tmp_path / "r.json", tmp_path / "r.png", tmp_path / "r.md"
     res = _bench(str(constant_export), "--runtime", "torchscript", "--threads", "1", "--batch-size", "30",
                  "--labels", str(tmp_path / "list.csv"), "--json", str(out), "--plot", str(png), "--markdown", str(md),
-                 "--workers", "1", "--prefetch", "2")
+                 "--workers", "1", "--prefetch", "2", "--fast-decode")
     assert res.exit_code == 0, res.output
     tail = res.output.strip().splitlines()
     assert any("SFC vs dense" in line for line in tail[-3:])  # the table and its ratios come last
@@ -105,6 +106,7 @@ def test_labelled_videos_are_decoded_timed_and_scored(constant_export, make_vide
     assert report["dense"]["batch_size"] == 30 and report["dense"]["batch_trials_s"] == {}
     assert report["speedup"] == pytest.approx(report["sfc"]["videos_per_s"] / report["dense"]["videos_per_s"])
     assert report["input"]["source"] == INPUT_FILES
+    assert report["sfc"]["fast_decode"] is True and report["dense"]["fast_decode"] is True
     for strategy in ("sfc", "dense"):
         assert len(report[strategy]["latencies_s"]) == 3  # every listed video timed once
         assert report[strategy]["top1"] == pytest.approx(100.0 * 2 / 3)  # a percentage, not a fraction

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 
+import av
 import numpy as np
 import pytest
 import torch
 
-from sfc_deploy.data.synth import read_counter
+from sfc_deploy.data.synth import counter_frames, read_counter
 from sfc_deploy.data.video import (
     DecodeStats,
     load_video,
@@ -171,3 +172,56 @@ def test_wrong_timestamps_fall_back_to_decoding_in_order(make_video):
     info = probe_video(path)
     shifted = dataclasses.replace(info, frame_pts=tuple(p + 1 for p in info.frame_pts))  # a seek cannot be trusted
     assert read_counter(read_frames(path, [45, 2, 58], info=shifted)) == [45, 2, 58]
+
+
+def _nearest(decoded: list[int], wanted: int) -> int:
+    """The decoded index nearest ``wanted``, the earlier on a tie."""
+    return min(decoded, key=lambda d: (abs(d - wanted), d))
+
+
+def _b_frame_counter_video(path, frames: int, gop: int):
+    """A counter video with two non-reference B-frames between references (the counter's jumps in brightness
+    would make x264 cut scenes at every frame, so scene cuts are off and the B-frames forced)."""
+    with av.open(str(path), mode="w") as container:
+        stream = container.add_stream("libx264", rate=25)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        stream.codec_context.gop_size = gop
+        stream.codec_context.thread_count = 1
+        stream.options = {"crf": "17", "preset": "veryfast", "x264-params": "mbtree=0:bframes=2:b-adapt=0:b-pyramid=none:scenecut=0"}
+        for frame in counter_frames(frames, (48, 64)):
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")))
+        container.mux(stream.encode())
+    return path
+
+
+def test_reference_only_decodes_the_references_and_takes_the_nearest_frame(tmp_path):
+    path = _b_frame_counter_video(tmp_path / "b.mp4", 120, gop=60)
+    info = probe_video(path)
+    full, fast = DecodeStats(), DecodeStats()
+    assert read_counter(read_frames(path, range(120), info=info, stats=full)) == list(range(120))
+    every = read_counter(read_frames(path, range(120), info=info, stats=fast, reference_only=True))
+    decoded = sorted(set(every))
+    assert full.decoded == 120 and fast.decoded == len(decoded) < 0.45 * 120  # skipped frames are never produced
+    assert 0 in decoded and 60 in decoded  # the keyframes
+    assert every == [_nearest(decoded, w) for w in range(120)]
+    assert max(abs(got - w) for w, got in enumerate(every)) == 1
+    wanted = [100, 3, 3, 57, 119, 8]  # any order, repeats; sparse reads seek as in the exact mode
+    stats = DecodeStats()
+    assert read_counter(read_frames(path, wanted, info=info, stats=stats, reference_only=True)) == [
+        _nearest(decoded, w) for w in wanted]
+    assert stats.seeks == 1
+
+
+def test_reference_only_without_timestamps_decodes_exactly(make_video):
+    path = make_video(frames=30)
+    bare = dataclasses.replace(probe_video(path), frame_pts=None)  # frames could not be identified when skipped
+    stats = DecodeStats()
+    assert read_counter(read_frames(path, [1, 7, 29], info=bare, stats=stats, reference_only=True)) == [1, 7, 29]
+    assert stats.decoded == 30
+
+
+def test_reference_only_still_reports_a_truncated_file(make_video):
+    path = make_video(frames=20)
+    stale = dataclasses.replace(probe_video(path), num_frames=60)  # the last 40 listed frames never decode
+    with pytest.raises(VideoError, match="too few frames: frame 59 requested"):
+        read_frames(path, [1, 59], info=stale, reference_only=True)

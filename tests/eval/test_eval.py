@@ -108,6 +108,21 @@ def test_predictions_match_the_models_run_directly(report, tiny_trained, sfc_ckp
             assert int(sfc.argmax()) == report["predictions"]["sfc:topk@tau=2"][i]
 
 
+def test_fast_decode_feeds_every_method_the_nearest_reference_frames(tiny_trained, sfc_ckpt):
+    videos = read_csv_list(tiny_trained["test"])
+    fast = evaluate(videos, backbone="slow8x8_tiny", checkpoint=tiny_trained["backbone"], sfc_checkpoints={"topk": sfc_ckpt},
+                    strategies=("dense", "sfc"), num_clips=2, fast_decode=True)
+    assert fast["fast_decode"] is True
+    backbone = create_backbone("slow8x8_tiny", checkpoint=tiny_trained["backbone"])
+    model = create_model("slow8x8_tiny", checkpoint=tiny_trained["backbone"], sfc_checkpoint=sfc_ckpt)
+    with torch.no_grad():  # eval decodes each video whole and samples it; sampling a file decodes only what it needs
+        for i, (path, _) in enumerate(videos):
+            dense = backbone(sample_video(path, "dense", backbone.config, num_clips=2, reference_only=True).tensor).mean(0)
+            assert int(dense.argmax()) == fast["predictions"]["dense-6"][i]
+            sfc = model(sample_video(path, "sfc", model.config, reference_only=True).tensor)[0]
+            assert int(sfc.argmax()) == fast["predictions"]["sfc:topk@tau=2"][i]
+
+
 def test_write_report_writes_json_markdown_and_png(report, tmp_path):
     paths = write_report(report, tmp_path, name="r")
     assert json.loads(paths["json"].read_text())["results"] == report["results"]
