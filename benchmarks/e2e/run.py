@@ -41,6 +41,7 @@ from sfc_deploy.bench.worker import WorkerJob, run_in_fresh_process
 from sfc_deploy.common.atomic import atomic_write_text
 from sfc_deploy.data.prefetch import DEFAULT_DEPTH, DEFAULT_WORKERS
 from sfc_deploy.data.video import probe_video, write_video
+from sfc_deploy.models.parts import SFC_PIECES
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
@@ -146,7 +147,10 @@ def to_markdown(doc: dict) -> str:
         "",
         f"**Model:** slow8x8 at the paper's settings (export for 288 raw frames, 256x312, tau 2, split res3; random "
         f"weights), ONNX Runtime {first['precision']} on {first['threads']} threads, SFC head streamed in chunks of 12 "
-        "frames. **Files:** per size, 2 files of 10 s at 30 fps (300 frames), H.264 (libx264 crf 17 veryfast, yuv420p, "
+        + ("frames, SFC streamed with it (the export's SFC pieces). " if doc.get("sfc_streamed") else
+           "frames, SFC on the whole-video graph (the cached export predates SFC's streaming pieces"
+           + (")" if "sfc_streamed" in doc else "; not recorded in this run)") + ". ")
+        + "**Files:** per size, 2 files of 10 s at 30 fps (300 frames), H.264 (libx264 crf 17 veryfast, yuv420p, "
         f"GOP {GOP}) written by `write_video`, a panning textured scene with moving objects and noise (the renderer of "
         "`benchmarks/decode`). SFC reads every 8th frame of the whole video (38 frames, short side 256, centre crop "
         "256x312); dense reads the (up to) 80 frames of its 10 clips (30 crops of 8x256x256). Same decoder (PyAV, "
@@ -268,7 +272,8 @@ def main() -> int:
     doc = {"schema": "sfc-deploy-e2e/1", "runs": runs, "prefetch_settings": settings, "compare_size": compare_size,
            "files": {res: [{"path": Path(p).name, "bytes": Path(p).stat().st_size} for p in ps] for res, ps in files.items()},
            "load": [load0, os.getloadavg()], "wall_min": (time.perf_counter() - t0) / 60,
-           "defaults": {"workers": DEFAULT_WORKERS, "prefetch": DEFAULT_DEPTH}}
+           "defaults": {"workers": DEFAULT_WORKERS, "prefetch": DEFAULT_DEPTH},
+           "sfc_streamed": all((export / f"{p}.fp32.onnx").exists() for p in SFC_PIECES if p != "sfc_abs")}
     atomic_write_text(HERE / "results.json", json.dumps(doc, indent=1) + "\n")
     atomic_write_text(HERE / "README.md", to_markdown(doc))
     print(to_markdown(doc))

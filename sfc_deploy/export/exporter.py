@@ -26,9 +26,9 @@ from sfc_deploy.common.environment import library_versions
 from sfc_deploy.common.outputs import check_output_dir
 from sfc_deploy.common.precision import EXPORT_PRECISIONS, QUANTIZED, QUANTIZED_FORMAT, torch_dtype
 from sfc_deploy.errors import ArtifactError, ConfigError
-from sfc_deploy.export.formats import EXPORT_FORMATS, FORMATS, Format, resolve
+from sfc_deploy.export.formats import EXPORT_FORMATS, FORMATS, Format, Variant, resolve
 from sfc_deploy.export.manifest import WEIGHTS, Artifact, DenseInput, InputRecord, Manifest, TensorSpec, sha256_of
-from sfc_deploy.export.parts import PARTS, build_parts
+from sfc_deploy.export.parts import PARTS, build_parts, build_sfc_pieces
 from sfc_deploy.export.quantize import Calibration
 from sfc_deploy.export.weights import save_weights
 from sfc_deploy.models.parts import copy_for_export
@@ -47,6 +47,9 @@ class ExportOptions:
     TorchScript) are written the same for any device, so a CUDA export needs at least one of the former.
     ``calibration``: the videos int8 is calibrated on (precision int8 needs it; ONNX only). int8 is
     quantised from the fp32 ONNX graphs, so asking for int8 writes those too.
+    ``sfc_pieces``: with the sfc part, formats that stream SFC (ONNX) also write its weighted steps
+    as graphs of their own (:func:`~sfc_deploy.export.parts.build_sfc_pieces`), so ``--head-chunk``
+    streams SFC too; an export without them runs the whole-video SFC graph.
     """
 
     formats: tuple[str, ...] = ("onnx",)
@@ -61,6 +64,7 @@ class ExportOptions:
     tensorrt: object | None = None
     device: str = "cpu"
     calibration: Calibration | None = None
+    sfc_pieces: bool = True
 
     @property
     def float_precisions(self) -> tuple[str, ...]:
@@ -187,22 +191,24 @@ def _export_into(model: SFCModel, work: Path, options: ExportOptions, say: Calla
                 static: build_parts(exported, frames=options.frames, size=options.size, dtype=dtype, static_time=static)
                 for static in {v.static_time for p in parts for v in fmt.variants(p)}
             }
-            for part_name in parts:
-                for variant in fmt.variants(part_name):
-                    part = by_static[variant.static_time][part_name]
-                    name = file_name(part_name, fmt, precision, variant.name)
-                    say(f"exporting {name}")
-                    on = {"device": device} if fmt.compiled_for_device else {}
-                    exporter(part, work / name, variant=variant.name, metadata=metadata, **on)
-                    artifacts.append(_record(work, name, part_name, fmt.name, precision, part.inputs, part.outputs,
-                                             variant.name, device=torch.device(device).type if on else None))
-                    if serve is not None:
-                        served = fmt.served_variant[variant.name]
-                        served_name = file_name(part_name, fmt, precision, served)
-                        say(f"writing {served_name}, the graph {fmt.runtime} serves")
-                        serve(work / name, work / served_name)
-                        artifacts.append(_record(work, served_name, part_name, fmt.name, precision, part.inputs,
-                                                 part.outputs, served, derived_from=name))
+            jobs = [(p, v, by_static[v.static_time][p]) for p in parts for v in fmt.variants(p)]
+            if fmt.sfc_pieces and options.sfc_pieces and "sfc" in parts:
+                pieces = build_sfc_pieces(exported, size=options.size, dtype=dtype)
+                jobs += [(name, Variant("default"), piece) for name, piece in pieces.items()]
+            for part_name, variant, part in jobs:
+                name = file_name(part_name, fmt, precision, variant.name)
+                say(f"exporting {name}")
+                on = {"device": device} if fmt.compiled_for_device else {}
+                exporter(part, work / name, variant=variant.name, metadata=metadata, **on)
+                artifacts.append(_record(work, name, part_name, fmt.name, precision, part.inputs, part.outputs,
+                                         variant.name, device=torch.device(device).type if on else None))
+                if serve is not None:
+                    served = fmt.served_variant[variant.name]
+                    served_name = file_name(part_name, fmt, precision, served)
+                    say(f"writing {served_name}, the graph {fmt.runtime} serves")
+                    serve(work / name, work / served_name)
+                    artifacts.append(_record(work, served_name, part_name, fmt.name, precision, part.inputs,
+                                             part.outputs, served, derived_from=name))
     if options.calibration is not None and any(p in QUANTIZED for p in options.precisions):
         from sfc_deploy.export.quantize import write_int8
 

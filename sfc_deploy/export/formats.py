@@ -55,6 +55,7 @@ class Format:
     exportable: bool = True
     library: str = "torch"  # the distribution whose version a result on this runtime names
     compiled_for_device: bool = False  # machine code for one device type (export --device); else device-portable
+    sfc_pieces: bool = False  # also writes SFC's weighted steps, which its runtime streams over time (export.parts)
 
     def variants(self, part: str) -> tuple[Variant, ...]:
         """The files this format writes for ``part`` (SFC may have several graphs, others one)."""
@@ -95,6 +96,7 @@ FORMATS: dict[str, Format] = {
             # device: "cpu" or "cuda:N", run on that device's execution provider (onnxruntime-gpu for CUDA)
             runner_options=("threads", "providers", "optimization", "shrink_arena", "device"),
             library="onnxruntime",
+            sfc_pieces=True,  # ONNX Runtime streams SFC with --head-chunk (runtime.sfc_stream)
         ),
         Format(
             "torchscript", ".ts", "torchscript", "TorchScript trace, loadable from C++",

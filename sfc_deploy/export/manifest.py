@@ -54,7 +54,7 @@ class Artifact:
     """
 
     file: str
-    part: str  # head | sfc | tail | clip | weights
+    part: str  # head | sfc | tail | clip | weights, or one of SFC's streaming pieces (models.parts.SFC_PIECES)
     format: str  # onnx | torchscript | aoti | tensorrt | pytorch
     precision: str
     inputs: tuple[TensorSpec, ...]

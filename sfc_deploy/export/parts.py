@@ -8,6 +8,9 @@
 Batch and time are dynamic wherever the graph allows it, so one export serves videos of any
 length; the custom-op SFC graph is the exception (its TopK ``k`` is an attribute, so its time
 axis is fixed at export).
+
+:func:`build_sfc_pieces` adds the SFC part's weighted steps (:data:`~sfc_deploy.models.parts.SFC_PIECES`),
+which a runtime serving graphs streams over time; their time axes are dynamic too.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from torch import nn
 
 from sfc_deploy.common.precision import DTYPE_NAMES
 from sfc_deploy.export.manifest import TensorSpec
-from sfc_deploy.models.parts import PARTS, ClipPart, HeadPart, SFCPart, TailPart
+from sfc_deploy.models.parts import PARTS, SFC_PIECES, ClipPart, HeadPart, SFCPart, TailPart, sfc_piece_modules
 from sfc_deploy.models.sfc import compressed_length
 from sfc_deploy.models.sfc_model import SFCModel
 
@@ -128,6 +131,51 @@ def build_parts(
             {"clip": {0: batch}},
         ),
     }
+
+
+def build_sfc_pieces(
+    model: SFCModel, *, size: tuple[int, int], dtype: torch.dtype = torch.float32, example_batch: int = 2
+) -> dict[str, Part]:
+    """The :data:`~sfc_deploy.models.parts.SFC_PIECES` of ``model`` as exportable modules (``size``: as
+    in :func:`build_parts`). Time is dynamic in every piece; theta's input is its output's time plus
+    the halo, ``halo_time``."""
+    sfc = model.sfc
+    c = model.config.stage_channels(model.split)
+    fh, fw = _head_hw(model, size)
+    ah, aw = ((fh + 1) // 2, (fw + 1) // 2) if sfc.abstraction is not None else (fh, fw)
+    p = sfc.theta_k.kernel_size[0] // 2
+    dt, n, t, k = DTYPE_NAMES[dtype], example_batch, 6, 3
+    batch = torch.export.Dim("batch", min=1, max=MAX_BATCH)
+    time = torch.export.Dim("time", min=2, max=MAX_TIME)
+    halo_time = torch.export.Dim("halo_time", min=2 + 2 * p, max=MAX_TIME + 2 * p)
+    k_dim = torch.export.Dim("k", min=2, max=MAX_TIME)
+    modules = sfc_piece_modules(model, c * ah * aw)
+
+    def spec(name: str, t_name: str, hw: tuple[int, int], dtype_name: str = dt) -> TensorSpec:
+        return TensorSpec(name, ("batch", c, t_name, *hw), dtype_name)
+
+    def ex(*shape):
+        return torch.randn(*shape).to(dtype)
+
+    theta = {  # name -> (input, output)
+        "sfc_theta_q": ("pooled", "q"),
+        "sfc_theta_k": ("f_abs", "key"),
+    }
+    parts = {
+        name: Part(name, modules[name], (spec(i, "halo_time", (ah, aw)),), (spec(o, "time", (ah, aw)),),
+                   (ex(n, c, t + 2 * p, ah, aw),), {"x": {0: batch, 2: halo_time}})  # keyed by forward()'s argument
+        for name, (i, o) in theta.items()
+    }
+    parts["sfc_normalise"] = Part(
+        "sfc_normalise", modules["sfc_normalise"],
+        (TensorSpec("logits", ("batch", "k", "time"), "float32"),),
+        (TensorSpec("attention", ("batch", "k", "time"), "float32"),),
+        (torch.randn(n, k, t),), {"logits": {0: batch, 1: k_dim, 2: time}},
+    )
+    if "sfc_abs" in modules:
+        parts["sfc_abs"] = Part("sfc_abs", modules["sfc_abs"], (spec("f_head", "time", (fh, fw)),),
+                                (spec("f_abs", "time", (ah, aw)),), (ex(n, c, t, fh, fw),), {"f_head": {0: batch, 2: time}})
+    return {name: parts[name] for name in SFC_PIECES if name in parts}
 
 
 def _head_hw(model: SFCModel, size: tuple[int, int]) -> tuple[int, int]:

@@ -214,10 +214,14 @@ def plan_engines(
     Raises:
         ConfigError: no ONNX part of a requested precision (engines are built from ONNX).
     """
+    from sfc_deploy.export.parts import PARTS  # noqa: PLC0415
+
     ranges = dim_ranges(frames=frames, tau=tau, settings=settings)
     plans: list[EnginePlan] = []
     for precision in precisions:
-        sources = [a for a in artifacts if a.format == "onnx" and a.precision == precision and a.derived_from is None]
+        # SFC's streaming pieces are ONNX Runtime's (export.parts.build_sfc_pieces): the engines are the four parts
+        sources = [a for a in artifacts if a.format == "onnx" and a.precision == precision and a.derived_from is None
+                   and a.part in PARTS]
         if not sources:
             raise ConfigError(
                 f"TensorRT engines are built from the ONNX parts, and there is no {precision} ONNX; "

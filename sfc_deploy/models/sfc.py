@@ -30,7 +30,7 @@ from torch import nn
 from sfc_deploy.ops import topk_temporal_indices  # also registers torch.ops.sfc.topk_temporal_pool
 from sfc_deploy.errors import ConfigError
 from sfc_deploy.models.resnet3d import Bottleneck
-from sfc_deploy.models.sfc_stream import HeadChunks, forward_streamed
+from sfc_deploy.models.sfc_stream import HeadChunks, StreamPieces, conv_valid_time, stream_sfc, time_halo
 
 POOLS = ("topk", "avg", "max")
 KQV = {
@@ -120,6 +120,17 @@ def compressed_length(t: int, tau: float) -> int:
     return torch.sym_max((2 * t * q + p) // (2 * p), 1)
 
 
+def pool_time(x: torch.Tensor, k: int, pool: str, *, topk_impl: str = "op") -> torch.Tensor:
+    """The query's pool (``SFCConfig.pool``) of (N, C, T, h, w) along time to k steps; it has no weights,
+    so a runtime serving SFC's other steps as graphs runs it here too."""
+    if pool == "topk":
+        if topk_impl == "aten":
+            return torch.gather(x, 2, topk_temporal_indices(x, k))
+        return torch.ops.sfc.topk_temporal_pool(x, k)
+    size = (k, x.shape[3], x.shape[4])
+    return F.adaptive_avg_pool3d(x, size) if pool == "avg" else F.adaptive_max_pool3d(x, size)
+
+
 class Abstraction(nn.Module):
     """Theta_abs: two bottlenecks C -> C/2 -> C; the first halves H and W and projects its shortcut."""
 
@@ -152,12 +163,7 @@ class SFC(nn.Module):
         self.topk_impl = "op"
 
     def pool(self, x: torch.Tensor, k: int) -> torch.Tensor:
-        if self.config.pool == "topk":
-            if self.topk_impl == "aten":
-                return torch.gather(x, 2, topk_temporal_indices(x, k))
-            return torch.ops.sfc.topk_temporal_pool(x, k)
-        size = (k, x.shape[3], x.shape[4])
-        return F.adaptive_avg_pool3d(x, size) if self.config.pool == "avg" else F.adaptive_max_pool3d(x, size)
+        return pool_time(x, k, self.config.pool, topk_impl=self.topk_impl)
 
     def prior(self, t: int, k: int, device: torch.device) -> torch.Tensor:
         """Gaussian bias that centres output step t' on input time c(t') = (t'+0.5) T/k - 0.5."""
@@ -216,5 +222,24 @@ class SFC(nn.Module):
         memory per frame is the value and F_abs chunks, not the full-length intermediates
         (:mod:`sfc_deploy.models.sfc_stream`).
         """
-        out, m = forward_streamed(self, f_head, chunk=chunk, k_of=lambda t: compressed_length(t, self.config.tau))
+        if self.training and self.abstraction is not None:
+            raise ConfigError("SFC.forward_streamed runs in eval mode (BatchNorm would see per-chunk batches); call .eval()")
+        out, m = stream_sfc(self.stream_pieces(), f_head, chunk=chunk,
+                            k_of=lambda t: compressed_length(t, self.config.tau))
         return (out, m) if return_attention else out
+
+    def stream_pieces(self) -> StreamPieces:
+        """This module's weighted steps for the streamed driver (:func:`~sfc_deploy.models.sfc_stream.stream_sfc`)."""
+        halo = time_halo(self.theta_q)
+        if time_halo(self.theta_k) != halo:
+            raise ConfigError("streamed SFC needs theta_q and theta_k of the same temporal kernel")
+        return StreamPieces(
+            kqv=self.config.kqv,
+            abstraction=self.abstraction,
+            pool=self.pool,
+            theta_q=lambda x: conv_valid_time(self.theta_q, x),
+            theta_k=lambda x: conv_valid_time(self.theta_k, x),
+            halo=halo,
+            normalise=self.normalise,
+            fp32_context=self.fp32_context,
+        )

@@ -22,20 +22,60 @@ Peak memory per sampled frame: the value chunk + the F_abs chunk (3.2 MB at 256x
 then the value + the output (k/T of a value frame). Every variant of the module streams (pool
 topk/avg/max, kqv abs/head/abs_all, theta 3x1x1/3x3x3/1x1x1, prior on/off); training mode does not
 (the abstraction's BatchNorm would see per-chunk batches).
+
+One driver, two runtimes: :func:`stream_sfc` orchestrates the steps above and calls the module's
+weights only through :class:`StreamPieces` (the abstraction on a chunk, theta on a chunk with its
+halo, the pool, the softmax's normalisation). :meth:`SFC.stream_pieces` gives PyTorch's pieces; the
+ONNX Runtime deployment gives runners of the same pieces exported as graphs
+(:mod:`sfc_deploy.runtime.sfc_stream`). Slicing, halos, the logits' matmul and the output's
+accumulation are the driver's own, the same for both.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 
 from sfc_deploy.errors import ConfigError
 
-#: an :class:`sfc_deploy.models.sfc.SFC` (not imported here: that module imports this one)
-SFCModule = torch.nn.Module
-
 HeadChunks = torch.Tensor | Iterable[torch.Tensor] | Callable[[], Iterable[torch.Tensor]]
+
+
+def _no_context(_device: torch.device):
+    return contextlib.nullcontext()
+
+
+@dataclass(frozen=True)
+class StreamPieces:
+    """What :func:`stream_sfc` needs of an SFC module: its weighted steps as callables.
+
+    Attributes:
+        kqv: the module's ``kqv`` option (which tensor is the value).
+        abstraction: F_head chunk -> F_abs chunk (None: F_abs is F_head, ``kqv="head"``).
+        pool: (F_abs rows joined over time, k) -> the pooled (N, c, k, h, w) query rows.
+        theta_q, theta_k: a chunk with ``halo`` neighbour frames each side -> theta of the chunk
+            (:func:`conv_valid_time`: the conv without temporal padding).
+        halo: the frames each side theta reads (kernel // 2 in time).
+        normalise: (logits (N, k, T) fp32, T, k, d) -> the attention map, as :meth:`SFC.normalise`.
+        fp32_context: device -> the context the logits and softmax run in (autocast off).
+        keep: applied to each chunk the driver holds on to (F_head and F_abs chunks). A runtime whose
+            outputs live in its own memory pool, such as ONNX Runtime's arena, copies them out here, so
+            that the pool can be given back between chunks instead of growing with the video.
+    """
+
+    kqv: str
+    abstraction: Callable[[torch.Tensor], torch.Tensor] | None
+    pool: Callable[[torch.Tensor, int], torch.Tensor]
+    theta_q: Callable[[torch.Tensor], torch.Tensor]
+    theta_k: Callable[[torch.Tensor], torch.Tensor]
+    halo: int
+    normalise: Callable[[torch.Tensor, int, int, int], torch.Tensor]
+    fp32_context: Callable[[torch.device], contextlib.AbstractContextManager] = _no_context
+    keep: Callable[[torch.Tensor], torch.Tensor] = lambda x: x
 
 
 def split_time(x: torch.Tensor, chunk: int) -> list[torch.Tensor]:
@@ -53,24 +93,31 @@ def _pieces(f_head: HeadChunks, chunk: int) -> Iterator[torch.Tensor]:
         yield from split_time(piece, chunk)
 
 
-def conv_time_chunks(conv: torch.nn.Conv3d, chunks: list[torch.Tensor]) -> Iterator[torch.Tensor]:
-    """``conv`` on the time-concatenation of ``chunks``, one output chunk per input chunk.
-
-    Each chunk is convolved without temporal padding after taking ``p`` frames from its neighbours
-    (zeros at the ends, as the conv's own zero padding), so the output matches ``conv(cat(chunks))``.
-    """
+def time_halo(conv: torch.nn.Conv3d) -> int:
+    """The frames each side a 'same' temporal convolution reads, or a one-line error for another conv."""
     p = conv.kernel_size[0] // 2
     if conv.padding[0] != p or conv.stride[0] != 1 or conv.dilation[0] != 1:
         raise ConfigError("streamed SFC needs a 'same' temporal convolution (stride 1, padding kernel//2)")
+    return p
+
+
+def conv_valid_time(conv: torch.nn.Conv3d, x: torch.Tensor) -> torch.Tensor:
+    """``conv`` on ``x`` without temporal padding (the halo frames around a chunk stand in for it)."""
+    return F.conv3d(x, conv.weight, conv.bias, conv.stride, (0, *conv.padding[1:]), conv.dilation, conv.groups)
+
+
+def with_halo(chunks: list[torch.Tensor], p: int) -> Iterator[torch.Tensor]:
+    """Each chunk with ``p`` frames of its neighbours each side (zeros at the ends, as a conv's own
+    zero padding), so that a conv without temporal padding on it matches the padded conv on
+    ``cat(chunks)`` for those frames."""
     if p and min(c.shape[2] for c in chunks) < p:
         raise ConfigError(f"streamed SFC chunks must hold at least {p} frames for its theta halo; raise chunk")
-    padding = (0, *conv.padding[1:])
     for i, x in enumerate(chunks):
         if p:
             left = chunks[i - 1][:, :, -p:] if i else torch.zeros_like(x[:, :, :p])
             right = chunks[i + 1][:, :, :p] if i + 1 < len(chunks) else torch.zeros_like(x[:, :, :p])
             x = torch.cat([left, x, right], 2)
-        yield F.conv3d(x, conv.weight, conv.bias, conv.stride, padding, conv.dilation, conv.groups)
+        yield x
 
 
 def _flat(x: torch.Tensor) -> torch.Tensor:
@@ -78,7 +125,7 @@ def _flat(x: torch.Tensor) -> torch.Tensor:
     return x.transpose(1, 2).flatten(2).float()
 
 
-def _query(sfc: SFCModule, abs_chunks: list[torch.Tensor], k: int, chunk: int) -> torch.Tensor:
+def _query(pieces: StreamPieces, abs_chunks: list[torch.Tensor], k: int, chunk: int) -> torch.Tensor:
     """theta_q(pool(F_abs)) flattened, (N, k, C*h*w) fp32, from the F_abs chunks."""
     ref = abs_chunks[0]
     n, c, _, h, w = ref.shape
@@ -87,12 +134,12 @@ def _query(sfc: SFCModule, abs_chunks: list[torch.Tensor], k: int, chunk: int) -
     group = max(1, (c * chunk) // t)  # one group joined over time is about one chunk's worth of F_abs
     for c0 in range(0, c, group):
         x = torch.cat([a[:, c0 : c0 + group] for a in abs_chunks], 2)
-        pooled[:, c0 : c0 + group] = sfc.pool(x, k)
+        pooled[:, c0 : c0 + group] = pieces.pool(x, k)
         del x
     q = None
     start = 0
-    for piece in conv_time_chunks(sfc.theta_q, split_time(pooled, chunk)):
-        flat = _flat(piece)
+    for piece in with_halo(split_time(pooled, chunk), pieces.halo):
+        flat = _flat(pieces.theta_q(piece))
         if q is None:
             q = flat.new_empty((n, k, flat.shape[-1]))
         q[:, start : start + flat.shape[1]] = flat
@@ -119,42 +166,42 @@ def _output(m: torch.Tensor, values: list[torch.Tensor]) -> torch.Tensor:
     return out if dtype == torch.float32 else out.to(dtype)
 
 
-def forward_streamed(sfc: SFCModule, f_head: HeadChunks, *, chunk: int, k_of: Callable[[int], int]):
-    """(out (N, C, k, H, W), M (N, k, T) fp32) of ``sfc`` on head features given in chunks.
+def stream_sfc(pieces: StreamPieces, f_head: HeadChunks, *, chunk: int, k_of: Callable[[int], int]):
+    """(out (N, C, k, H, W), M (N, k, T) fp32) of SFC on head features given in chunks.
 
-    ``k_of(T)`` is the compressed length; see :meth:`SFC.forward_streamed` for the arguments.
+    ``k_of(T)`` is the compressed length; see :meth:`SFC.forward_streamed` for the arguments. The
+    caller checks the module is in eval mode (a graph always is).
     """
     if not isinstance(chunk, int) or chunk < 1:
         raise ConfigError(f"streamed SFC chunk must be a whole number of frames >= 1, got {chunk!r}")
-    if sfc.training and sfc.abstraction is not None:
-        raise ConfigError("SFC.forward_streamed runs in eval mode (BatchNorm would see per-chunk batches); call .eval()")
-    kqv = sfc.config.kqv
     abs_chunks: list[torch.Tensor] = []
     values: list[torch.Tensor] = []
     for piece in _pieces(f_head, chunk):
-        f_abs = sfc.abstraction(piece) if sfc.abstraction is not None else piece
+        piece = pieces.keep(piece)
+        f_abs = pieces.keep(pieces.abstraction(piece)) if pieces.abstraction is not None else piece
         abs_chunks.append(f_abs)
-        values.append(f_abs if kqv == "abs_all" else piece)
+        values.append(f_abs if pieces.kqv == "abs_all" else piece)
         del piece, f_abs
     if not abs_chunks:
         raise ConfigError("SFC.forward_streamed got no head features (an empty video?)")
     t = sum(a.shape[2] for a in abs_chunks)
     k = int(k_of(t))
     device = abs_chunks[0].device
-    q = _query(sfc, abs_chunks, k, chunk)  # theta convs as in forward (under autocast where it is on)
+    q = _query(pieces, abs_chunks, k, chunk)  # theta convs as in forward (under autocast where it is on)
     logits = q.new_empty((q.shape[0], k, t))
     start = 0
-    for key in conv_time_chunks(sfc.theta_k, abs_chunks):
+    for piece in with_halo(abs_chunks, pieces.halo):
+        key = pieces.theta_k(piece)
         step = key.shape[2]
-        with sfc.fp32_context(device):  # the logits in fp32, as forward does
+        with pieces.fp32_context(device):  # the logits in fp32, as forward does
             logits[:, :, start : start + step] = torch.bmm(q, _flat(key).transpose(1, 2))
         start += step
-        del key
+        del key, piece
     d = q.shape[-1]
     del q
     abs_chunks.clear()  # F_abs is no longer needed (where it is the value, ``values`` still holds it)
-    with sfc.fp32_context(device):
-        m = sfc.normalise(logits, t, k, d)
+    with pieces.fp32_context(device):
+        m = pieces.normalise(logits, t, k, d)
         del logits
         out = _output(m, values)
     return out, m

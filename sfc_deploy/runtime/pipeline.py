@@ -38,6 +38,7 @@ from sfc_deploy.models.config import BackboneConfig
 from sfc_deploy.models.sfc_model import SFCModel
 from sfc_deploy.runtime.base import Runner
 from sfc_deploy.runtime.registry import check_device, check_runner_options, make_runner, served_model
+from sfc_deploy.runtime.sfc_stream import StreamedSFC, pieces_of
 from sfc_deploy.runtime.torch_runner import PyTorchRunner
 
 
@@ -55,15 +56,20 @@ class SFCPipeline:
     """head -> SFC -> tail. ``head_chunk`` streams the head over time (identical output where the
     head has no temporal receptive field), so peak memory stops growing with video length.
 
-    On the PyTorch runtime ``head_chunk`` streams the head and SFC together: head chunks feed
-    :meth:`~sfc_deploy.models.sfc.SFC.forward_streamed` as they come, so neither the whole F_head
-    as one tensor nor SFC's full-length intermediates exist (issue 15 item 6). The other runtimes
-    run their SFC graph on the whole time axis: the head chunks are joined first, as before.
+    With ``head_chunk`` the head and SFC stream together where the runtime can: head chunks feed the
+    streamed SFC as they come, so neither the whole F_head as one tensor nor SFC's full-length
+    intermediates exist (issue 15 item 6). On PyTorch that is
+    :meth:`~sfc_deploy.models.sfc.SFC.forward_streamed`; on ONNX Runtime ``sfc_stream``, the same
+    driver on runners of SFC's exported pieces (:mod:`sfc_deploy.runtime.sfc_stream`). Elsewhere,
+    and for exports without the pieces, the SFC graph runs on the whole time axis: the head chunks
+    are joined first.
     """
 
-    def __init__(self, head: Runner, sfc: Runner, tail: Runner, *, head_chunk: int | None = None) -> None:
+    def __init__(self, head: Runner, sfc: Runner, tail: Runner, *, head_chunk: int | None = None,
+                 sfc_stream: StreamedSFC | None = None) -> None:
         self.head, self.sfc, self.tail = head, sfc, tail
         self.head_chunk = head_chunk
+        self.sfc_stream = sfc_stream
 
     def _head_chunks(self, frames: torch.Tensor):
         """The head's output chunk by chunk (one chunk without ``head_chunk``)."""
@@ -83,11 +89,13 @@ class SFCPipeline:
 
     @property
     def streams_sfc(self) -> bool:
-        """Whether SFC runs chunk by chunk with the head (PyTorch runtime with ``head_chunk``)."""
-        return bool(self.head_chunk) and isinstance(self.sfc, PyTorchRunner)
+        """Whether SFC runs chunk by chunk with the head (``head_chunk``, on PyTorch or with ``sfc_stream``)."""
+        return bool(self.head_chunk) and (isinstance(self.sfc, PyTorchRunner) or self.sfc_stream is not None)
 
     def __call__(self, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.streams_sfc:
+        if self.streams_sfc and self.sfc_stream is not None:
+            f_sfc, attention = self.sfc_stream(self._head_chunks(frames), chunk=self.head_chunk)
+        elif self.streams_sfc:
             if not self.sfc.active:
                 raise ArtifactError(f"{self.sfc.describe()} is not active; use it as a context manager (with runner: ...)")
             with torch.inference_mode():
@@ -249,8 +257,21 @@ class Deployment:
             self._runners[part] = runner.__enter__()
         return self._runners[part]
 
+    def sfc_stream(self) -> StreamedSFC | None:
+        """SFC streamed on runners of its exported pieces, where this runtime serves them and the export
+        has them (:mod:`sfc_deploy.runtime.sfc_stream`); None otherwise: the PyTorch runtime streams its
+        module itself, and other runtimes and older exports run the whole-video SFC graph."""
+        if self.runtime == "pytorch" or not format_of_runtime(self.runtime).sfc_pieces:
+            return None
+        names = pieces_of(self.manifest.sfc)
+        if not all(self.has(name) for name in names):
+            return None
+        return StreamedSFC(self.manifest.sfc, {name: self.runner(name) for name in names})
+
     def sfc_pipeline(self) -> SFCPipeline:
-        return SFCPipeline(self.runner("head"), self.runner("sfc"), self.runner("tail"), head_chunk=self.head_chunk)
+        stream = self.sfc_stream() if self.head_chunk else None
+        return SFCPipeline(self.runner("head"), self.runner("sfc"), self.runner("tail"), head_chunk=self.head_chunk,
+                           sfc_stream=stream)
 
     def clip_pipeline(self) -> ClipPipeline:
         return ClipPipeline(self.runner("clip"), batch_size=self.dense_batch)

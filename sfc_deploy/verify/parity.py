@@ -23,6 +23,13 @@ A check passes when every element satisfies ``|out - ref| <= atol * max|ref| + r
 of magnitude). An artifact whose runtime or device is missing on this machine is reported as not
 run, with the reason, never as passed; an artifact that fails to load is a failure.
 
+SFC streamed over time (ONNX Runtime with ``--head-chunk``, :mod:`sfc_deploy.runtime.sfc_stream`) is
+checked where the export has SFC's pieces: each piece graph alone on the random batch against the
+PyTorch module's own step (the abstraction; theta_q and theta_k on zero-padded input against the
+padded convs; the normalisation of the reference logits against the attention), and the streamed
+pipeline end to end on the synthetic video in chunks against the unstreamed PyTorch model
+(head chunks need a head without temporal receptive field; elsewhere only the pieces are checked).
+
 ONNX Runtime serves graphs rewritten for it at export time (variant "ort"); they go through every
 check above, and the files they were derived from (what TensorRT builds from) get the per-part
 checks on the random batch too, where ONNX Runtime can run them as they are.
@@ -53,6 +60,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 
 import torch
+import torch.nn.functional as F
 
 from sfc_deploy.common.device import is_cuda, resolve_device
 from sfc_deploy.common.precision import QUANTIZED, QUANTIZED_RUNTIME, get_precision
@@ -65,7 +73,8 @@ from sfc_deploy.export.parts import PARTS
 from sfc_deploy.export.manifest import Manifest
 from sfc_deploy.export.weights import model_from_manifest
 from sfc_deploy.ops import cuda_implementation_record
-from sfc_deploy.runtime.pipeline import Deployment
+from sfc_deploy.runtime.pipeline import Deployment, SFCPipeline
+from sfc_deploy.runtime.sfc_stream import StreamedSFC
 from sfc_deploy.runtime.registry import check_device, make_runner
 from sfc_deploy.verify.tolerances import MIN_TOP1_AGREEMENT, TOLERANCES, compare, topk_agreement
 
@@ -254,7 +263,7 @@ class _Reference:
 
     def __init__(self, model, manifest: Manifest, *, batch: int, dense_clips: int, agreement_videos: int = 8) -> None:
         cfg = model.config
-        self.agreement_videos, self._agreement = agreement_videos, None
+        self.agreement_videos, self._agreement, self._pieces = agreement_videos, None, None
         inp = manifest.input
         frames, size, stride = inp.frames, tuple(inp.size), inp.stride
         self.model, self.dense_clips = model, dense_clips
@@ -274,6 +283,18 @@ class _Reference:
                     self.dense = dep.predict_clips(self.dense_crops)
                 self.clip_logits = model.backbone(self.dense_crops[:batch])  # per-crop logits, for the clip model alone
         self.manifest = manifest
+
+    def pieces(self) -> dict[str, torch.Tensor]:
+        """The PyTorch module's own intermediates between SFC's pieces, on the random batch (first use)."""
+        if self._pieces is None:
+            sfc, f_head = self.model.sfc, self.random["f_head"]
+            with torch.no_grad():
+                f_abs = sfc.abstraction(f_head) if sfc.abstraction is not None else f_head
+                pooled = sfc.pool(f_abs, self.random["attention"].shape[1])
+                q, key = sfc.theta_q(pooled), sfc.theta_k(f_abs)
+                logits = torch.bmm(q.transpose(1, 2).flatten(2), key.transpose(1, 2).flatten(2).transpose(1, 2))
+            self._pieces = {"f_head": f_head, "f_abs": f_abs, "pooled": pooled, "q": q, "key": key, "logits": logits}
+        return self._pieces
 
     def agreement_set(self) -> tuple[list[torch.Tensor], torch.Tensor]:
         """The synthetic videos of the agreement check (SFC input) and the fp32 model's logits of them
@@ -324,9 +345,37 @@ def _check_deployment(out: list[Check], manifest, runtime, precision, graph, lab
                 record("sfc_pipeline", f"synthetic[T={ref.short_t}]", dep.predict(ref.short_video), ref.short_logits, logits=True)
             if precision in QUANTIZED and ref.agreement_videos and shared:
                 _check_agreement(out, manifest, dep, ref, runtime, precision, label, device)
+        stream = dep.sfc_stream() if "sfc" in have else None
+        if stream is not None and shared:
+            _check_stream(record, manifest, dep, stream, ref, have)
         if "clip" in have and shared and ref.dense is not None:
             got = dep.predict_clips(ref.dense_crops)
             record("dense_pipeline", f"synthetic[{ref.dense_clips}x3 crops]", got, ref.dense, logits=True)
+
+
+def _check_stream(record, manifest: Manifest, dep: Deployment, stream: StreamedSFC, ref: _Reference,
+                  have: set[str]) -> None:
+    """SFC's piece graphs alone (random batch), then SFC streamed in the pipeline (module doc)."""
+    pieces, dtype = stream.pieces, dep.dtype
+    r = ref.pieces()
+    if pieces.abstraction is not None:
+        record("sfc_abs", "random", pieces.abstraction(r["f_head"].to(dtype)), r["f_abs"])
+    for name, theta, x, want in (("sfc_theta_q", pieces.theta_q, r["pooled"], r["q"]),
+                                 ("sfc_theta_k", pieces.theta_k, r["f_abs"], r["key"])):
+        padded = F.pad(x, (0, 0, 0, 0, pieces.halo, pieces.halo))  # the zeros a chunk at either end gets
+        record(name, "random", theta(padded.to(dtype)), want)
+    record("sfc_normalise", "random", pieces.normalise(r["logits"], 0, 0, 0), ref.random["attention"])
+    if not ({"head", "tail"} <= have and manifest.input.head_streamable):
+        return
+    video = ref.synthetic["video"]
+    chunk = max(2, -(-video.shape[2] // 3))  # three chunks, the last one shorter where T does not divide
+    pipeline = SFCPipeline(dep.runner("head"), dep.runner("sfc"), dep.runner("tail"), head_chunk=chunk,
+                           sfc_stream=stream)
+    logits, attention = pipeline(video.to(dtype))
+    name = f"synthetic[streamed, head_chunk={chunk}]"
+    record("sfc_pipeline", name, logits.float(), ref.synthetic["logits"], logits=True)
+    if dep.precision not in QUANTIZED:
+        record("sfc_pipeline.attention", name, attention, ref.synthetic["attention"])
 
 
 def _check_sources(out: list[Check], manifest: Manifest, runtime: str, precision: str, ref: _Reference, threads,
@@ -334,7 +383,8 @@ def _check_sources(out: list[Check], manifest: Manifest, runtime: str, precision
     """Per-part checks of the files a runtime serves in rewritten form, run as written (random batch).
 
     The custom-op graph is left out: ONNX Runtime runs ``sfc::TopKTemporalPool`` only in its served
-    form (moved to onnxruntime-extensions' domain); TensorRT runs it through its plugin.
+    form (moved to onnxruntime-extensions' domain); TensorRT runs it through its plugin. So are SFC's
+    streaming pieces: only ONNX Runtime runs them, in their served form (:func:`_check_stream`).
     """
     fmt = format_of_runtime(runtime)
     options = {"threads": threads} if threads else {}

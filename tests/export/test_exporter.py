@@ -77,9 +77,10 @@ def test_weights_rebuild_the_exported_model(sfc_export_ts: Path, sfc_tiny) -> No
 
 def test_onnx_graphs_pass_full_check_and_carry_metadata(sfc_export_onnx: Path) -> None:
     manifest = load_manifest(sfc_export_onnx)
-    arts = {a.variant: a for a in manifest.artifacts if a.format == "onnx" and a.derived_from is None}
+    arts = {a.variant: a for a in manifest.artifacts if a.format == "onnx" and a.part == "sfc" and a.derived_from is None}
     assert set(arts) == {"portable", "custom"}
-    served = {a.variant: a for a in manifest.artifacts if a.format == "onnx" and a.derived_from is not None}
+    served = {a.variant: a for a in manifest.artifacts
+              if a.format == "onnx" and a.part == "sfc" and a.derived_from is not None}  # the pieces: test_sfc_stream_ort
     assert {v: a.derived_from for v, a in served.items()} == {"ort": "sfc.fp32.onnx", "ort-custom": "sfc.custom.fp32.onnx"}
     for art in served.values():  # recorded and hashed like every artifact, and saying what they came from
         props = {p.key: p.value for p in onnx.load(str(manifest.path_of(art))).metadata_props}

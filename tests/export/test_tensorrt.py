@@ -118,6 +118,18 @@ def test_profiles_resolve_every_symbolic_dim(onnx_artifacts) -> None:
             assert all(a <= b <= c for a, b, c in zip(lo, opt, hi)), plan.file
 
 
+def test_sfc_streaming_pieces_get_no_engine(tiny, onnx_artifacts) -> None:
+    """The pieces ONNX Runtime streams SFC with (export.parts.build_sfc_pieces) are not TensorRT's."""
+    from sfc_deploy.export.parts import build_sfc_pieces
+
+    pieces = [Artifact(f"{name}.fp32.onnx", name, "onnx", "fp32", p.inputs, p.outputs)
+              for name, p in build_sfc_pieces(tiny, size=SIZE).items()]
+    settings = TensorRTOptions()
+    with_pieces = trt_export.plan_engines(onnx_artifacts + pieces, ("fp32",), frames=FRAMES, tau=2.0, settings=settings)
+    without = trt_export.plan_engines(onnx_artifacts, ("fp32",), frames=FRAMES, tau=2.0, settings=settings)
+    assert len(pieces) == 4 and [p.file for p in with_pieces] == [p.file for p in without]
+
+
 def test_plan_needs_the_onnx_of_each_precision(onnx_artifacts) -> None:
     fp32_only = [a for a in onnx_artifacts if a.precision == "fp32"]
     with pytest.raises(ConfigError, match=r"no fp16 ONNX; export with --format onnx,tensorrt --precision fp16"):

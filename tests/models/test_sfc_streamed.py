@@ -81,7 +81,7 @@ def test_the_pooled_query_is_the_ops_selection_bit_for_bit() -> None:
     k = 7
     expected = torch.ops.sfc.topk_temporal_pool(f, k).transpose(1, 2).flatten(2)
     for chunk in (1, 3, 13):
-        got = _query(sfc, list(f.split(chunk, dim=2)), k, chunk)
+        got = _query(sfc.stream_pieces(), list(f.split(chunk, dim=2)), k, chunk)
         assert torch.equal(got, expected)
 
 
