@@ -141,9 +141,9 @@ def to_markdown(doc: dict) -> str:
         "",
         f"**Machine:** {m['cpu']}, {m.get('usable_cores', m.get('logical_cores'))} cores, {m['memory_gb']} GB; "
         f"Python {lib.get('python')}, torch {lib.get('torch')}, ONNX Runtime {lib.get('onnxruntime')}, PyAV {lib.get('av')}. "
-        f"**Shared:** other helpers' jobs ran on the same 2 cores (load average {doc['load'][0][0]:.1f} at the start, "
-        f"{doc['load'][1][0]:.1f} at the end), so every figure carries noise; ratios are taken inside one worker, side "
-        "by side.",
+        f"**Load:** load average {doc['load'][0][0]:.1f} at the start, {doc['load'][1][0]:.1f} at the end (this run's own "
+        "work included); no other benchmark ran beside it (a lock serialises them), light jobs may have, so figures "
+        "carry noise; ratios are taken inside one worker, side by side.",
         "",
         f"**Model:** slow8x8 at the paper's settings (export for 288 raw frames, 256x312, tau 2, split res3; random "
         f"weights), ONNX Runtime {first['precision']} on {first['threads']} threads, SFC head streamed in chunks of 12 "
@@ -234,17 +234,18 @@ def reading(doc: dict) -> list[str]:
 
 
 #: The decision, written from the recorded run (results.json) and kept with the script.
-CHOICE = ("**Chosen, for now: threads** (the default of `--workers` 2 / `--prefetch` 4 in bench, predict, eval and "
-          "classify), although the recorded run argues for processes: with decoding threads the SFC model pass ran "
-          "2-3x slower than alone, far more than the decode's own seconds, which points at the GIL (the pipeline's "
-          "Python between ONNX Runtime calls waits for a decoding thread that holds it) and at oversubscription of "
-          "ONNX Runtime's spinning intra-op threads by FFmpeg's and torch's threads on 2 cores; a decoding process "
-          "cannot take the GIL. The thread rows of the comparison ran under other load, so the switch waits for a "
-          "quiet rerun. Switching the default needs picklable decode functions in predict and eval (bench's "
-          "`file_input` and classify's `decode` are module-level) and costs one copy of each decoded tensor through a pipe; "
-          "`Prefetcher(kind=\"process\")` and the bench worker's `prefetch_kind` are there for it. Also worth "
-          "measuring: decoding threads at a lower priority, one FFmpeg thread per decode, and ONNX Runtime without "
-          "spinning while a prefetcher runs.")
+CHOICE = ("**Chosen: threads** (the default of `--workers` 2 / `--prefetch` 4 in bench, predict, eval, classify and "
+          "serve). In this run, on a machine with no other benchmark beside it, decoding processes were no faster than "
+          "threads, so the earlier run's lead for processes (71-79% against 35-49%) was the other jobs' load, not the "
+          "GIL. With either, a decode beside the model slows the model pass by about a third at 720p: on 2 cores "
+          "the decode's CPU time comes out of the model's, and the bound above (model / (model + decode / 2)) is "
+          "84% at 720p, under the 85% goal before any contention. Side runs on this machine (2026-12-01, 3 videos "
+          "per setting, not recorded here) moved the 720p efficiency by a few points at most: one FFmpeg thread per "
+          "decode, ONNX Runtime's intra-op threads without spinning, and decoding threads at nice 10 (73-84%, "
+          "within the noise). `--fast-decode`, a third less decoding CPU, gains 0-5 points and costs SFC about a "
+          "point of top-1, so it stays opt-in. Untried: resizing in swscale while converting each frame, instead of "
+          "converting full-size frames to float and resizing them in torch (it would change the preprocessing the "
+          "models were trained with).")
 
 
 def main() -> int:

@@ -52,12 +52,16 @@ def agreement(logits: Sequence[Sequence[float]], reference: Sequence[Sequence[fl
     }
 
 
+def seed_of(meta: dict[str, Any]) -> int | None:
+    """The training seed an SFC checkpoint's metadata records (None when it records none)."""
+    return ((meta.get("train") or {}).get("options") or {}).get("seed")
+
+
 def variant_key(meta: dict[str, Any]) -> str:
     """What makes two SFC checkpoints the same variant: SFC config, split and training settings but the seed."""
+    seed = seed_of(meta)
     train = dict((meta.get("train") or {}))
-    options = dict(train.get("options") or {})
-    seed = options.pop("seed", None)
-    train["options"] = options
+    train["options"] = {k: v for k, v in (train.get("options") or {}).items() if k != "seed"}
     config = {k: v for k, v in meta.items() if k not in ("checkpoint", "train", "seed")}
     return json.dumps({"config": config, "train": train, "has_seed": seed is not None}, sort_keys=True)
 

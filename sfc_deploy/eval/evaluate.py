@@ -36,7 +36,7 @@ from sfc_deploy.data.datasets import VideoList
 from sfc_deploy.data.inputs import InputSpec, model_input
 from sfc_deploy.data.prefetch import DEFAULT_DEPTH, DEFAULT_WORKERS, Prefetcher
 from sfc_deploy.errors import ConfigError
-from sfc_deploy.eval.agreement import agreement, seed_groups, variant_key
+from sfc_deploy.eval.agreement import agreement, seed_groups, seed_of, variant_key
 from sfc_deploy.export.weights import model_from_manifest
 from sfc_deploy.models.factory import create_model
 from sfc_deploy.models.sfc import SFC
@@ -317,7 +317,7 @@ def _scores(tallies: list[_Tally], videos: VideoList, sfc_meta: dict[str, dict[s
             meta = sfc_meta[m.sfc_name]
             row.update({"sfc": m.sfc_name, "tau": m.tau, "trained_tau": meta["tau"], "pool": meta["pool"],
                         "prior": meta["prior"], "logit_scale": meta["logit_scale"], "sfc_checkpoint": meta["checkpoint"],
-                        "seed": ((meta.get("train") or {}).get("options") or {}).get("seed")})
+                        "seed": seed_of(meta)})
         if dense is not None and tally is not dense:
             row.update(agreement(tally.logits, dense.logits, labels))
         results.append(row)
