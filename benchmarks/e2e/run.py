@@ -234,8 +234,8 @@ def reading(doc: dict) -> list[str]:
 
 
 #: The decision, written from the recorded run (results.json) and kept with the script.
-CHOICE = ("**Chosen: threads** (the default of `--workers` 2 / `--prefetch` 4 in bench, predict, eval, classify and "
-          "serve). In this run, on a machine with no other benchmark beside it, decoding processes were no faster than "
+CHOICE = ("**Chosen: threads** (the default of `--workers` 2 / `--prefetch` 4 in bench, predict, eval and "
+          "classify). In this run, on a machine with no other benchmark beside it, decoding processes were no faster than "
           "threads, so the earlier run's lead for processes (71-79% against 35-49%) was the other jobs' load, not the "
           "GIL. With either, a decode beside the model slows the model pass by about a third at 720p: on 2 cores "
           "the decode's CPU time comes out of the model's, and the bound above (model / (model + decode / 2)) is "
