@@ -239,10 +239,9 @@ CHOICE = ("**Chosen: threads** (the default of `--workers` 2 / `--prefetch` 4 in
           "threads, so the earlier run's lead for processes (71-79% against 35-49%) was the other jobs' load, not the "
           "GIL. With either, a decode beside the model slows the model pass by about a third at 720p: on 2 cores "
           "the decode's CPU time comes out of the model's, and the bound above (model / (model + decode / 2)) is "
-          "84% at 720p, under the 85% goal before any contention. Side runs on this machine (2026-12-01, 3 videos "
-          "per setting, not recorded here) moved the 720p efficiency by a few points at most: one FFmpeg thread per "
-          "decode, ONNX Runtime's intra-op threads without spinning, and decoding threads at nice 10 (73-84%, "
-          "within the noise). `--fast-decode`, a third less decoding CPU, gains 0-5 points and costs SFC about a "
+          "84% at 720p, under the 85% goal before any contention. One FFmpeg thread per decode, ONNX Runtime's "
+          "intra-op threads without spinning, and decoding threads at nice 10 were tried only in side runs that "
+          "are not recorded here, with no clear change. `--fast-decode`, a third less decoding CPU, gains 0-5 points and costs SFC about a "
           "point of top-1, so it stays opt-in. Untried: resizing in swscale while converting each frame, instead of "
           "converting full-size frames to float and resizing them in torch (it would change the preprocessing the "
           "models were trained with).")

@@ -198,10 +198,9 @@ than PyTorch eager's, and freed chunk copies stayed resident in glibc's heap (th
 glibc's mmap threshold at 1 MiB, so that part should not apply here; the cause of the remaining excess
 inside the worker was not isolated). Outputs of an ONNX Runtime session are views of its arena, so the
 streamed driver copies the chunks it keeps (`StreamPieces.keep`): without the copy each kept chunk
-pinned an arena region and growth was about twice as large. Speed: streaming is not free on ONNX
-Runtime; at the paper's 288 frames a side run timed SFC at 3.5 s/video streamed against 3.2 s with the
-whole-video graph (same weights, 2 threads, `--head-chunk 0` or an export without the pieces gives the
-latter).
+pinned an arena region and growth was about twice as large. Speed is not measured here: streaming adds
+host-side work on ONNX Runtime (the TopK pool, the logits' matmul, the copies), so at short lengths it may
+be slower than the whole-video graph (`--head-chunk 0`, or an export without the pieces, runs the latter).
 
 Not measured here: TorchScript, AOTInductor and TensorRT keep the whole-video SFC graph (their head still
 streams with `--head-chunk`, but the head chunks are joined before SFC). Seconds per cell are in
