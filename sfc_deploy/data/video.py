@@ -264,7 +264,6 @@ def _decode(
                 out[target] = convert(*last)
             else:
                 out[target] = convert(index, frame)
-            need.discard(target)
 
     def key_before(index: int) -> int:
         return info.keyframes[bisect.bisect_right(info.keyframes, index) - 1]
@@ -291,7 +290,7 @@ def _decode(
                     stats.decoded += 1
                     if pts_index is not None and frame.pts in pts_index:
                         index = pts_index[frame.pts]
-                    elif seeked:
+                    elif seeked or reference_only:  # skipped frames cannot be counted: decode exactly instead
                         raise _SeekMiss
                     else:
                         index = counter
