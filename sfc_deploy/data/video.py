@@ -10,11 +10,14 @@ instead of decoding the frames in between (this is what makes sparse strategies 
 ``single`` or segment sampling cheap on long videos).
 
 Preprocessing (:func:`preprocess_frames`) resizes with ``torch.nn.functional.interpolate``
-(bilinear, ``antialias=True``, ``align_corners=False``) on the uint8 values cast to float32, so the
-short side becomes ``Preprocess.short_side`` (long side ``floor(long * short_side / short)``, as
-PyTorchVideo's ``ShortSideScale`` and torchvision's ``Resize(int)``). Antialiasing matters when
-downscaling (e.g. 1080p -> 256) where plain bilinear aliases; upscaling it equals plain bilinear. The
-resized values are not rounded back to uint8. Then ``(x * scale - mean) / std`` per channel.
+(bilinear, ``antialias=True``, ``align_corners=False``), so the short side becomes
+``Preprocess.short_side`` (long side ``floor(long * short_side / short)``, as PyTorchVideo's
+``ShortSideScale`` and torchvision's ``Resize(int)``). Antialiasing matters when downscaling (e.g.
+1080p -> 256) where plain bilinear aliases; upscaling it equals plain bilinear. Decoded uint8 frames
+are resized in uint8 on channels-last memory (torch's vectorised path, as torchvision's ``Resize``
+on uint8 tensors): the result is the float resize rounded to whole grey levels (within 1 of it),
+20-50x faster than resizing float32 copies of full-size frames (``benchmarks/decode/resize.md``).
+Float frames are resized in float32. Then ``(x * scale - mean) / std`` per channel.
 
 :func:`write_video` encodes RGB frames (libx264/mpeg4/VP9, yuv420p) for the synthetic dataset and tests.
 """
@@ -193,7 +196,8 @@ def read_frames(
             Files without per-frame timestamps are decoded exactly, as without it.
 
     Returns:
-        uint8 (3, len(indices), H, W), frames in the order of ``indices``.
+        uint8 (3, len(indices), H, W), frames in the order of ``indices``; a view of (T, H, W, 3)
+        memory (what the decoder writes), the layout :func:`resize_short_side` resizes fastest.
 
     Raises:
         VideoError: missing/corrupt file, or an index the file does not reach.
@@ -222,7 +226,7 @@ def read_frames(
             f"{info.num_frames} listed frames decode; the file is truncated or damaged, {_REENCODE}"
         )
     stacked = np.stack([decoded[i] for i in indices])  # (T, H, W, 3)
-    return torch.from_numpy(stacked).permute(3, 0, 1, 2).contiguous()
+    return torch.from_numpy(stacked).permute(3, 0, 1, 2)  # a view: each frame stays channels-last in memory
 
 
 #: Reference-only decoding: the most frames a wanted frame past the last decoded one may be from it
@@ -326,8 +330,10 @@ def _decode(
 def resize_short_side(frames: torch.Tensor, short_side: int) -> torch.Tensor:
     """Resize (3, T, H, W) frames so that min(H, W) == ``short_side``; returns float32.
 
-    Bilinear with ``antialias=True`` on float32 copies of the pixel values (no rounding back);
-    the long side is ``floor(long * short_side / short)``. Frames already at size are only cast.
+    Bilinear with ``antialias=True``; the long side is ``floor(long * short_side / short)``. uint8
+    frames are resized in uint8 on channels-last memory (the float resize rounded to whole grey
+    levels, many times faster on full-size frames), float frames on float32 copies. Frames already
+    at size are only cast.
     """
     if frames.dim() != 4 or frames.shape[0] != 3:
         raise VideoError(f"expected frames of shape (3, T, H, W), got {tuple(frames.shape)}")
@@ -336,6 +342,10 @@ def resize_short_side(frames: torch.Tensor, short_side: int) -> torch.Tensor:
     if size == (h, w) or t == 0:
         return frames.to(torch.float32).reshape(3, t, *size)
     x = frames.permute(1, 0, 2, 3)  # (T, 3, H, W): frames as the batch
+    if frames.dtype == torch.uint8:  # no copy when the frames come from read_frames
+        x = x.contiguous(memory_format=torch.channels_last)
+        small = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)
+        return small.permute(1, 0, 2, 3).to(torch.float32, memory_format=torch.contiguous_format)
     chunks = [
         F.interpolate(x[i : i + RESIZE_CHUNK].to(torch.float32), size=size, mode="bilinear",
                       align_corners=False, antialias=True)

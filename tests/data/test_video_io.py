@@ -129,7 +129,14 @@ def test_resize_is_antialiased_bilinear():
     assert out.dtype == torch.float32 and out.shape == (3, 2, 32, 40)
     x = frames.permute(1, 0, 2, 3).float()
     ref = torch.nn.functional.interpolate(x, size=(32, 40), mode="bilinear", align_corners=False, antialias=True)
-    torch.testing.assert_close(out, ref.permute(1, 0, 2, 3))
+    ref = ref.permute(1, 0, 2, 3)
+    torch.testing.assert_close(resize_short_side(frames.float(), 32), ref)  # float frames: the float resize
+    # uint8 frames: resized in uint8, i.e. the float resize rounded to whole grey levels
+    assert out.equal(out.round()) and (out - ref).abs().max() <= 1.0
+    assert (out - ref).abs().mean() < 0.5
+    # the same whatever the frames' memory layout (read_frames gives a view of channels-last memory)
+    assert resize_short_side(frames.permute(1, 2, 3, 0).contiguous().permute(3, 0, 1, 2), 32).equal(out)
+    assert out.is_contiguous()
     # antialiasing: a 2x2 checkerboard averages out instead of aliasing
     board = ((torch.arange(64)[:, None] + torch.arange(80)) % 2 * 255).to(torch.uint8).expand(3, 1, 64, 80)
     assert resize_short_side(board, 32).std() < 1.0
