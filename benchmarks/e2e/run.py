@@ -42,6 +42,7 @@ from sfc_deploy.common.atomic import atomic_write_text
 from sfc_deploy.data.prefetch import DEFAULT_DEPTH, DEFAULT_WORKERS
 from sfc_deploy.data.video import probe_video, write_video
 from sfc_deploy.models.parts import SFC_PIECES
+from sfc_deploy.runtime.pipeline import STREAM_SFC_FROM
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
@@ -147,9 +148,7 @@ def to_markdown(doc: dict) -> str:
         "",
         f"**Model:** slow8x8 at the paper's settings (export for 288 raw frames, 256x312, tau 2, split res3; random "
         f"weights), ONNX Runtime {first['precision']} on {first['threads']} threads, SFC head streamed in chunks of 12 "
-        + ("frames, SFC streamed with it (the export's SFC pieces). " if doc.get("sfc_streamed") else
-           "frames, SFC on the whole-video graph (the cached export predates SFC's streaming pieces"
-           + (")" if "sfc_streamed" in doc else "; not recorded in this run)") + ". ")
+        + _sfc_mode(doc)
         + "**Files:** per size, 2 files of 10 s at 30 fps (300 frames), H.264 (libx264 crf 17 veryfast, yuv420p, "
         f"GOP {GOP}) written by `write_video`, a panning textured scene with moving objects and noise (the renderer of "
         "`benchmarks/decode`). SFC reads every 8th frame of the whole video (38 frames, short side 256, centre crop "
@@ -233,6 +232,19 @@ def reading(doc: dict) -> list[str]:
     return lines
 
 
+def _sfc_mode(doc: dict) -> str:
+    """How SFC ran: streamed with the head (the export's pieces, long enough videos) or the whole-video graph."""
+    if "stream_sfc_from" in doc:
+        if not doc.get("sfc_streamed"):
+            return "frames, SFC on the whole-video graph (the cached export predates SFC's streaming pieces). "
+        return (f"frames; SFC on the whole-video graph, since SFC itself streams only from {doc['stream_sfc_from']} "
+                "sampled frames and these videos have 38 (the export has the streaming pieces). ")
+    if doc.get("sfc_streamed"):
+        return "frames, SFC streamed with it (the export's SFC pieces). "
+    return ("frames, SFC on the whole-video graph (the cached export predates SFC's streaming pieces"
+            + (")" if "sfc_streamed" in doc else "; not recorded in this run)") + ". ")
+
+
 #: The decision, written from the recorded run (results.json) and kept with the script.
 CHOICE = ("**Chosen: threads** (the default of `--workers` 2 / `--prefetch` 4 in bench, predict, eval and "
           "classify). In this run, on a machine with no other benchmark beside it, decoding processes were no faster than "
@@ -273,7 +285,8 @@ def main() -> int:
            "files": {res: [{"path": Path(p).name, "bytes": Path(p).stat().st_size} for p in ps] for res, ps in files.items()},
            "load": [load0, os.getloadavg()], "wall_min": (time.perf_counter() - t0) / 60,
            "defaults": {"workers": DEFAULT_WORKERS, "prefetch": DEFAULT_DEPTH},
-           "sfc_streamed": all((export / f"{p}.fp32.onnx").exists() for p in SFC_PIECES if p != "sfc_abs")}
+           "sfc_streamed": all((export / f"{p}.fp32.onnx").exists() for p in SFC_PIECES if p != "sfc_abs"),
+           "stream_sfc_from": STREAM_SFC_FROM}
     atomic_write_text(HERE / "results.json", json.dumps(doc, indent=1) + "\n")
     atomic_write_text(HERE / "README.md", to_markdown(doc))
     print(to_markdown(doc))

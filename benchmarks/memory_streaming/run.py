@@ -15,8 +15,15 @@ runs): it loads the model, resets the kernel's peak-RSS mark, runs one synthetic
 model (``video_mem_mb``; the input tensor is made before the reset, so it is not counted). Modes:
 
 * ``whole``: ``head_chunk`` off: the head and SFC on the whole time axis;
-* ``streamed``: ``head_chunk`` 12: the head and SFC stream together (``SFC.forward_streamed`` on
-  PyTorch; the same driver on SFC's exported pieces on ONNX Runtime, :mod:`sfc_deploy.runtime.sfc_stream`).
+* ``streamed``: ``head_chunk`` 12 and ``stream_sfc_from`` 0: the head and SFC stream together at every
+  length (``SFC.forward_streamed`` on PyTorch; the same driver on SFC's exported pieces on ONNX Runtime,
+  :mod:`sfc_deploy.runtime.sfc_stream`). By default SFC streams from ``STREAM_SFC_FROM`` sampled frames
+  only; below that the head still streams but its chunks are joined for the whole-video SFC graph.
+
+Speed (``--speed-lengths``): SFC seconds per video with the head in chunks of 12 and SFC on the whole-video
+graph, against head and SFC streamed, per runtime, in fresh workers one after the other (1 warm-up and
+``--speed-videos`` timed videos each, median); the ratio is what streaming costs or saves at that length,
+the evidence for ``STREAM_SFC_FROM``.
 
 ``whole`` runs up to ``--whole-max`` raw frames only (its memory is what the streamed mode removes; past
 that it costs minutes and gigabytes per cell). Growth per sampled frame is the least-squares slope of
@@ -28,15 +35,18 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import statistics
 import tempfile
 import time
 from pathlib import Path
 
 from sfc_deploy.common.environment import environment
+from sfc_deploy.runtime.pipeline import STREAM_SFC_FROM
 
 HERE = Path(__file__).resolve().parent
 BACKBONE, SIZE, TAU, STRIDE = "slow8x8", (256, 312), 2.0, 8
 MODES = {"whole": None, "streamed": 12}
+ALWAYS, NEVER = 0, 1 << 30  # stream_sfc_from: SFC streams at every length / at none
 RUNTIMES = {"pytorch": "PyTorch eager", "onnxruntime": "ONNX Runtime (CPU provider)"}
 GOAL_MB = 5.0  # issue 15's bound on growth per sampled frame
 
@@ -72,6 +82,8 @@ def main() -> None:
     parser.add_argument("--runtimes", default="pytorch,onnxruntime", help="pytorch, onnxruntime or both")
     parser.add_argument("--whole-max", type=int, default=1152, help="longest video (raw frames) the whole mode runs")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--speed-lengths", default="288,1152", help="raw frames at which to time whole vs streamed SFC ('' skips)")
+    parser.add_argument("--speed-videos", type=int, default=3, help="timed videos per speed cell")
     parser.add_argument("--out", type=Path, default=HERE)
     parser.add_argument("--readme-only", action="store_true", help="rewrite README.md from --out's results.json")
     args = parser.parse_args()
@@ -87,6 +99,7 @@ def main() -> None:
         if unknown or not values:
             raise SystemExit(f"error: unknown or no {name} {unknown or values}; expected any of {', '.join(known)}")
     rows: list[dict] = []
+    speed: list[dict] = []
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="sfc-mem-") as tmp:
         t0 = time.perf_counter()
@@ -103,17 +116,32 @@ def main() -> None:
                     start = time.perf_counter()
                     r = run_in_fresh_process(WorkerJob(
                         strategy="sfc", export_dir=str(folder), runtime=runtime, precision="fp32",
-                        threads=args.threads, memory_only=True, frames=row["frames"], head_chunk=MODES[mode]))
+                        threads=args.threads, memory_only=True, frames=row["frames"], head_chunk=MODES[mode],
+                        stream_sfc_from=ALWAYS))
                     cells[mode] = {"video_mem_mb": round(r["video_mem_mb"], 1), "peak_rss_mb": round(r["peak_rss_mb"], 1),
                                    "base_rss_mb": round(r["base_rss_mb"], 1),
                                    "seconds": round(time.perf_counter() - start, 1)}
                     print(raw, runtime, mode, cells[mode], flush=True)
                     write(args, rows + [row], runtimes, modes, export_seconds, started)  # an interrupted run keeps its cells
             rows.append(row)
-    print(json.dumps(write(args, rows, runtimes, modes, export_seconds, started)))
+        for raw in [int(x) for x in _list(args.speed_lengths)]:
+            frames = math.ceil(raw / STRIDE)
+            for runtime in runtimes:
+                cell = {"raw_frames": raw, "frames": frames, "runtime": runtime}
+                for name, stream_from in (("whole_sfc_s", NEVER), ("streamed_s", ALWAYS)):
+                    r = run_in_fresh_process(WorkerJob(
+                        strategy="sfc", export_dir=str(folder), runtime=runtime, precision="fp32", threads=args.threads,
+                        videos=args.speed_videos, warmup=1, frames=frames, head_chunk=12, stream_sfc_from=stream_from))
+                    cell[name] = statistics.median(r["latencies_s"])
+                cell["streamed_over_whole"] = cell["streamed_s"] / cell["whole_sfc_s"]
+                print("speed", cell, flush=True)
+                speed.append(cell)
+                write(args, rows, runtimes, modes, export_seconds, started, speed)
+    print(json.dumps(write(args, rows, runtimes, modes, export_seconds, started, speed)))
 
 
-def write(args, rows: list[dict], runtimes: list[str], modes: list[str], export_seconds: float, started: float) -> dict:
+def write(args, rows: list[dict], runtimes: list[str], modes: list[str], export_seconds: float, started: float,
+          speed: list[dict] | None = None) -> dict:
     """Write ``results.json`` and ``README.md`` for the cells measured so far; returns the slopes."""
     common = [r for r in rows if all(m in r.get(rt, {}) for rt in runtimes for m in modes)]
     per_frame = {rt: {m: round(slope([r["frames"] for r in common], [r[rt][m]["video_mem_mb"] for r in common]), 2)
@@ -123,7 +151,10 @@ def write(args, rows: list[dict], runtimes: list[str], modes: list[str], export_
         "model": {"backbone": BACKBONE, "split": "res3", "tau": TAU, "size": list(SIZE), "weights": "random (seed 0)"},
         "runtimes": {rt: RUNTIMES[rt] for rt in runtimes}, "precision": "fp32", "device": "cpu",
         "threads": args.threads,
-        "modes": {m: f"head_chunk={MODES[m]}" for m in modes},
+        "modes": {m: f"head_chunk={MODES[m]}" + (", stream_sfc_from=0" if MODES[m] else "") for m in modes},
+        "stream_sfc_from_default": STREAM_SFC_FROM,
+        "speed": speed or [],
+        "speed_videos": args.speed_videos,
         "whole_max_raw_frames": args.whole_max,
         "rows": rows,
         "mb_per_sampled_frame": per_frame,
@@ -136,6 +167,24 @@ def write(args, rows: list[dict], runtimes: list[str], modes: list[str], export_
     (args.out / "results.json").write_text(json.dumps(result, indent=2) + "\n")
     (args.out / "README.md").write_text(readme(result))
     return per_frame
+
+
+def speed_section(result: dict) -> str:
+    speed = result.get("speed") or []
+    if not speed:
+        return "\nSpeed was not measured in this run (`--speed-lengths`).\n"
+    lines = ["", "## Speed: streamed SFC against the whole-video SFC graph (head in chunks of 12 in both)", "",
+             f"Median SFC seconds per video over {result['speed_videos']} timed videos after 1 warm-up, one fresh worker "
+             f"per cell, fp32, {result['threads']} threads, synthetic input; seconds include head and tail.", "",
+             "| runtime | raw frames | sampled frames | whole SFC graph, s | streamed, s | streamed / whole |",
+             "|---|---:|---:|---:|---:|---:|"]
+    for c in speed:
+        lines.append(f"| {c['runtime']} | {c['raw_frames']} | {c['frames']} | {c['whole_sfc_s']:.2f} | {c['streamed_s']:.2f} "
+                     f"| {c['streamed_over_whole']:.2f} |")
+    lines += ["", f"By default (`STREAM_SFC_FROM` = {result['stream_sfc_from_default']} sampled frames, "
+              "`sfc_deploy/runtime/pipeline.py`; `sfc-deploy bench --stream-sfc-from N`) SFC streams on videos of at least "
+              "that many sampled frames only, where the memory it saves outweighs what it costs."]
+    return "\n".join(lines) + "\n"
 
 
 def readme(result: dict) -> str:
@@ -181,7 +230,8 @@ counted). One run per cell; run-to-run spread was not measured.
 
 * `whole`: `head_chunk` off; head and SFC on the whole time axis. Run up to {result['whole_max_raw_frames']}
   raw frames only ("not run" beyond: that memory is what streaming removes).
-* `streamed`: `head_chunk=12`; the head chunks feed the streamed SFC as they come, so F_head is never
+* `streamed`: `head_chunk=12`, SFC streamed at every length (`stream_sfc_from=0`; by default it streams
+  from {result['stream_sfc_from_default']} sampled frames); the head chunks feed the streamed SFC as they come, so F_head is never
   one tensor and SFC's abstraction, theta, pool and output run chunk by chunk. PyTorch:
   `SFC.forward_streamed`; ONNX Runtime: the same driver (`sfc_deploy/models/sfc_stream.py`) on runners
   of SFC's exported pieces (`sfc_abs`, `sfc_theta_q`, `sfc_theta_k`, `sfc_normalise`;
@@ -198,13 +248,11 @@ than PyTorch eager's, and freed chunk copies stayed resident in glibc's heap (th
 glibc's mmap threshold at 1 MiB, so that part should not apply here; the cause of the remaining excess
 inside the worker was not isolated). Outputs of an ONNX Runtime session are views of its arena, so the
 streamed driver copies the chunks it keeps (`StreamPieces.keep`): without the copy each kept chunk
-pinned an arena region and growth was about twice as large. Speed is not measured here: streaming adds
-host-side work on ONNX Runtime (the TopK pool, the logits' matmul, the copies), so at short lengths it may
-be slower than the whole-video graph (`--head-chunk 0`, or an export without the pieces, runs the latter).
-
+pinned an arena region and growth was about twice as large.
+{speed_section(result)}
 Not measured here: TorchScript, AOTInductor and TensorRT keep the whole-video SFC graph (their head still
-streams with `--head-chunk`, but the head chunks are joined before SFC). Seconds per cell are in
-`results.json` but include model loading and other jobs on the cores: they are not a speed comparison.
+streams with `--head-chunk`, but the head chunks are joined before SFC). Seconds per memory cell are in
+`results.json` but include model loading: they are not a speed comparison (the speed table is).
 """
 
 

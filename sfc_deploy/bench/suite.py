@@ -44,6 +44,7 @@ class BenchOptions:
     batch_sizes: tuple[int, ...] = (30, 10)
     head_chunk: int | None = 12
     head_chunk_given: bool = False  # --head-chunk was passed: refused for a head that cannot stream
+    stream_sfc_from: int | None = None  # sampled frames from which SFC streams with the head chunks (None: the runtime's)
     video_files: tuple[Path, ...] = ()
     labels: tuple[int, ...] = ()  # class of each video file (from --labels): adds top-1 per strategy
     lengths: tuple[int, ...] = ()
@@ -81,6 +82,11 @@ class BenchOptions:
             raise ConfigError(f"--batch-size values must be 1..30 crops, got {list(self.batch_sizes)}; e.g. 30,10,5")
         if self.head_chunk is not None and self.head_chunk < 2:
             raise ConfigError(f"--head-chunk must be >= 2 frames (or 0 to disable), got {self.head_chunk}")
+        if self.stream_sfc_from is not None:
+            if self.stream_sfc_from < 0:
+                raise ConfigError(f"--stream-sfc-from must be >= 0 sampled frames (0: always), got {self.stream_sfc_from}")
+            if not self.head_chunk:
+                raise ConfigError("--stream-sfc-from streams SFC with the head chunks, and --head-chunk 0 turns them off; drop one")
         for f in self.video_files:
             if not Path(f).is_file():
                 raise ConfigError(f"--video {f} does not exist; pass existing video files or leave it out for synthetic input")
@@ -240,7 +246,8 @@ def run_bench(opts: BenchOptions, progress: Progress = lambda kind, data: None) 
         tau: work(
             f"SFC tau={tau:g}",
             WorkerJob(strategy="sfc", export_dir=str(path), videos=opts.videos, warmup=opts.warmup,
-                      repeats=opts.repeats, head_chunk=head_chunk, sfc_batch=list(opts.sfc_batch), **common),
+                      repeats=opts.repeats, head_chunk=head_chunk, stream_sfc_from=opts.stream_sfc_from,
+                      sfc_batch=list(opts.sfc_batch), **common),
         )
         for tau, path in exports.items()
     }
@@ -260,7 +267,8 @@ def run_bench(opts: BenchOptions, progress: Progress = lambda kind, data: None) 
                 r = work(
                     f"memory at {raw} raw frames ({'streamed' if chunk else 'whole head'})",
                     WorkerJob(strategy="sfc", export_dir=str(first), memory_only=True, frames=row["frames"],
-                              head_chunk=chunk, **{**common, "video_files": [], "labels": [], "cuda_graphs": False}),
+                              head_chunk=chunk, stream_sfc_from=opts.stream_sfc_from,
+                              **{**common, "video_files": [], "labels": [], "cuda_graphs": False}),
                 )
                 row[f"{key}_peak_mb"], row[f"{key}_video_mem_mb"] = r["peak_rss_mb"], r["video_mem_mb"]
                 if "gpu_memory" in r:  # on CUDA the memory that matters is the GPU's

@@ -77,6 +77,7 @@ class WorkerJob:
     batch_sizes: list[int] = field(default_factory=lambda: [30])
     peak_seconds: float = 2.0  # time budget of each matmul-peak measurement
     head_chunk: int | None = None
+    stream_sfc_from: int | None = None  # with head_chunk: SFC streams too from this many sampled frames (None: the runtime's)
     frames: int | None = None  # SFC sampled frames of a synthetic video (default: the export's)
     video_files: list[str] = field(default_factory=list)  # real input: decode included in the timing
     labels: list[int] = field(default_factory=list)  # class of each video file: top-1 over the timed videos
@@ -307,6 +308,8 @@ def run_job(job: WorkerJob, emit: Callable[[dict], None] = lambda e: None) -> di
         options["memory_format"] = "channels_last_3d"
     if not job.inference_rewrite:
         options["inference_rewrite"] = False
+    if job.stream_sfc_from is not None and job.strategy == "sfc":
+        options["stream_sfc_from"] = job.stream_sfc_from
     dep = load(job.export_dir, job.runtime, precision=job.precision, threads=job.threads,
                head_chunk=job.head_chunk if job.strategy == "sfc" else None, **options)
     if job.strategy == "sfc":
@@ -377,6 +380,8 @@ def run_job(job: WorkerJob, emit: Callable[[dict], None] = lambda e: None) -> di
         "video_mem_mb": max(memory_mb - base_mb, 0.0),
         "first_video_s": first_s,
         "head_chunk": job.head_chunk if job.strategy == "sfc" else None,
+        # with head_chunk, SFC itself streams on videos of at least this many sampled frames
+        "stream_sfc_from": dep.stream_sfc_from if job.strategy == "sfc" and job.head_chunk else None,
         "allocator": {k: os.environ.get(k) for k in ALLOCATOR_ENV},
         "ort_arena_shrinkage": bool(extra),
         "peak_reset_after_load": peak_reset,

@@ -52,24 +52,39 @@ def to_runner(x: torch.Tensor, runner: Runner, dtype: torch.dtype) -> torch.Tens
     return x.to(dtype)
 
 
+#: Sampled frames from which SFC itself streams with the head chunks (``head_chunk`` set). Shorter
+#: videos run the whole-video SFC graph: faster there (the streamed driver's host-side pool, matmuls
+#: and copies cost more than they save; ``benchmarks/memory_streaming``), and its memory is bounded by
+#: this length (about 1 GB at 72 frames of 256x312 for slow8x8 on ONNX Runtime). 72 sampled frames are
+#: 576 raw frames at stride 8, twice the paper's 288.
+STREAM_SFC_FROM = 72
+
+
+def check_stream_sfc_from(frames: int) -> int:
+    if not isinstance(frames, int) or frames < 0:
+        raise ConfigError(f"--stream-sfc-from must be a whole number of sampled frames >= 0 (0: always), got {frames!r}")
+    return frames
+
+
 class SFCPipeline:
     """head -> SFC -> tail. ``head_chunk`` streams the head over time (identical output where the
     head has no temporal receptive field), so peak memory stops growing with video length.
 
-    With ``head_chunk`` the head and SFC stream together where the runtime can: head chunks feed the
-    streamed SFC as they come, so neither the whole F_head as one tensor nor SFC's full-length
-    intermediates exist (issue 15 item 6). On PyTorch that is
-    :meth:`~sfc_deploy.models.sfc.SFC.forward_streamed`; on ONNX Runtime ``sfc_stream``, the same
-    driver on runners of SFC's exported pieces (:mod:`sfc_deploy.runtime.sfc_stream`). Elsewhere,
-    and for exports without the pieces, the SFC graph runs on the whole time axis: the head chunks
-    are joined first.
+    With ``head_chunk`` the head and SFC stream together where the runtime can, on videos of at least
+    ``stream_sfc_from`` sampled frames: head chunks feed the streamed SFC as they come, so neither the
+    whole F_head as one tensor nor SFC's full-length intermediates exist (issue 15 item 6). On
+    PyTorch that is :meth:`~sfc_deploy.models.sfc.SFC.forward_streamed`; on ONNX Runtime
+    ``sfc_stream``, the same driver on runners of SFC's exported pieces
+    (:mod:`sfc_deploy.runtime.sfc_stream`). Elsewhere, for shorter videos, and for exports without
+    the pieces, the SFC graph runs on the whole time axis: the head chunks are joined first.
     """
 
     def __init__(self, head: Runner, sfc: Runner, tail: Runner, *, head_chunk: int | None = None,
-                 sfc_stream: StreamedSFC | None = None) -> None:
+                 sfc_stream: StreamedSFC | None = None, stream_sfc_from: int = STREAM_SFC_FROM) -> None:
         self.head, self.sfc, self.tail = head, sfc, tail
         self.head_chunk = head_chunk
         self.sfc_stream = sfc_stream
+        self.stream_sfc_from = check_stream_sfc_from(stream_sfc_from)
 
     def _head_chunks(self, frames: torch.Tensor):
         """The head's output chunk by chunk (one chunk without ``head_chunk``)."""
@@ -89,13 +104,19 @@ class SFCPipeline:
 
     @property
     def streams_sfc(self) -> bool:
-        """Whether SFC runs chunk by chunk with the head (``head_chunk``, on PyTorch or with ``sfc_stream``)."""
+        """Whether SFC can run chunk by chunk with the head (``head_chunk``, on PyTorch or with
+        ``sfc_stream``); it does on videos of at least ``stream_sfc_from`` sampled frames."""
         return bool(self.head_chunk) and (isinstance(self.sfc, PyTorchRunner) or self.sfc_stream is not None)
 
+    def streams_sfc_at(self, frames: int) -> bool:
+        """Whether SFC streams on a video of ``frames`` sampled frames."""
+        return self.streams_sfc and frames >= self.stream_sfc_from
+
     def __call__(self, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.streams_sfc and self.sfc_stream is not None:
+        stream = self.streams_sfc_at(frames.shape[2])
+        if stream and self.sfc_stream is not None:
             f_sfc, attention = self.sfc_stream(self._head_chunks(frames), chunk=self.head_chunk)
-        elif self.streams_sfc:
+        elif stream:
             if not self.sfc.active:
                 raise ArtifactError(f"{self.sfc.describe()} is not active; use it as a context manager (with runner: ...)")
             with torch.inference_mode():
@@ -146,6 +167,7 @@ class Deployment:
         precision: str = "fp32",
         sfc_variant: str = "portable",
         head_chunk: int | None = None,
+        stream_sfc_from: int = STREAM_SFC_FROM,
         dense_batch: int = 30,
         model: SFCModel | None = None,
         **runner_options,
@@ -172,6 +194,7 @@ class Deployment:
         if dense_batch < 1:
             raise ConfigError(f"dense batch size must be >= 1, got {dense_batch}")
         self.head_chunk = head_chunk
+        self.stream_sfc_from = check_stream_sfc_from(stream_sfc_from)
         self.dense_batch = dense_batch
         self.runner_options = runner_options
         self._runners: dict[str, Runner] = {}
@@ -271,7 +294,7 @@ class Deployment:
     def sfc_pipeline(self) -> SFCPipeline:
         stream = self.sfc_stream() if self.head_chunk else None
         return SFCPipeline(self.runner("head"), self.runner("sfc"), self.runner("tail"), head_chunk=self.head_chunk,
-                           sfc_stream=stream)
+                           sfc_stream=stream, stream_sfc_from=self.stream_sfc_from)
 
     def clip_pipeline(self) -> ClipPipeline:
         return ClipPipeline(self.runner("clip"), batch_size=self.dense_batch)

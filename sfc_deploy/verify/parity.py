@@ -370,7 +370,7 @@ def _check_stream(record, manifest: Manifest, dep: Deployment, stream: StreamedS
     video = ref.synthetic["video"]
     chunk = max(2, -(-video.shape[2] // 3))  # three chunks, the last one shorter where T does not divide
     pipeline = SFCPipeline(dep.runner("head"), dep.runner("sfc"), dep.runner("tail"), head_chunk=chunk,
-                           sfc_stream=stream)
+                           sfc_stream=stream, stream_sfc_from=0)  # streamed whatever the length
     logits, attention = pipeline(video.to(dtype))
     name = f"synthetic[streamed, head_chunk={chunk}]"
     record("sfc_pipeline", name, logits.float(), ref.synthetic["logits"], logits=True)

@@ -34,6 +34,8 @@ def _bench(*args: str):
         (["--warmup", "0"], "--warmup must be >= 1"),
         (["--threads", "0"], "--threads must be >= 1"),
         (["--head-chunk", "1"], "--head-chunk must be >= 2"),
+        (["--stream-sfc-from", "-1"], "--stream-sfc-from must be >= 0"),
+        (["--head-chunk", "0", "--stream-sfc-from", "8"], "--head-chunk 0 turns them off"),
         (["--tau", "0.5"], "--tau must be >= 1"),
         (["--lengths", "288,-1"], "--lengths must be positive"),
         (["--video", "/no/such/file.mp4"], "/no/such/file.mp4 does not exist"),

@@ -15,6 +15,7 @@ from sfc_deploy.bench.suite import BenchOptions
 from sfc_deploy.bench.worker import WorkerJob, run_in_fresh_process
 from sfc_deploy.cli import app
 from sfc_deploy.errors import ConfigError
+from sfc_deploy.runtime.pipeline import STREAM_SFC_FROM
 
 runner = CliRunner()
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a visible CUDA device")
@@ -23,6 +24,8 @@ needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a v
 OLD_KEYS = {"strategy", "runtime", "precision", "threads", "input", "frames", "segments", "base_rss_mb", "peak_rss_mb",
             "video_mem_mb", "first_video_s", "head_chunk", "allocator", "ort_arena_shrinkage", "peak_reset_after_load",
             "batch_size", "batch_trials_s", "latencies_s", "peak_rss_end_mb", "top1", "pid"}
+#: keys added since, each with its own tests: --fast-decode (issue 15), SFC streaming's threshold
+ADDED_KEYS = {"device", "fast_decode", "stream_sfc_from"}
 OLD_MATMUL_KEYS = {"strategy", "gflops", "size", "threads", "precision", "repeats", "library", "by_library", "pid"}
 
 
@@ -89,8 +92,11 @@ def test_cpu_worker_keys_are_the_old_ones_plus_device(strategy, tiny_export):
     job = WorkerJob(strategy=strategy, export_dir=str(tiny_export), runtime="pytorch", threads=1, videos=1,
                     batch_sizes=[30, 10], head_chunk=4 if strategy == "sfc" else None, peak_seconds=0.05, device="cpu")
     result = run_in_fresh_process(job)
-    assert set(result) == (OLD_MATMUL_KEYS if strategy == "matmul" else OLD_KEYS) | {"device"}
+    assert set(result) == (OLD_MATMUL_KEYS | {"device"} if strategy == "matmul" else OLD_KEYS | ADDED_KEYS)
     assert result["device"] == "cpu"
+    if strategy != "matmul":
+        assert result["fast_decode"] is False
+        assert result["stream_sfc_from"] == (STREAM_SFC_FROM if strategy == "sfc" else None)
 
 
 @pytest.mark.slow  # 9 s; the CPU side of the GPU batch sweep (benchmarks/gpu/run.sh --dry runs it too)

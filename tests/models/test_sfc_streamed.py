@@ -147,15 +147,23 @@ def test_pytorch_deployment_streams_head_and_sfc_together(sfc_tiny) -> None:
     frames = torch.randn(1, 3, 11, *sfc_tiny.size)
     with torch.no_grad():
         logits, attention = model.forward_with_attention(frames)
-    with Deployment.from_model(model, head_chunk=3) as dep:  # head chunks 3, 3, 3, 2
+    with Deployment.from_model(model, head_chunk=3, stream_sfc_from=0) as dep:  # head chunks 3, 3, 3, 2
         pipe = dep.sfc_pipeline()
-        assert pipe.streams_sfc
+        assert pipe.streams_sfc and pipe.streams_sfc_at(1)
         f_head_numel = math.prod(model.head(frames).shape)
         probe = _LargestTensor()
         with probe:
             got = dep.predict_with_attention(frames)
         _assert_same(got, (logits, attention))
         assert probe.largest < f_head_numel  # the full F_head never exists as one tensor
+    with Deployment.from_model(model, head_chunk=3) as dep:  # the default: SFC streams from 72 sampled frames
+        assert not dep.sfc_pipeline().streams_sfc_at(11)
+        probe = _LargestTensor()
+        with probe:
+            _assert_same(dep.predict_with_attention(frames), (logits, attention))
+        assert probe.largest >= f_head_numel  # the head chunks were joined for the whole-video SFC
+    with pytest.raises(ConfigError, match="--stream-sfc-from"):
+        Deployment.from_model(model, head_chunk=3, stream_sfc_from=-1)
     with Deployment.from_model(model) as dep:  # no head_chunk: the whole-video path
         assert not dep.sfc_pipeline().streams_sfc
 

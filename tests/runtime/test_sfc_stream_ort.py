@@ -88,17 +88,24 @@ def test_ort_deployment_streams_head_and_sfc_together(whole_export: Path, sfc_ti
     frames = torch.randn(1, 3, 11, *sfc_tiny.size)
     with torch.no_grad():
         logits, attention = model.forward_with_attention(frames)
-    with load(whole_export, runtime="onnxruntime", threads=1, head_chunk=3) as dep:  # head chunks 3, 3, 3, 2
+    with load(whole_export, runtime="onnxruntime", threads=1, head_chunk=3, stream_sfc_from=11) as dep:  # chunks 3, 3, 3, 2
         pipe = dep.sfc_pipeline()
-        assert pipe.streams_sfc
+        assert pipe.streams_sfc and pipe.streams_sfc_at(11) and not pipe.streams_sfc_at(10)
         got = dep.predict_with_attention(frames)
         _same(got[0], logits)
         _same(got[1], attention)
         seen = []
         whole = dep.runner("sfc")
-        whole.infer = lambda feed: seen.append(feed) or {}  # the whole-video graph must not run
+        infer = whole.infer
+        whole.infer = lambda feed: seen.append(feed) or infer(feed)
         dep.predict(frames)
-        assert not seen
+        assert not seen  # 11 frames, streamed: the whole-video graph did not run
+        with torch.no_grad():
+            short = model.forward_with_attention(frames[:, :, :10])[0]
+        _same(dep.predict(frames[:, :, :10]), short)
+        assert len(seen) == 1  # shorter than stream_sfc_from: the whole-video graph ran, on the joined head chunks
+    with load(whole_export, runtime="onnxruntime", threads=1, head_chunk=3) as dep:  # the default: from 72 frames
+        assert not dep.sfc_pipeline().streams_sfc_at(11)
     with load(whole_export, runtime="onnxruntime", threads=1) as dep:  # no head_chunk: the whole-video graph
         assert not dep.sfc_pipeline().streams_sfc
         _same(dep.predict(frames), logits)
