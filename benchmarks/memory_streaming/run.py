@@ -20,6 +20,10 @@ model (``video_mem_mb``; the input tensor is made before the reset, so it is not
   :mod:`sfc_deploy.runtime.sfc_stream`). By default SFC streams from ``STREAM_SFC_FROM`` sampled frames
   only; below that the head still streams but its chunks are joined for the whole-video SFC graph.
 
+``onnxruntime-no-arena`` is ONNX Runtime with every session's CPU memory arena off (the runner option
+``cpu_arena=False``): buffers come from and go back to the system allocator run by run, where the default
+(arena on, shrunk after every run, as ``sfc-deploy bench`` runs it) keeps what it has grown.
+
 Speed (``--speed-lengths``): SFC seconds per video with the head in chunks of 12 and SFC on the whole-video
 graph, against head and SFC streamed, per runtime, in fresh workers one after the other (1 warm-up and
 ``--speed-videos`` timed videos each, median); the ratio is what streaming costs or saves at that length,
@@ -47,7 +51,16 @@ HERE = Path(__file__).resolve().parent
 BACKBONE, SIZE, TAU, STRIDE = "slow8x8", (256, 312), 2.0, 8
 MODES = {"whole": None, "streamed": 12}
 ALWAYS, NEVER = 0, 1 << 30  # stream_sfc_from: SFC streams at every length / at none
-RUNTIMES = {"pytorch": "PyTorch eager", "onnxruntime": "ONNX Runtime (CPU provider)"}
+RUNTIMES = {"pytorch": "PyTorch eager", "onnxruntime": "ONNX Runtime (CPU provider)",
+            "onnxruntime-no-arena": "ONNX Runtime (CPU provider) without its CPU memory arena"}
+
+
+def _job(runtime: str, **kw):
+    """A bench worker job for a column of RUNTIMES (the no-arena one is ONNX Runtime with ort_cpu_arena off)."""
+    from sfc_deploy.bench.worker import WorkerJob
+
+    return WorkerJob(strategy="sfc", runtime=runtime.removesuffix("-no-arena"), precision="fp32",
+                     ort_cpu_arena=not runtime.endswith("-no-arena"), **kw)
 GOAL_MB = 5.0  # issue 15's bound on growth per sampled frame
 
 
@@ -59,7 +72,7 @@ def export(out: Path, runtimes: list[str]) -> Path:
     from sfc_deploy.models import create_model, get_config
 
     torch.manual_seed(0)
-    formats = ("onnx",) if "onnxruntime" in runtimes else ()
+    formats = ("onnx",) if any(rt.startswith("onnxruntime") for rt in runtimes) else ()
     export_model(create_model(get_config(BACKBONE), tau=TAU, split="res3"), out,
                  ExportOptions(formats=formats, parts=("head", "sfc", "tail"), precisions=("fp32",), frames=36,
                                size=SIZE, raw_frames=288))
@@ -79,7 +92,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--lengths", default="144,288,576,1152,4096", help="raw frames per video, comma-separated")
     parser.add_argument("--modes", default="whole,streamed", help="whole, streamed or both")
-    parser.add_argument("--runtimes", default="pytorch,onnxruntime", help="pytorch, onnxruntime or both")
+    parser.add_argument("--runtimes", default="pytorch,onnxruntime,onnxruntime-no-arena",
+                        help="any of pytorch, onnxruntime, onnxruntime-no-arena (ONNX Runtime without its CPU arena)")
     parser.add_argument("--whole-max", type=int, default=1152, help="longest video (raw frames) the whole mode runs")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--speed-lengths", default="288,1152", help="raw frames at which to time whole vs streamed SFC ('' skips)")
@@ -90,7 +104,7 @@ def main() -> None:
     if args.readme_only:
         (args.out / "README.md").write_text(readme(json.loads((args.out / "results.json").read_text())))
         return
-    from sfc_deploy.bench.worker import WorkerJob, run_in_fresh_process
+    from sfc_deploy.bench.worker import run_in_fresh_process
 
     lengths = [int(x) for x in _list(args.lengths)]
     modes, runtimes = _list(args.modes), _list(args.runtimes)
@@ -114,10 +128,9 @@ def main() -> None:
                     if mode == "whole" and raw > args.whole_max:
                         continue
                     start = time.perf_counter()
-                    r = run_in_fresh_process(WorkerJob(
-                        strategy="sfc", export_dir=str(folder), runtime=runtime, precision="fp32",
-                        threads=args.threads, memory_only=True, frames=row["frames"], head_chunk=MODES[mode],
-                        stream_sfc_from=ALWAYS))
+                    r = run_in_fresh_process(_job(
+                        runtime, export_dir=str(folder), threads=args.threads, memory_only=True, frames=row["frames"],
+                        head_chunk=MODES[mode], stream_sfc_from=ALWAYS))
                     cells[mode] = {"video_mem_mb": round(r["video_mem_mb"], 1), "peak_rss_mb": round(r["peak_rss_mb"], 1),
                                    "base_rss_mb": round(r["base_rss_mb"], 1),
                                    "seconds": round(time.perf_counter() - start, 1)}
@@ -129,9 +142,9 @@ def main() -> None:
             for runtime in runtimes:
                 cell = {"raw_frames": raw, "frames": frames, "runtime": runtime}
                 for name, stream_from in (("whole_sfc_s", NEVER), ("streamed_s", ALWAYS)):
-                    r = run_in_fresh_process(WorkerJob(
-                        strategy="sfc", export_dir=str(folder), runtime=runtime, precision="fp32", threads=args.threads,
-                        videos=args.speed_videos, warmup=1, frames=frames, head_chunk=12, stream_sfc_from=stream_from))
+                    r = run_in_fresh_process(_job(
+                        runtime, export_dir=str(folder), threads=args.threads, videos=args.speed_videos, warmup=1,
+                        frames=frames, head_chunk=12, stream_sfc_from=stream_from))
                     cell[name] = statistics.median(r["latencies_s"])
                 cell["streamed_over_whole"] = cell["streamed_s"] / cell["whole_sfc_s"]
                 print("speed", cell, flush=True)
@@ -236,6 +249,10 @@ counted). One run per cell; run-to-run spread was not measured.
   `SFC.forward_streamed`; ONNX Runtime: the same driver (`sfc_deploy/models/sfc_stream.py`) on runners
   of SFC's exported pieces (`sfc_abs`, `sfc_theta_q`, `sfc_theta_k`, `sfc_normalise`;
   `sfc_deploy/runtime/sfc_stream.py`), the query's TopK pool and the matmuls in torch on the host.
+* `onnxruntime-no-arena`: the same ONNX Runtime sessions with their CPU memory arena off (runner option
+  `cpu_arena=False`; bench worker `ort_cpu_arena=False`): buffers come from the system allocator run by
+  run instead of an arena that grows in power-of-two steps and is shrunk after each run (how `sfc-deploy
+  bench` runs ONNX Runtime, for both strategies).
 
 Goal of the issue: <= {GOAL_MB:g} MB per sampled frame{verdict}. What streaming must still hold per sampled
 frame until the query and the attention map are known is F_head chunk 2.56 MB + F_abs chunk 0.66 MB

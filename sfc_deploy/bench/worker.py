@@ -77,6 +77,7 @@ class WorkerJob:
     batch_sizes: list[int] = field(default_factory=lambda: [30])
     peak_seconds: float = 2.0  # time budget of each matmul-peak measurement
     head_chunk: int | None = None
+    ort_cpu_arena: bool = True  # onnxruntime: False runs every session without its CPU arena
     stream_sfc_from: int | None = None  # with head_chunk: SFC streams too from this many sampled frames (None: the runtime's)
     frames: int | None = None  # SFC sampled frames of a synthetic video (default: the export's)
     video_files: list[str] = field(default_factory=list)  # real input: decode included in the timing
@@ -97,6 +98,8 @@ class WorkerJob:
     prefetch_kind: str = "thread"  # ... on threads or processes (sfc_deploy.data.prefetch.KINDS)
 
     def check(self) -> None:
+        if not self.ort_cpu_arena and self.runtime != "onnxruntime":
+            raise ConfigError(f"ort_cpu_arena=False is an ONNX Runtime setting; the {self.runtime} runtime has no such arena")
         if self.strategy not in STRATEGIES:
             raise ConfigError(f"unknown strategy {self.strategy!r}; expected one of {', '.join(STRATEGIES)}")
         if self.videos < 1 or self.repeats < 1 or self.warmup < 1 or self.threads < 1:
@@ -308,6 +311,8 @@ def run_job(job: WorkerJob, emit: Callable[[dict], None] = lambda e: None) -> di
         options["memory_format"] = "channels_last_3d"
     if not job.inference_rewrite:
         options["inference_rewrite"] = False
+    if not job.ort_cpu_arena:
+        options["cpu_arena"] = False
     if job.stream_sfc_from is not None and job.strategy == "sfc":
         options["stream_sfc_from"] = job.stream_sfc_from
     dep = load(job.export_dir, job.runtime, precision=job.precision, threads=job.threads,
@@ -383,7 +388,8 @@ def run_job(job: WorkerJob, emit: Callable[[dict], None] = lambda e: None) -> di
         # with head_chunk, SFC itself streams on videos of at least this many sampled frames
         "stream_sfc_from": dep.stream_sfc_from if job.strategy == "sfc" and job.head_chunk else None,
         "allocator": {k: os.environ.get(k) for k in ALLOCATOR_ENV},
-        "ort_arena_shrinkage": bool(extra),
+        "ort_arena_shrinkage": bool(extra) and job.ort_cpu_arena,
+        "ort_cpu_arena": job.ort_cpu_arena if job.runtime == "onnxruntime" else None,
         "peak_reset_after_load": peak_reset,
         "device": job.device,
     }

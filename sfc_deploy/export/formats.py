@@ -94,7 +94,7 @@ FORMATS: dict[str, Format] = {
             served_variant={"default": "ort", "portable": "ort", "custom": "ort-custom"},
             serve_writer="sfc_deploy.export.ort_graph:write_ort_graph",
             # device: "cpu" or "cuda:N", run on that device's execution provider (onnxruntime-gpu for CUDA)
-            runner_options=("threads", "providers", "optimization", "shrink_arena", "device"),
+            runner_options=("threads", "providers", "optimization", "shrink_arena", "cpu_arena", "device"),
             library="onnxruntime",
             sfc_pieces=True,  # ONNX Runtime streams SFC with --head-chunk (runtime.sfc_stream)
         ),

@@ -100,7 +100,8 @@ class OnnxRuntimeRunner(Runner):
     name = "onnxruntime"
 
     def __init__(self, artifact, path, *, threads: int | None = None, providers: list | None = None,
-                 optimization: str = "all", shrink_arena: bool = False, device: str | None = None) -> None:
+                 optimization: str = "all", shrink_arena: bool = False, cpu_arena: bool = True,
+                 device: str | None = None) -> None:
         super().__init__(artifact, path)
         if device is not None and providers:
             raise ConfigError("the onnxruntime runner takes device or providers, not both; drop one")
@@ -112,6 +113,9 @@ class OnnxRuntimeRunner(Runner):
         # give the arena back after every run: several sessions in a row (head, SFC, tail) then peak
         # at the largest one instead of the sum of all (the bench turns it on for both strategies)
         self.shrink_arena = shrink_arena
+        # no CPU arena at all: each run's buffers come from and go back to the system allocator (lower peaks,
+        # memory returned at once; benchmarks/memory_streaming measures it); shrinking then has nothing to do
+        self.cpu_arena = cpu_arena
         self.run_options = None
         self.session = None
 
@@ -128,6 +132,7 @@ class OnnxRuntimeRunner(Runner):
             "none": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
         }[self.optimization]
         opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        opts.enable_cpu_mem_arena = self.cpu_arena
         opts.log_severity_level = 3
         if self.threads:
             opts.intra_op_num_threads = self.threads
@@ -164,7 +169,7 @@ class OnnxRuntimeRunner(Runner):
             from sfc_deploy.runtime.ort_custom_op import register_topk_op
 
             opts.register_custom_ops_library(register_topk_op())
-        if self.shrink_arena:
+        if self.shrink_arena and self.cpu_arena:
             self.run_options = ort.RunOptions()
             self.run_options.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
         # explicitly requested providers are not silently swapped for the CPU when one fails to start

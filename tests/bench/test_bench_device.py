@@ -25,7 +25,7 @@ OLD_KEYS = {"strategy", "runtime", "precision", "threads", "input", "frames", "s
             "video_mem_mb", "first_video_s", "head_chunk", "allocator", "ort_arena_shrinkage", "peak_reset_after_load",
             "batch_size", "batch_trials_s", "latencies_s", "peak_rss_end_mb", "top1", "pid"}
 #: keys added since, each with its own tests: --fast-decode (issue 15), SFC streaming's threshold
-ADDED_KEYS = {"device", "fast_decode", "stream_sfc_from"}
+ADDED_KEYS = {"device", "fast_decode", "stream_sfc_from", "ort_cpu_arena"}
 OLD_MATMUL_KEYS = {"strategy", "gflops", "size", "threads", "precision", "repeats", "library", "by_library", "pid"}
 
 
@@ -84,6 +84,8 @@ def test_worker_job_refuses_cuda_graphs_off_pytorch_cuda():
         WorkerJob(strategy="sfc", runtime="torchscript", device="cuda:0", cuda_graphs=True).check()
     with pytest.raises(ConfigError, match="pytorch runtime on a CUDA device only"):
         WorkerJob(strategy="sfc", runtime="pytorch", device="cpu", cuda_graphs=True).check()
+    with pytest.raises(ConfigError, match="ort_cpu_arena=False is an ONNX Runtime setting"):
+        WorkerJob(strategy="sfc", runtime="pytorch", ort_cpu_arena=False).check()
 
 
 @pytest.mark.slow  # 11 s; the report's contract keys are checked by tests/bench/test_bench_report.py

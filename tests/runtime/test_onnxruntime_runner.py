@@ -133,3 +133,15 @@ def test_the_served_custom_op_graph_runs_with_the_numpy_reference(tmp_path: Path
         got = runner.infer({"x": torch.from_numpy(value)})["y"].numpy()
     assert got.dtype == value.dtype
     np.testing.assert_array_equal(got, topk_temporal_pool_reference(value, 3))
+
+
+@pytest.mark.parametrize("options", [{}, {"shrink_arena": True}, {"cpu_arena": False},
+                                     {"cpu_arena": False, "shrink_arena": True}])
+def test_the_arena_settings_give_the_same_result(tmp_path: Path, options) -> None:
+    """With or without ONNX Runtime's CPU arena (and its shrinking, which needs one) the graph runs alike."""
+    path = _write(tmp_path, _model(helper.make_node("Relu", ["x"], ["y"])))
+    x = torch.tensor([[-1.0, 2.0, -3.0], [4.0, -5.0, 6.0]])
+    with _runner(path, **options) as runner:
+        assert runner.session.get_session_options().enable_cpu_mem_arena == options.get("cpu_arena", True)
+        for _ in range(2):  # a second run after the first one's buffers went back
+            assert torch.equal(runner.infer({"x": x})["y"], x.clamp(min=0))
