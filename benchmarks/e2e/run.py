@@ -247,16 +247,17 @@ def _sfc_mode(doc: dict) -> str:
 
 #: The decision, written from the recorded run (results.json) and kept with the script.
 CHOICE = ("**Chosen: threads** (the default of `--workers` 2 / `--prefetch` 4 in bench, predict, eval and "
-          "classify). In this run, on a machine with no other benchmark beside it, decoding processes were no faster than "
-          "threads, so the earlier run's lead for processes (71-79% against 35-49%) was the other jobs' load, not the "
-          "GIL. With either, a decode beside the model slows the model pass by about a third at 720p: on 2 cores "
-          "the decode's CPU time comes out of the model's, and the bound above (model / (model + decode / 2)) is "
-          "84% at 720p, under the 85% goal before any contention. One FFmpeg thread per decode, ONNX Runtime's "
-          "intra-op threads without spinning, and decoding threads at nice 10 were tried only in side runs that "
-          "are not recorded here, with no clear change. `--fast-decode`, a third less decoding CPU, gains 0-5 points and costs SFC about a "
-          "point of top-1, so it stays opt-in. Untried: resizing in swscale while converting each frame, instead of "
-          "converting full-size frames to float and resizing them in torch (it would change the preprocessing the "
-          "models were trained with).")
+          "classify). Across the runs on a machine with no other benchmark beside them, decoding processes and threads "
+          "came within a few percent of each other, either one ahead, so the simpler threads stay. Since decoded "
+          "frames are resized in uint8 (`benchmarks/decode/resize.md`: the float resize rounded to whole grey levels), "
+          "preprocessing a decoded video costs a fraction of what it did, and a decode beside the model takes less of "
+          "the model's CPU on 2 cores (the bound model / (model + decode / 2) per size is above; at 720p the measured "
+          "overlap stays under it because the decode still slows the model pass). `--fast-decode` gained 0-7 points "
+          "of overlap in the runs so far and costs SFC about a point of top-1, so it stays opt-in. One FFmpeg thread "
+          "per decode, ONNX Runtime's intra-op threads without spinning, and decoding threads at nice 10 were tried "
+          "only in side runs before the resize change and are not recorded here. Resizing in swscale while "
+          "converting each frame was not adopted: it is another filter than the one the models were trained with, "
+          "where the uint8 torch resize is the same filter, rounded.")
 
 
 def main() -> int:
