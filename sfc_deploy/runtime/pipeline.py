@@ -53,10 +53,11 @@ def to_runner(x: torch.Tensor, runner: Runner, dtype: torch.dtype) -> torch.Tens
 
 
 #: Sampled frames from which SFC itself streams with the head chunks (``head_chunk`` set). Shorter
-#: videos run the whole-video SFC graph: faster there (the streamed driver's host-side pool, matmuls
-#: and copies cost more than they save; ``benchmarks/memory_streaming``), and its memory is bounded by
-#: this length (about 1 GB at 72 frames of 256x312 for slow8x8 on ONNX Runtime). 72 sampled frames are
-#: 576 raw frames at stride 8, twice the paper's 288.
+#: videos run the whole-video SFC graph, which is faster (on ONNX Runtime streaming took 1.16-1.18x its
+#: time at 36 and 144 sampled frames, on PyTorch about the same; ``benchmarks/memory_streaming``) and
+#: whose extra memory is bounded by this length (about 1 GB at 72 frames of 256x312 for slow8x8 on ONNX
+#: Runtime, against 0.55 GB streamed). 72 sampled frames are 576 raw frames at stride 8, twice the
+#: paper's 288.
 STREAM_SFC_FROM = 72
 
 
