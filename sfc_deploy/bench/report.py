@@ -202,6 +202,7 @@ def build_report(*, exports: dict, matmul: dict, dense: dict, sfc_runs: dict, le
         },
         "protocol": {"videos": options.videos, "repeats": options.repeats, "warmup": options.warmup,
                      "dense_batch_candidates": list(options.batch_sizes), "head_chunk": options.head_chunk,
+                     "stream_sfc_from": sfc_runs[head_tau].get("stream_sfc_from"),
                      "worker_allocator_env": dense.get("allocator"), "ort_arena_shrinkage": dense.get("ort_arena_shrinkage"),
                      "peak_reset_after_load": dense.get("peak_reset_after_load")},
         "matmul_peak_gflops": peak,
@@ -425,6 +426,9 @@ def to_markdown(report: dict) -> str:
         lines += [f"| {r['raw_frames']} | {r['frames']} | " + " | ".join(f"{r[f'{k}{sfx}']:.0f}" for k in keys)
                   + f" | {r[f'dense{sfx}']:.0f} |" for r in rows]
         lines += ["", "Dense sampling always runs 30 crops of 8 frames, so its memory does not depend on video length."]
+        if "sfc_streamed" in keys and report["protocol"].get("stream_sfc_from"):
+            lines += [f"`sfc streamed`: the head in chunks; SFC itself streams from {report['protocol']['stream_sfc_from']} "
+                      "sampled frames (`--stream-sfc-from`), so shorter rows run the whole-video SFC graph."]
     lines += ["", "Definitions: " + "; ".join(f"`{k}`: {v}" for k, v in report["definitions"].items()) + "."]
     return "\n".join(lines) + "\n"
 
