@@ -50,6 +50,11 @@ VARIANTS = (
 )
 
 
+def scaled_milestones(epochs: int) -> str:
+    """The paper's 15 epochs with lr/10 at 8 and 12, scaled to ``epochs`` (``--milestones`` text)."""
+    return f"{max(1, round(epochs * 8 / 15))},{max(2, round(epochs * 12 / 15))}"
+
+
 def run(cmd: list[str], log: Path) -> float:
     """Run one command, its output appended to ``log``; returns the wall seconds; fails loudly."""
     start = time.perf_counter()
@@ -115,8 +120,7 @@ def main() -> None:
     synth = ["--classes", "4", "--train-per-class", "6", "--test-per-class", "3", "--frames", "96"] if q else []
     bb_epochs = 2 if q else args.backbone_epochs
     sfc_epochs = 2 if q else (args.sfc_epochs or 8)
-    # the paper's 15 epochs with lr/10 at 8 and 12, scaled to the epochs we can afford
-    milestones = f"{max(1, round(sfc_epochs * 8 / 15))},{max(2, round(sfc_epochs * 12 / 15))}"
+    milestones = scaled_milestones(sfc_epochs)
     times: dict[str, float] = {}
     t0 = time.perf_counter()
 
@@ -275,7 +279,7 @@ def main_hard(args: argparse.Namespace) -> None:
     sfc_epochs = 2 if q else args.sfc_epochs
     # None: train's own schedule (what a user gets), recorded as such
     schedule = [] if sfc_epochs is None else [
-        "--epochs", str(sfc_epochs), "--milestones", f"{max(1, round(sfc_epochs * 8 / 15))},{max(2, round(sfc_epochs * 12 / 15))}"]
+        "--epochs", str(sfc_epochs), "--milestones", scaled_milestones(sfc_epochs)]
     if sfc_epochs is None:
         sfc_epochs = SFCTrainOptions.epochs
     seeds = list(range(max(1, args.seeds)))

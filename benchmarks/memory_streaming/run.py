@@ -50,6 +50,7 @@ from sfc_deploy.runtime.pipeline import STREAM_SFC_FROM
 HERE = Path(__file__).resolve().parent
 BACKBONE, SIZE, TAU, STRIDE = "slow8x8", (256, 312), 2.0, 8
 MODES = {"whole": None, "streamed": 12}
+GOAL_MB = 5.0  # issue 15's bound on growth per sampled frame
 ALWAYS, NEVER = 0, 1 << 30  # stream_sfc_from: SFC streams at every length / at none
 RUNTIMES = {"pytorch": "PyTorch eager", "onnxruntime": "ONNX Runtime (CPU provider)",
             "onnxruntime-no-arena": "ONNX Runtime (CPU provider) without its CPU memory arena"}
@@ -61,7 +62,6 @@ def _job(runtime: str, **kw):
 
     return WorkerJob(strategy="sfc", runtime=runtime.removesuffix("-no-arena"), precision="fp32",
                      ort_cpu_arena=not runtime.endswith("-no-arena"), **kw)
-GOAL_MB = 5.0  # issue 15's bound on growth per sampled frame
 
 
 def export(out: Path, runtimes: list[str]) -> Path:

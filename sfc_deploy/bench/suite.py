@@ -83,8 +83,9 @@ class BenchOptions:
         if self.head_chunk is not None and self.head_chunk < 2:
             raise ConfigError(f"--head-chunk must be >= 2 frames (or 0 to disable), got {self.head_chunk}")
         if self.stream_sfc_from is not None:
-            if self.stream_sfc_from < 0:
-                raise ConfigError(f"--stream-sfc-from must be >= 0 sampled frames (0: always), got {self.stream_sfc_from}")
+            from sfc_deploy.runtime.pipeline import check_stream_sfc_from
+
+            check_stream_sfc_from(self.stream_sfc_from)
             if not self.head_chunk:
                 raise ConfigError("--stream-sfc-from streams SFC with the head chunks, and --head-chunk 0 turns them off; drop one")
         for f in self.video_files:

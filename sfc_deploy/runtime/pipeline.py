@@ -62,8 +62,9 @@ STREAM_SFC_FROM = 72
 
 
 def check_stream_sfc_from(frames: int) -> int:
+    """``frames`` if it is a valid ``stream_sfc_from`` (whole sampled frames >= 0), else a one-line error."""
     if not isinstance(frames, int) or frames < 0:
-        raise ConfigError(f"--stream-sfc-from must be a whole number of sampled frames >= 0 (0: always), got {frames!r}")
+        raise ConfigError(f"--stream-sfc-from must be >= 0 sampled frames (0: always), got {frames!r}")
     return frames
 
 
