@@ -38,8 +38,3 @@ def register(app: typer.Typer) -> None:
         pre = config.preprocess
         typer.echo(f"preprocess: {pre.convention} (scale {pre.scale:.6g}, mean {list(pre.mean)}, std {list(pre.std)})")
         typer.echo(f"wrote: {result.path}")
-        if result.layout == "tpn":
-            typer.echo(
-                "note: TPN's classifier was trained on temporal-pyramid features (its neck is dropped), "
-                "so fine-tune before trusting its accuracy on the plain backbone"
-            )

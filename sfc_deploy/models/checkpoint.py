@@ -5,12 +5,13 @@ Layouts (see SPEC section 2), detected from key patterns, never from the file na
 * ``pytorchvideo``: ``{"model_state"}`` with ``blocks.0.conv.weight``, ``blocks.1.res_blocks.0.branch2.conv_a.weight``.
 * ``pyslowfast``: ``{"epoch", "model_state", "optimizer_state", "cfg"}`` with ``s1.pathway0_stem.conv.weight``.
 * ``mmaction2``: ``{"state_dict", "meta"}`` with ``backbone.conv1.conv.weight``, ``cls_head.fc_cls.weight``.
-* ``tpn``: ``{"state_dict"}`` with ``backbone.conv1.weight``, ``backbone.layer1.0.downsample.0.weight``.
+* ``tpn``: ``{"state_dict"}`` with ``backbone.conv1.weight``, ``backbone.layer1.0.downsample.0.weight``; a TPN
+  model's ``necks.*`` (the decisionforce/TPN repo's temporal pyramid) imports into ``tpn50``'s ``neck.*``.
 * ``plain``: a bare state dict already in canonical names (:mod:`sfc_deploy.models.resnet3d`).
 * ``safetensors``: our own converted format; its metadata carries the backbone config and class names.
 
 The mapping is one table of name templates per layout, used in both directions, so that
-:func:`save_in_layout` (the inverse) cannot drift from the loader.
+:func:`save_in_layout` (the inverse) cannot drift from the loader; tpn50's neck has a second such table.
 """
 
 from __future__ import annotations
@@ -73,8 +74,39 @@ _TEMPLATES: dict[str, tuple[str, ...]] = {
     ),
     "plain": _CANONICAL,
 }  # fmt: skip
+# tpn50's neck (models/tpn.py), whose canonical names are mmaction2's, and the TPN repo's names for the same
+# tensors: bare Conv3d/BatchNorm3d where mmaction2 has ConvModules, and its two level fusions the other way
+# round (its forward fuses the top-down flow with ``level_fusion_op2``, the bottom-up one with
+# ``level_fusion_op``; both have the same shapes, so only this table keeps them apart). Fields: i = level
+# (or op index), k = spatial-modulation step, p = parameter/buffer.
+_NECK_CANONICAL = (
+    "neck.spatial_modulation.spatial_modulation.{i}.{k}.conv.weight",
+    "neck.spatial_modulation.spatial_modulation.{i}.{k}.bn.{p}",
+    "neck.temporal_modulation_ops.{i}.conv.conv.weight",
+    "neck.downsample_ops.{i}.conv.conv.weight",
+    "neck.level_fusion_1.downsamples.{i}.conv.conv.weight", "neck.level_fusion_1.downsamples.{i}.conv.bn.{p}",
+    "neck.level_fusion_1.fusion_conv.conv.weight", "neck.level_fusion_1.fusion_conv.bn.{p}",
+    "neck.level_fusion_2.downsamples.{i}.conv.conv.weight", "neck.level_fusion_2.downsamples.{i}.conv.bn.{p}",
+    "neck.level_fusion_2.fusion_conv.conv.weight", "neck.level_fusion_2.fusion_conv.bn.{p}",
+    "neck.pyramid_fusion.conv.weight", "neck.pyramid_fusion.bn.{p}",
+)
+_NECK_TEMPLATES: dict[str, tuple[str, ...]] = {
+    "mmaction2": _NECK_CANONICAL,
+    "plain": _NECK_CANONICAL,
+    "tpn": (
+        "necks.spatial_modulation.spatial_modulation.{i}.{k}.conv.weight",
+        "necks.spatial_modulation.spatial_modulation.{i}.{k}.bn.{p}",
+        "necks.temporal_modulation_ops.{i}.conv.weight",
+        "necks.downsampling_ops.{i}.conv.weight",
+        "necks.level_fusion_op2.ops.{i}.conv.weight", "necks.level_fusion_op2.ops.{i}.norm.{p}",
+        "necks.level_fusion_op2.fusion_conv.0.weight", "necks.level_fusion_op2.fusion_conv.1.{p}",
+        "necks.level_fusion_op.ops.{i}.conv.weight", "necks.level_fusion_op.ops.{i}.norm.{p}",
+        "necks.level_fusion_op.fusion_conv.0.weight", "necks.level_fusion_op.fusion_conv.1.{p}",
+        "necks.pyramid_fusion_op.0.weight", "necks.pyramid_fusion_op.1.{p}",
+    ),
+}  # fmt: skip
 _FIELD_RE = {
-    "S": r"[2-5]", "L": r"[1-4]", "j": r"\d+", "x": r"[abc]", "n": r"[123]",
+    "S": r"[2-5]", "L": r"[1-4]", "j": r"\d+", "x": r"[abc]", "n": r"[123]", "i": r"\d+", "k": r"\d+",
     "p": r"weight|bias|running_mean|running_var|num_batches_tracked",
 }  # fmt: skip
 # First match wins: TPN's bare ``backbone.conv1.weight`` must not be read as mmaction2's ConvModule.
@@ -90,8 +122,7 @@ _SIGNATURES = (
 _DROP = re.compile(
     r".*num_batches_tracked"  # BatchNorm step counters: unused in eval, the model keeps its own
     r"|data_preprocessor\..*"  # mmaction2 mean/std buffers: recorded as meta["preprocess"] instead
-    r"|necks\..*"  # the TPN repo's necks (temporal pyramid, aux_head): not part of a slow-only backbone
-    r"|neck\.aux_head\..*"  # mmaction2 TPN's auxiliary head: a training-only loss (tpn50 keeps the rest of neck.*)
+    r"|necks?\.aux_head\..*"  # TPN's auxiliary head (mmaction2 neck., TPN repo necks.): a training-only loss
 )
 
 
@@ -118,8 +149,10 @@ def _fields(groups: dict[str, str]) -> dict[str, str]:
 
 @lru_cache(maxsize=None)
 def _rules(layout: str, *, to_canonical: bool) -> tuple[tuple[re.Pattern[str], str], ...]:
-    src, dst = (_TEMPLATES[layout], _CANONICAL) if to_canonical else (_CANONICAL, _TEMPLATES[layout])
-    return tuple((_pattern(s), d) for s, d in zip(src, dst))
+    theirs = _TEMPLATES[layout] + _NECK_TEMPLATES.get(layout, ())
+    ours = _CANONICAL + (_NECK_CANONICAL if layout in _NECK_TEMPLATES else ())
+    src, dst = (theirs, ours) if to_canonical else (ours, theirs)
+    return tuple((_pattern(s), d) for s, d in zip(src, dst, strict=True))
 
 
 def _rename(key: str, rules: tuple[tuple[re.Pattern[str], str], ...]) -> str | None:
@@ -144,12 +177,12 @@ def detect_layout(keys: Any, *, source: str = "checkpoint") -> str:
 def to_canonical(state: dict[str, torch.Tensor], layout: str) -> tuple[dict[str, torch.Tensor], list[str]]:
     """Rename a layout's keys to canonical ones; return ``(state, dropped_keys)``.
 
-    Dropped: ``num_batches_tracked`` counters, mmaction2's ``data_preprocessor.*``
-    buffers, the TPN repo's ``necks.*`` (the temporal pyramid and its ``aux_head``) and mmaction2's
-    ``neck.aux_head.*`` (mmaction2's ``neck.*`` otherwise stays: it is tpn50's neck). Note that a
-    TPN classifier was trained on pyramid-fused features: it keeps its shape on a plain backbone but
-    not its accuracy, so treat TPN weights as a backbone to fine-tune. Keys that match no rule are
-    kept unchanged, so that :func:`load_into` reports them as unexpected instead of hiding them.
+    Dropped: ``num_batches_tracked`` counters, mmaction2's ``data_preprocessor.*`` buffers and TPN's
+    training-only auxiliary head (mmaction2's ``neck.aux_head.*``, the TPN repo's ``necks.aux_head.*``).
+    The rest of a TPN neck becomes tpn50's ``neck.*``, so a TPN checkpoint loaded into a slow-only
+    backbone fails naming tpn50 instead of running without the neck its classifier was trained on. Keys
+    that match no rule are kept unchanged, so that :func:`load_into` reports them as unexpected instead
+    of hiding them.
     """
     rules = () if layout in IDENTITY_LAYOUTS else _rules(layout, to_canonical=True)
     out: dict[str, torch.Tensor] = {}
@@ -172,8 +205,6 @@ def from_canonical(state: dict[str, torch.Tensor], layout: str) -> dict[str, tor
     out, unknown = {}, []
     for key, value in state.items():
         new = _rename(key, rules)
-        if new is None and key.startswith("neck.") and layout in ("mmaction2", "plain"):
-            new = key  # tpn50's neck keeps mmaction2's names (models/tpn.py)
         if new is None:
             unknown.append(key)
         else:

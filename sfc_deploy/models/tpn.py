@@ -15,14 +15,16 @@ that fuses a two-level feature pyramid built from res4 and res5 (mmaction2's
 ``pyramid fusion``       concatenate both fusions, 1x1x1 conv-BN-ReLU 2*C5 -> C5
 ``head``                 global average pool, dropout (a no-op in eval), linear classifier (``TPNHead``)
 
-The auxiliary head that mmaction2 trains on res4 (``neck.aux_head.*``) is a training-only loss: it
-never reaches the logits, so it is not built and checkpoint import drops it.
+The auxiliary head that mmaction2 and the TPN repo train on res4 (``neck.aux_head.*``, ``necks.aux_head.*``)
+is a training-only loss: it never reaches the logits, so it is not built and checkpoint import drops it.
 
 Canonical names: the backbone and classifier keep ResNet3d's (``stem.*``, ``res2.0.conv_a.weight``,
 ``fc.*``); the neck keeps mmaction2's own names under ``neck.`` (``neck.spatial_modulation.
 spatial_modulation.0.0.conv.weight``, ``neck.temporal_modulation_ops.0.conv.conv.weight``,
 ``neck.level_fusion_1.downsamples.0.conv.bn.weight``, ``neck.pyramid_fusion.conv.weight``...), so an
-mmaction2 checkpoint's neck needs no renaming and the module tree reads like the reference code.
+mmaction2 checkpoint's neck needs no renaming and the module tree reads like the reference code. The
+TPN repo's ``necks.*`` (the same tensors, named after its bare Conv3d/BatchNorm3d modules) is renamed
+by :mod:`sfc_deploy.models.checkpoint`.
 
 SFC splits the backbone as for slow-only (after res3 by default): the tail is res4, res5, the neck
 and the head. With the split after res4, the neck's res4 level is the compressed feature SFC returns.

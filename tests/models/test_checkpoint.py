@@ -134,6 +134,14 @@ def test_non_backbone_keys_are_dropped_and_preprocessing_recorded(source, tmp_pa
     assert load_canonical_state_dict(pv)[1]["preprocess"] == Preprocess()
 
 
+def test_tpn_repo_baseline_without_necks_loads_into_slow_only(source, clip, expected, tmp_path: Path) -> None:
+    """The TPN repo's slow-only baselines have no neck at all (its TPN models' necks go to tpn50)."""
+    path = save_in_layout(source.state_dict(), tmp_path / "tpn.pth", "tpn")
+    raw = torch.load(path, map_location="cpu", weights_only=True)
+    torch.save({"state_dict": {k: v for k, v in raw["state_dict"].items() if not k.startswith("necks.")}}, path)
+    torch.testing.assert_close(_logits(create_backbone(NAME, checkpoint=path), clip), expected)
+
+
 def test_class_names_travel_from_mmaction2_meta(source, tmp_path: Path) -> None:
     names = tuple(f"action_{i}" for i in range(CLASSES))
     path = save_in_layout(

@@ -4,12 +4,14 @@ The oracle is independent of the package: :func:`mmaction2_tpn_state` writes a c
 shapes from mmaction2's ``tpn_slowonly_r50`` config (ResNet3dSlowOnly, TPN neck with its auxiliary
 head, TPNHead) and :func:`mmaction2_tpn_forward` runs those weights with ``torch.nn.functional``
 alone, following mmaction2's ``necks/tpn.py`` and ``heads/tpn_head.py``. Importing the file and
-running the package's model must give the same logits.
+running the package's model must give the same logits. :func:`tpn_repo_state` renames those weights
+as the decisionforce/TPN repository names them, so its checkpoints meet the same oracle.
 """
 
 from __future__ import annotations
 
 import math
+import re
 
 import pytest
 import torch
@@ -143,6 +145,46 @@ def mm_checkpoint(tmp_path_factory) -> tuple:
     return path, state
 
 
+def tpn_repo_state(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The same weights under decisionforce/TPN's names (``mmaction/models/tenons``), written from that
+    repository's modules, not from the package's table.
+
+    ``ResNet_SlowFast`` holds bare Conv3d/BatchNorm3d (``conv1``/``bn1``, ``layerN.j.convK``/``bnK``,
+    ``downsample.0``/``.1``); the ``TPN`` neck sits under ``necks.``, with bare convs in
+    ``TemporalModulation`` and ``Downampling`` (``.conv``, ``.norm``), ``nn.Sequential`` fusion convs
+    (``.0``/``.1``), ``downsampling_ops``, ``pyramid_fusion_op`` and ``AuxHead.convs``. Its forward fuses
+    the top-down flow with ``level_fusion_op2`` and the (cascaded) bottom-up flow with ``level_fusion_op``:
+    mmaction2's ``level_fusion_1`` and ``level_fusion_2``. No ``data_preprocessor``: it normalises in
+    its data pipeline.
+    """
+    rules = (
+        (r"backbone\.conv1\.conv\.", "backbone.conv1."), (r"backbone\.conv1\.bn\.", "backbone.bn1."),
+        (r"(layer\d\.\d+)\.conv(\d)\.conv\.", r"\1.conv\2."), (r"(layer\d\.\d+)\.conv(\d)\.bn\.", r"\1.bn\2."),
+        (r"\.downsample\.conv\.", ".downsample.0."), (r"\.downsample\.bn\.", ".downsample.1."),
+        (r"neck\.aux_head\.conv\.", "neck.aux_head.convs."),
+        (r"_ops\.(\d)\.conv\.conv\.", r"_ops.\1.conv."), (r"neck\.downsample_ops\.", "neck.downsampling_ops."),
+        (r"\.downsamples\.(\d)\.conv\.conv\.", r".ops.\1.conv."), (r"\.downsamples\.(\d)\.conv\.bn\.", r".ops.\1.norm."),
+        (r"\.level_fusion_1\.", ".level_fusion_op2."), (r"\.level_fusion_2\.", ".level_fusion_op."),
+        (r"(fusion_conv|pyramid_fusion)\.conv\.", r"\1.0."), (r"(fusion_conv|pyramid_fusion)\.bn\.", r"\1.1."),
+        (r"neck\.pyramid_fusion\.", "neck.pyramid_fusion_op."), (r"^neck\.", "necks."),
+    )  # fmt: skip
+    out = {}
+    for key, value in sd.items():
+        if not key.startswith("data_preprocessor."):
+            for pattern, replacement in rules:
+                key = re.sub(pattern, replacement, key)
+            out[key] = value
+    return out
+
+
+@pytest.fixture(scope="module")
+def tpn_repo_checkpoint(tmp_path_factory, mm_checkpoint):
+    """The mmaction2 checkpoint's weights as a decisionforce/TPN ``r50f8s8`` TPN file of tpn50_tiny's shapes."""
+    path = tmp_path_factory.mktemp("tpn_repo") / "tpn_r50f8s8_tiny.pth"
+    torch.save({"state_dict": tpn_repo_state(mm_checkpoint[1])}, path)
+    return path
+
+
 # ---------------------------------------------------------------------------------------- tests
 
 
@@ -246,6 +288,85 @@ def test_tpn_checkpoint_as_slow_only_fails_in_one_line_on_the_cli(mm_checkpoint,
     result = CliRunner().invoke(app, ["convert", str(mm_checkpoint[0]), "-o", str(tmp_path / "x.safetensors"), "-b", "slow8x8_tiny"])
     one_line_error(result, "does not fit backbone slow8x8_tiny", "pass --backbone tpn50_tiny")
     assert not (tmp_path / "x.safetensors").exists()
+
+
+# ------------------------------------------------------------------ the TPN repo's checkpoints
+
+
+def test_tpn_repo_checkpoint_matches_mmaction2s_forward(tpn_repo_checkpoint, mm_checkpoint):
+    """A TPN-repo TPN checkpoint imports into tpn50 whole: ``necks.*`` lands on the neck, only the aux
+    head is dropped, and the logits are mmaction2's for the same weights. The two level fusions have the
+    same shapes, so a swapped pair would load too; only these logits tell."""
+    raw = torch.load(tpn_repo_checkpoint, weights_only=True)["state_dict"]
+    assert {"necks.level_fusion_op2.ops.1.norm.running_var", "necks.pyramid_fusion_op.1.bias",
+            "necks.temporal_modulation_ops.1.conv.weight", "necks.aux_head.convs.conv.weight"} <= set(raw)
+    state, meta = load_canonical_state_dict(tpn_repo_checkpoint, backbone=TINY)
+    assert meta["layout"] == "tpn" and not any(k.startswith("necks.") for k in state)
+    assert set(meta["dropped"]) == {k for k in raw if k.startswith("necks.aux_head.") or k.endswith("num_batches_tracked")}
+    model = sfc_deploy.create_backbone(TINY, checkpoint=tpn_repo_checkpoint)
+    x = torch.randn(2, 3, 8, 64, 64, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        got, want = model(x), mmaction2_tpn_forward(mm_checkpoint[1], x, frames=8)
+    assert want.abs().max() > 0.1
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+
+
+def test_tpn_repo_layout_round_trips(tmp_path, mm_checkpoint):
+    """tpn50 random weights -> the TPN repo's names (with an aux head, as its files have) -> tpn50:
+    the same tensors and logits, and the file's neck names are the TPN repo's own."""
+    model = sfc_deploy.create_backbone(TINY, checkpoint=mm_checkpoint[0])
+    path = save_in_layout(model.state_dict(), tmp_path / "tpn.pth", "tpn", config=model.config)
+    raw = torch.load(path, weights_only=True)["state_dict"]
+    theirs = tpn_repo_state(mm_checkpoint[1])
+    not_aux = lambda keys: {k for k in keys if not k.startswith("necks.aux_head.")}  # noqa: E731
+    assert not_aux(raw) == not_aux(theirs) and any(k.startswith("necks.aux_head.") for k in raw)
+    again = sfc_deploy.create_backbone(TINY, checkpoint=path)
+    for k, v in model.state_dict().items():
+        torch.testing.assert_close(again.state_dict()[k], v, rtol=0, atol=0)
+    x = torch.randn(1, 3, 8, 64, 64, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        torch.testing.assert_close(again(x), model(x), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize(
+    ("edit", "fragments"),
+    [
+        ("missing", ["1 keys missing (neck.pyramid_fusion.conv.weight)"]),
+        ("renamed", ["1 keys missing (neck.level_fusion_2.fusion_conv.conv.weight)",
+                     "1 unexpected (necks.level_fusion_op.fusion_conv.conv.weight)"]),
+        ("extra", ["1 unexpected (necks.temporal_modulation_ops.0.conv.bias)"]),
+    ],
+)  # fmt: skip
+def test_tpn_repo_neck_key_wrong_or_missing_fails_in_one_line(
+    tpn_repo_checkpoint, tmp_path, one_line_error, edit, fragments
+):
+    """A neck tensor absent, under a name the TPN repo does not use, or one tpn50 has no place for (a conv
+    bias): the loader's usual one-line error, nothing written."""
+    from typer.testing import CliRunner
+
+    from sfc_deploy.cli import app
+
+    state = torch.load(tpn_repo_checkpoint, weights_only=True)["state_dict"]
+    if edit == "missing":
+        del state["necks.pyramid_fusion_op.0.weight"]
+    elif edit == "renamed":
+        state["necks.level_fusion_op.fusion_conv.conv.weight"] = state.pop("necks.level_fusion_op.fusion_conv.0.weight")
+    else:
+        width = state["necks.temporal_modulation_ops.0.conv.weight"].shape[0]
+        state["necks.temporal_modulation_ops.0.conv.bias"] = torch.zeros(width)
+    torch.save({"state_dict": state}, tmp_path / "bad.pth")
+    out = tmp_path / "x.safetensors"
+    result = CliRunner().invoke(app, ["convert", str(tmp_path / "bad.pth"), "-o", str(out), "-b", TINY])
+    one_line_error(result, "does not fit backbone tpn50_tiny", *fragments)
+    assert not out.exists()
+    with pytest.raises(CheckpointError, match=re.escape(fragments[0])):
+        sfc_deploy.create_backbone(TINY, checkpoint=tmp_path / "bad.pth")
+
+
+def test_tpn_repo_tpn_checkpoint_as_slow_only_names_tpn(tpn_repo_checkpoint):
+    """Its neck is no longer dropped for a slow-only backbone: the classifier was trained on the neck's output."""
+    with pytest.raises(CheckpointError, match=r"unexpected \(neck\..*pass --backbone tpn50_tiny"):
+        sfc_deploy.create_backbone("slow8x8_tiny", checkpoint=tpn_repo_checkpoint)
 
 
 # ---------------------------------------------------------------------------- Table 2 (info)
