@@ -103,8 +103,12 @@ def main() -> None:
     parser.add_argument("--setting", choices=("easy", "hard"), default="easy",
                         help="easy: the recorded experiment (results.*); hard: issue 16's setting (results_hard.*)")
     parser.add_argument("--variants", default=None, help="hard setting: comma-separated subset of HARD_VARIANTS names")
+    parser.add_argument("--standard-seeds", type=int, default=3,
+                        help="hard setting: also train the defaults with this many seeds on the backbone's own data "
+                             "(action 25-45%%, dense near 100%%) and report agreement there; 0: skip")
     parser.add_argument("--reuse", action="store_true",
-                        help="hard setting: keep --work's data and backbone if present (same commands), redo SFC and eval")
+                        help="hard setting: keep --work's data, backbone and feature caches if present, and every SFC run "
+                             "whose command is the same (its command.json), redo the others and eval")
     args = parser.parse_args()
     if args.setting == "hard":
         main_hard(args)
@@ -247,8 +251,10 @@ HARD_DATA = ["--classes", "8", "--train-per-class", "25", "--test-per-class", "1
 HARD_VARIANTS = (
     ("distill", ["--distill-weight", "0.5", "--distill-temperature", "2"], True),  # first: builds cache + teacher
     ("default", [], True),
-    ("labelfree", ["--labels", "none", "--distill-weight", "1", "--distill-temperature", "2"], True),
+    ("labelfree", ["--labels", "none"], True),  # train's label-free defaults: teacher only, standardized target, T 0.5
+    ("labelfree_soft", ["--labels", "none", "--distill-target", "soft", "--distill-temperature", "2"], True),
     ("paper_noprior", ["--no-prior"], True),
+    ("labelfree_t1", ["--labels", "none", "--distill-temperature", "1"], False),
     ("avg", ["--pool", "avg"], False),
     ("max", ["--pool", "max"], False),
     ("tau1", ["--tau", "1"], False),
@@ -259,18 +265,23 @@ HARD_VARIANTS = (
 
 def main_hard(args: argparse.Namespace) -> None:
     work = args.work
-    keep = ("bb_data", "data", "backbone") if args.reuse else ()
     times: dict[str, float] = {}
     if work.exists():
         for child in work.iterdir():
-            if child.name not in keep:
+            kept = child.name in ("bb_data", "data", "backbone", "sfc", "sfc_standard") or child.name.startswith("cache_")
+            if not (args.reuse and kept):
                 shutil.rmtree(child) if child.is_dir() else child.unlink()
     work.mkdir(parents=True, exist_ok=True)
     log = work / "log.txt"
 
+    earlier = _earlier_seconds(args.out / "results_hard.json") if args.reuse else {}
+    reused: list[str] = []  # steps and runs kept from an earlier run (their seconds are that run's)
+
     def step(name: str, cmd: list[str], done: Path) -> None:
         if args.reuse and done.exists():
             print(f"reusing {done}", flush=True)
+            reused.append(name)
+            times[name] = earlier.get(name)
             return
         times[name] = run(cmd, log)
     q = args.quick
@@ -301,16 +312,36 @@ def main_hard(args: argparse.Namespace) -> None:
     weights = bb / "backbone.safetensors"
     data = work / "data"
 
-    def train(name: str, extra: list[str], seed: int) -> tuple[str, float]:
+    def train(name: str, extra: list[str], seed: int, setting: str = "hard") -> tuple[str, float]:
+        """One SFC run on the hard data, or (``standard``) on the backbone's own data."""
         tag = f"{name}_s{seed}"
-        cmd = [CLI, "train", str(data / "train.csv"), "-o", str(work / "sfc" / tag), "-b", "slow8x8_tiny",
+        src, runs, cache = ((data, "sfc", f"cache_seed{seed}") if setting == "hard" else
+                            (work / "bb_data", "sfc_standard", f"cache_standard_seed{seed}"))
+        run_dir = work / runs / tag
+        cmd = [CLI, "train", str(src / "train.csv"), "-o", str(run_dir), "-b", "slow8x8_tiny",
                "--checkpoint", str(weights), *schedule,
-               "--batch-size", "4", "--no-flip", "--cache-file", str(work / f"cache_seed{seed}"),
+               "--batch-size", "4", "--no-flip", "--cache-file", str(work / cache),
                "--seed", str(seed), "--threads", "1", *extra]
-        return tag, run(cmd, log)
+        record = run_dir / "command.json"
+        if args.reuse and (run_dir / "summary.json").is_file() and record.is_file() \
+                and json.loads(record.read_text()) == cmd[1:]:
+            print(f"reusing {run_dir} (same command)", flush=True)
+            reused.append(f"train_{runs}/{tag}")
+            return tag, earlier.get(f"train_{runs}/{tag}")
+        if run_dir.exists():
+            shutil.rmtree(run_dir)
+        seconds = run(cmd, log)
+        record.write_text(json.dumps(cmd[1:]) + "\n")
+        return tag, seconds
 
     jobs = [(name, extra, seed) for seed in seeds for name, extra, seeded in HARD_VARIANTS
             if name in wanted and (seeded or seed == 0)]
+    standard_jobs = [("default", [], seed) for seed in range(args.standard_seeds)]
+    for runs, planned in (("sfc", {f"{name}_s{seed}" for name, _, seed in jobs}),
+                          ("sfc_standard", {f"{name}_s{seed}" for name, _, seed in standard_jobs})):
+        for stale in (work / runs).glob("*") if (work / runs).is_dir() else ():
+            if stale.name not in planned:  # a run of another variant list: not part of this report
+                shutil.rmtree(stale) if stale.is_dir() else stale.unlink()
     # the first job of each seed builds that seed's cache (features and teacher) before the others read it
     firsts = [next(j for j in jobs if j[2] == seed) for seed in seeds if any(j[2] == seed for j in jobs)]
     seeded = {name for name, _, is_seeded in HARD_VARIANTS if is_seeded}
@@ -334,7 +365,61 @@ def main_hard(args: argparse.Namespace) -> None:
             ], log)
             times["total"] = time.perf_counter() - t0
             write_hard_results(args.out, work, times, quick=q, sfc_epochs=sfc_epochs, bb_epochs=bb_epochs, seeds=seeds,
-                               train_default=not schedule)
+                               train_default=not schedule, reused=sorted(reused))
+        if standard_jobs:  # the easy end: the defaults on the backbone's own data, where dense is near 100%
+            for tag, seconds in pool.map(lambda job: train(*job, setting="standard"), standard_jobs):
+                times[f"train_sfc_standard/{tag}"] = seconds
+            sfc_args = [a for _, _, seed in standard_jobs
+                        for a in ("--sfc", f"default_s{seed}={work / 'sfc_standard' / f'default_s{seed}' / 'sfc.safetensors'}")]
+            times["eval_standard"] = run([
+                CLI, "eval", str(work / "bb_data" / "test.csv"), "-o", str(work / "eval_standard"), "-b", "slow8x8_tiny",
+                "--checkpoint", str(weights), *sfc_args, "--tau", "2", "--threads", "1", "--name", "results",
+            ], log)
+            times["total"] = time.perf_counter() - t0
+            write_hard_results(args.out, work, times, quick=q, sfc_epochs=sfc_epochs, bb_epochs=bb_epochs, seeds=seeds,
+                               train_default=not schedule, reused=sorted(reused))
+
+
+def teacher_statistics(folder: Path, data: Path) -> dict | None:
+    """How flat the dense teacher's cached logits are: spread, top-1 on the training videos, soft targets' top probability."""
+    import torch
+    from safetensors.torch import load_file
+
+    files = sorted(folder.glob("video_*.safetensors"))
+    if not files:
+        return None
+    logits = torch.stack([load_file(str(f))["views"][0].float() for f in files])
+    names = (data / "classes.txt").read_text().split()
+    labels = torch.tensor([names.index(row["label"]) for row in csv.DictReader((data / "train.csv").open())])
+    z = (logits - logits.mean(-1, keepdim=True)) / logits.std(-1, keepdim=True).clamp_min(1e-6)
+    top = {f"soft, T = {t:g}": float((logits / t).softmax(-1).max(-1).values.mean()) for t in (2.0, 1.0)}
+    top["standardized, T = 0.5"] = float((z / 0.5).softmax(-1).max(-1).values.mean())
+    return {"videos": len(files), "top1": float((logits.argmax(-1) == labels).float().mean()),
+            "logit_std": float(logits.std(-1).mean()), "top_probability": top}
+
+
+def standard_summary(path: Path) -> dict | None:
+    """The standard-data eval (``--standard-seeds``): dense, each SFC seed, the mean agreement."""
+    if not path.is_file():
+        return None
+    report = json.loads(path.read_text())
+    rows = report["results"]
+    runs = [r for r in rows if r["strategy"] == "sfc"]
+    return {"videos": len(report["videos"]),
+            "dense": next(r for r in rows if r["strategy"] == "dense"), "sfc": runs,
+            "agreement_mean": sum(r["agreement"] for r in runs) / len(runs)}
+
+
+def _differ(row: dict) -> str:
+    n = row["disagreements"]
+    if not n:
+        return "never differ"
+    return f"{row['right_when_disagreeing'] * n:.0f} / {row['dense_right_when_disagreeing'] * n:.0f} of {n}"
+
+
+def _earlier_seconds(path: Path) -> dict[str, float]:
+    """The wall seconds of each step of the report a --reuse run updates (a reused SFC run keeps its time)."""
+    return json.loads(path.read_text()).get("seconds", {}) if path.is_file() else {}
 
 
 def _pct(value: float | None) -> str:
@@ -342,7 +427,7 @@ def _pct(value: float | None) -> str:
 
 
 def write_hard_results(out: Path, work: Path, times: dict[str, float], *, quick: bool, sfc_epochs: int,
-                       bb_epochs: int, seeds: list[int], train_default: bool) -> None:
+                       bb_epochs: int, seeds: list[int], train_default: bool, reused: list[str]) -> None:
     """results_hard.{json,md,png}: per checkpoint at its trained tau, per variant over seeds, agreement with dense."""
     from sfc_deploy.eval.report import markdown
     from sfc_deploy.train.sfc import stalled
@@ -378,8 +463,9 @@ def write_hard_results(out: Path, work: Path, times: dict[str, float], *, quick:
         lines = [json.loads(line) for line in (d / "metrics.jsonl").read_text().splitlines() if line.strip()]
         training[d.name] = {"epochs": lines, "stalled_after_epoch_1": stalled(lines[0])}
     bb_metrics = [json.loads(line) for line in (work / "backbone" / "metrics.jsonl").read_text().splitlines()]
+    teacher = teacher_statistics(work / "cache_seed0" / "teacher", work / "data")
     result = {"experiment": "issue 16 harder setting: backbone on 256-frame videos (action 25-45%), SFC and eval on "
-                            "384-frame videos (action 10-20%)",
+                            "384-frame videos (action 10-20%)", "teacher": teacher, "reused": reused,
               "quick": quick, "sfc_epochs": sfc_epochs, "sfc_schedule_is_train_default": train_default,
               "backbone_epochs": bb_epochs, "seeds": seeds,
               "backbone_clip_accuracy_last_epoch": bb_metrics[-1]["clip_acc"], "machine": environment(),
@@ -419,9 +505,33 @@ def write_hard_results(out: Path, work: Path, times: dict[str, float], *, quick:
         acc = "-" if last.get("train_acc") is None else _pct(last["train_acc"])
         lines.append(f"| {name} | {first['loss_first_steps']:.3f} | {last['loss']:.3f} | "
                      f"{last['loss'] / first['loss_first_steps']:.2f} | {acc} |")
+    standard = standard_summary(work / "eval_standard" / "results.json")
+    if standard:
+        result["standard"] = standard
+        (out / "results_hard.json").write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
+        d, runs = standard["dense"], standard["sfc"]
+        lines += ["", "## The easy end: the defaults on the backbone's own data (action 25-45% of 256 frames)", "",
+                  f"SFC `default` trained as above but on the backbone's 200 training videos, evaluated on its "
+                  f"{standard['videos']} test videos; dense-30 top-1 {_pct(d['top1'])}.", "",
+                  "| run | top-1 | agrees with dense | where they differ: SFC right / dense right |", "|---|---:|---:|---|",
+                  *(f"| {r['sfc']} | {_pct(r['top1'])} | {_pct(r['agreement'])} | {_differ(r)} |" for r in runs),
+                  "", f"Mean agreement with dense over {len(runs)} seeds: **{_pct(standard['agreement_mean'])}** "
+                  f"(goal >= 95%: {'met' if standard['agreement_mean'] >= 0.95 else 'NOT met'})."]
+    if teacher:
+        lines += ["", "## The dense teacher of distillation (its cached logits on the 200 training videos)", "",
+                  f"Dense 30-crop top-1 on the training videos: {_pct(teacher['top1'])}. Its logits are averaged over 30 "
+                  f"clips, most of which see no action: their spread over the 8 classes is {teacher['logit_std']:.2f} "
+                  "(mean over videos of the standard deviation), so the soft targets are nearly flat (uniform: 12.5%):", "",
+                  "| target | mean top probability |", "|---|---:|",
+                  *(f"| {k} | {_pct(v)} |" for k, v in teacher["top_probability"].items()), "",
+                  "`labelfree` fits the standardized target at T = 0.5 (`--distill-target standardized`), "
+                  "`labelfree_soft` the soft one at T = 2 (module docstring of `sfc_deploy/train/distill.py`)."]
     lines += ["",
               markdown(report, title="Every checkpoint at every tau"), "## Wall-clock seconds per step", "",
-              *(f"- {k}: {v:.0f}" for k, v in times.items()), ""]
+              *(f"- {k}: {v:.0f}" if v is not None else f"- {k}: (reused, not recorded)" for k, v in times.items()), ""]
+    if reused:
+        lines += [f"Kept from an earlier run of this script with the same commands (`--reuse`; their seconds are that "
+                  f"run's): {', '.join(reused)}.", ""]
     (out / "results_hard.md").write_text("\n".join(lines))
     print((out / "results_hard.md").read_text())
 

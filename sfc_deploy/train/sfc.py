@@ -60,7 +60,7 @@ from sfc_deploy.train.common import (
     METRICS_FILE, STATE_FILE, Metrics, Progress, Schedule, Timer, check_resume, check_same_run, epoch_generator,
     make_optimizer, set_threads, state_on_cpu,
 )
-from sfc_deploy.train.distill import TEACHER_CLIPS, TEACHER_DIR, UNLABELLED, dense_logits, distill_loss, open_or_build_teacher, teacher_key
+from sfc_deploy.train.distill import DISTILL_TARGETS, TEACHER_CLIPS, TEACHER_DIR, UNLABELLED, dense_logits, distill_loss, open_or_build_teacher, teacher_key
 from sfc_deploy.train.distributed import World, average_buffers, same_on_all_ranks, set_synced, sync_batchnorms, sync_gradients
 from sfc_deploy.train.views import Augment, FrameStore
 
@@ -86,6 +86,9 @@ class SFCTrainOptions:
         distill_weight: weight w of the KL term to the frozen backbone's dense 30-crop logits
             (:mod:`sfc_deploy.train.distill`); 0: cross-entropy only. Unlabelled videos need w > 0.
         distill_temperature: softmax temperature T of the KL term.
+        distill_target: ``soft`` (the teacher's softmax at T, Hinton's) or ``standardized`` (the
+            teacher's logits standardised per video, then at T; the student at 1): see
+            :mod:`sfc_deploy.train.distill`. Label-free training wants ``standardized``.
     """
 
     tau: float = 2.0
@@ -113,12 +116,15 @@ class SFCTrainOptions:
     augment: Augment = field(default_factory=lambda: Augment(flip=True))
     distill_weight: float = 0.0
     distill_temperature: float = 1.0
+    distill_target: str = "soft"
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.distill_weight <= 1.0:
             raise ConfigError(f"distill_weight must be in [0, 1] (0: labels only, 1: teacher only), got {self.distill_weight}")
         if not self.distill_temperature > 0:
             raise ConfigError(f"distill_temperature must be > 0 (1: the teacher's own softmax), got {self.distill_temperature}")
+        if self.distill_target not in DISTILL_TARGETS:
+            raise ConfigError(f"distill_target must be one of {', '.join(DISTILL_TARGETS)}, got {self.distill_target!r}")
         for name in ("epochs", "batch_size"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -137,6 +143,8 @@ class SFCTrainOptions:
         if self.distill_weight == 0:  # absent when off: states written before distillation existed still resume
             record.pop("distill_weight")
             record.pop("distill_temperature")
+        if self.distill_weight == 0 or self.distill_target == "soft":  # likewise for states from before the option
+            record.pop("distill_target")
         return record
 
 
@@ -152,7 +160,7 @@ def sfc_step(model: SFCModel, feats: list[torch.Tensor], labels: list[int], opt:
              clip_grad: float, *, denominator: int | None = None, amp: Amp = Amp(),
              scaler: torch.amp.GradScaler | None = None, world: World = World(),
              teacher: list[torch.Tensor] | None = None, distill_weight: float = 0.0,
-             distill_temperature: float = 1.0) -> tuple[float, int, float]:
+             distill_temperature: float = 1.0, distill_target: str = "soft") -> tuple[float, int, float]:
     """One optimizer step on a batch of head features; returns (summed loss, correct, grad norm).
 
     ``teacher``: the dense teacher's logits per video, for the distillation term
@@ -180,7 +188,8 @@ def sfc_step(model: SFCModel, feats: list[torch.Tensor], labels: list[int], opt:
         t = torch.stack([teacher[j] for j in members]).to(device) if teacher is not None else None
         with amp.autocast(str(device)):
             logits = model.tail(model.sfc(x))
-            loss = distill_loss(logits, y, t, weight=distill_weight, temperature=distill_temperature)
+            loss = distill_loss(logits, y, t, weight=distill_weight, temperature=distill_temperature,
+                                target=distill_target)
         scaled = loss / denominator
         (scaler.scale(scaled) if scaler is not None else scaled).backward()
         totals[0] += loss.detach().double()
@@ -367,7 +376,8 @@ def _train_sfc(videos: VideoList, out: Path, options: SFCTrainOptions, saved: di
                                       denominator=len(batch), amp=amp, scaler=scaler, world=world,
                                       teacher=[teacher[batch[j]] for j in mine] if teacher is not None else None,
                                       distill_weight=options.distill_weight,
-                                      distill_temperature=options.distill_temperature)
+                                      distill_temperature=options.distill_temperature,
+                                      distill_target=options.distill_target)
             average_buffers(model.sfc, world)
             loss_sum, correct = loss_sum + loss, correct + ok
             norms.append(norm)

@@ -44,6 +44,31 @@ def test_distill_loss_by_hand():
         float(torch.nn.functional.cross_entropy(s, labelled, reduction="sum")))
 
 
+def test_standardized_target_by_hand():
+    """z-scored teacher logits (sample std) at T against the student at 1, no T^2; the teacher's scale is gone."""
+    s = torch.tensor([[1.0, 0.0, -1.0, 0.5]])
+    t = torch.tensor([[0.2, 0.6, 0.0, 0.2]])
+    temp = 0.5
+    mean = sum(t[0].tolist()) / 4
+    std = math.sqrt(sum((v - mean) ** 2 for v in t[0].tolist()) / 3)
+    z = [(v - mean) / std / temp for v in t[0].tolist()]
+    p = [math.exp(v) / sum(math.exp(u) for u in z) for v in z]
+    q = [math.exp(v) / sum(math.exp(u) for u in s[0].tolist()) for v in s[0].tolist()]
+    want = sum(pi * math.log(pi / qi) for pi, qi in zip(p, q))
+    y = torch.tensor([UNLABELLED])
+    got = distill_loss(s, y, t, weight=1.0, temperature=temp, target="standardized")
+    assert float(got) == pytest.approx(want, rel=1e-5)
+    # scaling and shifting the teacher's logits leaves the standardized target as it is, not the soft one
+    moved = 7.0 * t + 3.0
+    assert float(distill_loss(s, y, moved, weight=1.0, temperature=temp, target="standardized")) == pytest.approx(want, rel=1e-5)
+    assert float(distill_loss(s, y, moved, weight=1.0, temperature=temp)) != pytest.approx(
+        float(distill_loss(s, y, t, weight=1.0, temperature=temp)), rel=1e-3)
+    with pytest.raises(ValueError, match="unknown distillation target"):
+        distill_loss(s, y, t, weight=1.0, temperature=temp, target="hard")
+    with pytest.raises(ConfigError, match="distill_target"):
+        SFCTrainOptions(distill_weight=1.0, distill_target="hard")
+
+
 def test_the_teacher_is_the_dense_30_crop_baseline(tiny_trained):
     videos = read_csv_list(tiny_trained["train"])
     model = build_model("slow8x8_tiny", tiny_trained["backbone"], SFCTrainOptions())
@@ -98,13 +123,16 @@ def test_cli_labels_none_and_unlabelled_lists(tiny_trained, tmp_path, one_line_e
     base = ["train", "-o", str(tmp_path / "run"), "-b", "slow8x8_tiny", "--checkpoint", str(tiny_trained["backbone"]),
             "--epochs", "1", "--batch-size", "3", "--cache-views", "1", "--no-flip", "--threads", "1"]
     result = runner.invoke(app, [*base[:1], str(tiny_trained["train"]), *base[1:], "--unlabelled", str(listing),
-                                 "--distill-weight", "0.5"])
+                                 "--distill-weight", "0.5", "--distill-target", "standardized"])
     assert result.exit_code == 0, result.output
     state = torch.load(tmp_path / "run" / "train_state.pt", weights_only=True)
     assert state["settings"]["videos"] == len(paths) + 2
     assert state["settings"]["options"]["distill_weight"] == 0.5
-    one_line_error(runner.invoke(app, [*base[:1], str(listing), *base[1:], "--labels", "none", "--force"]),
-                   "--distill-weight")
+    assert state["settings"]["options"]["distill_target"] == "standardized"
+    one_line_error(runner.invoke(app, [*base[:1], str(tiny_trained["train"]), *base[1:], "--distill-weight", "1",
+                                       "--distill-target", "hard", "--force"]), "distill_target must be one of")
+    one_line_error(runner.invoke(app, [*base[:1], str(listing), *base[1:], "--labels", "none", "--distill-weight", "0",
+                                       "--force"]), "--distill-weight")
     one_line_error(runner.invoke(app, [*base[:1], str(listing), *base[1:], "--labels", "some", "--force"]),
                    "--labels must be use or none")
     missing = tmp_path / "missing.txt"
@@ -114,6 +142,18 @@ def test_cli_labels_none_and_unlabelled_lists(tiny_trained, tmp_path, one_line_e
 
 
 @pytest.mark.slow
+def test_label_free_defaults_are_the_measured_recipe():
+    from sfc_deploy.cli.train import distill_settings
+
+    assert distill_settings("none", None, None, None) == {
+        "distill_weight": 1.0, "distill_temperature": 0.5, "distill_target": "standardized"}
+    assert distill_settings("use", None, None, None) == {
+        "distill_weight": 0.0, "distill_temperature": 1.0, "distill_target": "soft"}
+    assert distill_settings("none", 0.5, None, "soft") == {
+        "distill_weight": 0.5, "distill_temperature": 1.0, "distill_target": "soft"}
+    assert distill_settings("use", 0.5, 2.0, None)["distill_temperature"] == 2.0
+
+
 def test_two_ranks_share_the_teacher_build_and_train_like_one_process(tiny_trained, tmp_path):
     """torchrun with 2 ranks: each computes the teacher for its share of the videos; one process then
     loads that teacher (no recomputation) and takes the same steps."""
