@@ -263,12 +263,21 @@ HARD_VARIANTS = (
 )
 
 
+#: Variants trained on the backbone's own data (``--standard-seeds``); the first builds each seed's cache.
+STANDARD_VARIANTS = (
+    ("distill", ["--distill-weight", "0.5", "--distill-temperature", "2"]),
+    ("default", []),
+    ("labelfree", ["--labels", "none"]),
+)
+
+
 def main_hard(args: argparse.Namespace) -> None:
     work = args.work
     times: dict[str, float] = {}
     if work.exists():
         for child in work.iterdir():
-            kept = child.name in ("bb_data", "data", "backbone", "sfc", "sfc_standard") or child.name.startswith("cache_")
+            kept = child.name in ("bb_data", "data", "backbone", "sfc", "sfc_standard", "eval", "eval_standard") \
+                or child.name.startswith("cache_")
             if not (args.reuse and kept):
                 shutil.rmtree(child) if child.is_dir() else child.unlink()
     work.mkdir(parents=True, exist_ok=True)
@@ -284,6 +293,19 @@ def main_hard(args: argparse.Namespace) -> None:
             times[name] = earlier.get(name)
             return
         times[name] = run(cmd, log)
+
+    def recorded(name: str, cmd: list[str], out_dir: Path, done: Path) -> float | None:
+        """Run ``cmd`` into ``out_dir``; with --reuse keep an ``out_dir`` that finished the same command."""
+        record = out_dir / "command.json"
+        if args.reuse and done.is_file() and record.is_file() and json.loads(record.read_text()) == cmd[1:]:
+            print(f"reusing {out_dir} (same command)", flush=True)
+            reused.append(name)
+            return earlier.get(name)
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        seconds = run(cmd, log)
+        record.write_text(json.dumps(cmd[1:]) + "\n")
+        return seconds
     q = args.quick
     small = ["--train-per-class", "3", "--test-per-class", "2"] if q else []
     bb_epochs = 2 if q else args.backbone_epochs
@@ -322,32 +344,28 @@ def main_hard(args: argparse.Namespace) -> None:
                "--checkpoint", str(weights), *schedule,
                "--batch-size", "4", "--no-flip", "--cache-file", str(work / cache),
                "--seed", str(seed), "--threads", "1", *extra]
-        record = run_dir / "command.json"
-        if args.reuse and (run_dir / "summary.json").is_file() and record.is_file() \
-                and json.loads(record.read_text()) == cmd[1:]:
-            print(f"reusing {run_dir} (same command)", flush=True)
-            reused.append(f"train_{runs}/{tag}")
-            return tag, earlier.get(f"train_{runs}/{tag}")
-        if run_dir.exists():
-            shutil.rmtree(run_dir)
-        seconds = run(cmd, log)
-        record.write_text(json.dumps(cmd[1:]) + "\n")
-        return tag, seconds
+        return tag, recorded(f"train_{runs}/{tag}", cmd, run_dir, run_dir / "summary.json")
+
+    def evaluate(name: str, test: Path, runs: str, tags: list[str], taus: str) -> None:
+        sfc_args = [a for tag in tags for a in ("--sfc", f"{tag}={work / runs / tag / 'sfc.safetensors'}")]
+        out_dir = work / name
+        times[name] = recorded(name, [
+            CLI, "eval", str(test), "-o", str(out_dir), "-b", "slow8x8_tiny", "--checkpoint", str(weights), *sfc_args,
+            "--tau", taus, "--threads", "1", "--name", "results"], out_dir, out_dir / "results.json")
 
     jobs = [(name, extra, seed) for seed in seeds for name, extra, seeded in HARD_VARIANTS
             if name in wanted and (seeded or seed == 0)]
-    standard_jobs = [("default", [], seed) for seed in range(args.standard_seeds)]
-    for runs, planned in (("sfc", {f"{name}_s{seed}" for name, _, seed in jobs}),
-                          ("sfc_standard", {f"{name}_s{seed}" for name, _, seed in standard_jobs})):
-        for stale in (work / runs).glob("*") if (work / runs).is_dir() else ():
-            if stale.name not in planned:  # a run of another variant list: not part of this report
-                shutil.rmtree(stale) if stale.is_dir() else stale.unlink()
+    standard_jobs = [(name, extra, seed) for seed in range(args.standard_seeds) for name, extra in STANDARD_VARIANTS]
     # the first job of each seed builds that seed's cache (features and teacher) before the others read it
     firsts = [next(j for j in jobs if j[2] == seed) for seed in seeds if any(j[2] == seed for j in jobs)]
     seeded = {name for name, _, is_seeded in HARD_VARIANTS if is_seeded}
     # phase 1: the seeded variants, evaluated and written; phase 2: the single-seed ablations, then all
-    # evaluated again. On a shared machine the first results land even if phase 2 cannot finish.
-    phases = [[j for j in jobs if j[0] in seeded], [j for j in jobs if j[0] not in seeded]]
+    # evaluated again. On a shared machine the first results land even if phase 2 cannot finish. --reuse
+    # updates a finished run: one phase, one eval.
+    phases = ([jobs] if args.reuse else
+              [[j for j in jobs if j[0] in seeded], [j for j in jobs if j[0] not in seeded]])
+    tags: list[str] = []
+    report = {"quick": q, "sfc_epochs": sfc_epochs, "bb_epochs": bb_epochs, "seeds": seeds, "train_default": not schedule}
     with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
         for phase in phases:
             if not phase:
@@ -358,26 +376,18 @@ def main_hard(args: argparse.Namespace) -> None:
             for tag, seconds in pool.map(lambda job: train(*job), [j for j in phase if j not in first]):
                 times[f"train_sfc/{tag}"] = seconds
             tags = sorted(t.split("/", 1)[1] for t in times if t.startswith("train_sfc/"))
-            sfc_args = [a for tag in tags for a in ("--sfc", f"{tag}={work / 'sfc' / tag / 'sfc.safetensors'}")]
-            times["eval"] = run([
-                CLI, "eval", str(data / "test.csv"), "-o", str(work / "eval"), "-b", "slow8x8_tiny", "--checkpoint",
-                str(weights), *sfc_args, "--tau", "1,4/3,2,4", "--threads", "1", "--name", "results",
-            ], log)
+            evaluate("eval", data / "test.csv", "sfc", tags, "1,4/3,2,4")
             times["total"] = time.perf_counter() - t0
-            write_hard_results(args.out, work, times, quick=q, sfc_epochs=sfc_epochs, bb_epochs=bb_epochs, seeds=seeds,
-                               train_default=not schedule, reused=sorted(reused))
-        if standard_jobs:  # the easy end: the defaults on the backbone's own data, where dense is near 100%
-            for tag, seconds in pool.map(lambda job: train(*job, setting="standard"), standard_jobs):
-                times[f"train_sfc_standard/{tag}"] = seconds
-            sfc_args = [a for _, _, seed in standard_jobs
-                        for a in ("--sfc", f"default_s{seed}={work / 'sfc_standard' / f'default_s{seed}' / 'sfc.safetensors'}")]
-            times["eval_standard"] = run([
-                CLI, "eval", str(work / "bb_data" / "test.csv"), "-o", str(work / "eval_standard"), "-b", "slow8x8_tiny",
-                "--checkpoint", str(weights), *sfc_args, "--tau", "2", "--threads", "1", "--name", "results",
-            ], log)
+            write_hard_results(args.out, work, times, tags=tags, reused=sorted(reused), **report)
+        if standard_jobs:  # the easy end: the backbone's own data, where dense is near 100%
+            first = [j for j in standard_jobs if j[0] == STANDARD_VARIANTS[0][0]]  # build each seed's cache and teacher
+            for job_list in (first, [j for j in standard_jobs if j not in first]):
+                for tag, seconds in pool.map(lambda job: train(*job, setting="standard"), job_list):
+                    times[f"train_sfc_standard/{tag}"] = seconds
+            evaluate("eval_standard", work / "bb_data" / "test.csv", "sfc_standard",
+                     [f"{name}_s{seed}" for name, _, seed in standard_jobs], "2")
             times["total"] = time.perf_counter() - t0
-            write_hard_results(args.out, work, times, quick=q, sfc_epochs=sfc_epochs, bb_epochs=bb_epochs, seeds=seeds,
-                               train_default=not schedule, reused=sorted(reused))
+            write_hard_results(args.out, work, times, tags=tags, reused=sorted(reused), **report)
 
 
 def teacher_statistics(folder: Path, data: Path) -> dict | None:
@@ -399,15 +409,20 @@ def teacher_statistics(folder: Path, data: Path) -> dict | None:
 
 
 def standard_summary(path: Path) -> dict | None:
-    """The standard-data eval (``--standard-seeds``): dense, each SFC seed, the mean agreement."""
+    """The standard-data eval (``--standard-seeds``): dense, each SFC run, per variant the means over seeds."""
     if not path.is_file():
         return None
     report = json.loads(path.read_text())
     rows = report["results"]
     runs = [r for r in rows if r["strategy"] == "sfc"]
-    return {"videos": len(report["videos"]),
-            "dense": next(r for r in rows if r["strategy"] == "dense"), "sfc": runs,
-            "agreement_mean": sum(r["agreement"] for r in runs) / len(runs)}
+    variants: dict[str, list[dict]] = {}
+    for r in runs:
+        variants.setdefault(r["sfc"].rsplit("_s", 1)[0], []).append(r)
+    return {"videos": len(report["videos"]), "dense": next(r for r in rows if r["strategy"] == "dense"), "sfc": runs,
+            "variants": {name: {"seeds": [m["seed"] for m in members],
+                                "top1_mean": sum(m["top1"] for m in members) / len(members),
+                                "agreement_mean": sum(m["agreement"] for m in members) / len(members)}
+                         for name, members in variants.items()}}
 
 
 def _differ(row: dict) -> str:
@@ -427,7 +442,7 @@ def _pct(value: float | None) -> str:
 
 
 def write_hard_results(out: Path, work: Path, times: dict[str, float], *, quick: bool, sfc_epochs: int,
-                       bb_epochs: int, seeds: list[int], train_default: bool, reused: list[str]) -> None:
+                       bb_epochs: int, seeds: list[int], train_default: bool, tags: list[str], reused: list[str]) -> None:
     """results_hard.{json,md,png}: per checkpoint at its trained tau, per variant over seeds, agreement with dense."""
     from sfc_deploy.eval.report import markdown
     from sfc_deploy.train.sfc import stalled
@@ -459,7 +474,7 @@ def write_hard_results(out: Path, work: Path, times: dict[str, float], *, quick:
                          "dense_right_where_differ": sum(m["disagreements"] * (m["dense_right_when_disagreeing"] or 0) for m in members),
                          "gmacs": members[0]["gmacs"], "gmacs_over_dense": members[0]["gmacs"] / dense["gmacs"]}
     training = {}
-    for d in sorted((work / "sfc").iterdir()):
+    for d in (work / "sfc" / tag for tag in tags):
         lines = [json.loads(line) for line in (d / "metrics.jsonl").read_text().splitlines() if line.strip()]
         training[d.name] = {"epochs": lines, "stalled_after_epoch_1": stalled(lines[0])}
     bb_metrics = [json.loads(line) for line in (work / "backbone" / "metrics.jsonl").read_text().splitlines()]
@@ -510,13 +525,17 @@ def write_hard_results(out: Path, work: Path, times: dict[str, float], *, quick:
         result["standard"] = standard
         (out / "results_hard.json").write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
         d, runs = standard["dense"], standard["sfc"]
-        lines += ["", "## The easy end: the defaults on the backbone's own data (action 25-45% of 256 frames)", "",
-                  f"SFC `default` trained as above but on the backbone's 200 training videos, evaluated on its "
-                  f"{standard['videos']} test videos; dense-30 top-1 {_pct(d['top1'])}.", "",
-                  "| run | top-1 | agrees with dense | where they differ: SFC right / dense right |", "|---|---:|---:|---|",
+        lines += ["", "## The easy end: the backbone's own data (action 25-45% of 256 frames)", "",
+                  f"SFC trained as above but on the backbone's 200 training videos, evaluated on its {standard['videos']} "
+                  f"test videos at tau 2; dense-30 top-1 {_pct(d['top1'])}.", "",
+                  "| variant | seeds | top-1 mean | agrees with dense (mean) |", "|---|---|---:|---:|",
+                  *(f"| {name} | {','.join(map(str, v['seeds']))} | {_pct(v['top1_mean'])} | **{_pct(v['agreement_mean'])}** |"
+                    for name, v in standard["variants"].items()),
+                  "", "| run | top-1 | agrees with dense | where they differ: SFC right / dense right |", "|---|---:|---:|---|",
                   *(f"| {r['sfc']} | {_pct(r['top1'])} | {_pct(r['agreement'])} | {_differ(r)} |" for r in runs),
-                  "", f"Mean agreement with dense over {len(runs)} seeds: **{_pct(standard['agreement_mean'])}** "
-                  f"(goal >= 95%: {'met' if standard['agreement_mean'] >= 0.95 else 'NOT met'})."]
+                  "", "Goal: agreement with dense >= 95% (issue 16): "
+                  + "; ".join(f"{name} {'met' if v['agreement_mean'] >= 0.95 else 'NOT met'}"
+                              for name, v in standard["variants"].items()) + "."]
     if teacher:
         lines += ["", "## The dense teacher of distillation (its cached logits on the 200 training videos)", "",
                   f"Dense 30-crop top-1 on the training videos: {_pct(teacher['top1'])}. Its logits are averaged over 30 "
