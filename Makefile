@@ -3,9 +3,7 @@
 #   make test    set up (with the test and scale extras: pytest, import-linter, Ray), then run the test suite
 PYTHON ?= python3
 VENV ?= .venv
-# The CPU build of torch; a bare "torch" would pull a multi-GB CUDA build. --no-compile: Python
-# byte-compiles the modules it imports on first use instead of pip compiling every file of torch and
-# Ray at install time.
+# The CPU build of torch; a bare "torch" would pull a multi-GB CUDA build.
 TORCH_SPEC ?= torch==2.13.0
 BIN := $(VENV)/bin
 
@@ -15,11 +13,11 @@ setup: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q --no-compile "$(TORCH_SPEC)" -e .
+	$(BIN)/pip install -q "$(TORCH_SPEC)" -e .
 	touch $@
 
 $(VENV)/.installed-test: $(VENV)/.installed pyproject.toml
-	$(BIN)/pip install -q --no-compile "$(TORCH_SPEC)" -e ".[test,scale]"
+	$(BIN)/pip install -q "$(TORCH_SPEC)" -e ".[test,scale]"
 	touch $@
 
 bench: setup

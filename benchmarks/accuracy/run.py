@@ -491,8 +491,7 @@ def write_hard_results(out: Path, work: Path, times: dict[str, float], *, quick:
     shutil.copyfile(work / "eval" / "results.png", out / "results_hard.png")
     own_schedule = f"defaults ({sfc_epochs} epochs, lr/10 at {' and '.join(map(str, SFCTrainOptions.milestones))})"
     lines = [
-        f"# Accuracy, harder setting (regenerate: `.venv/bin/python benchmarks/accuracy/run.py --setting hard --seeds {len(seeds)}"
-        f"{'' if train_default else f' --sfc-epochs {sfc_epochs}'}`)", "",
+        f"# Accuracy, harder setting (regenerate: `.venv/bin/python benchmarks/accuracy/run.py {' '.join(sys.argv[1:])}`)", "",
         f"Backbone: slow8x8_tiny trained {bb_epochs} epochs x 4 random clips on 200 videos of 256 frames (action 25-45%), "
         f"short side 64: last-epoch training clip accuracy {bb_metrics[-1]['clip_acc']:.1%}. SFC: `sfc-deploy train` "
         f"{own_schedule if train_default else f'defaults but {sfc_epochs} epochs (milestones scaled)'}"
