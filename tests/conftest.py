@@ -2,12 +2,46 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from sfc_deploy.data.synth import write_counter_video
+
+#: ``make test`` runs the suite on 2 processes (``pytest -n 2 --dist loadfile``, pytest-xdist): each
+#: module stays on one worker, so its module fixtures are built once. What modules share beyond their
+#: temporary folders is taken in turns through a lock file: a local Ray (:func:`ray_exclusive`), the
+#: CMake build folder of csrc/ (tests/csrc/conftest.py).
+LOCKS = Path(tempfile.gettempdir())
+
+
+@contextlib.contextmanager
+def exclusive(name: str):
+    """Hold the lock file ``sfc-deploy-tests-NAME.lock`` (other pytest processes wait for it)."""
+    with (LOCKS / f"sfc-deploy-tests-{name}.lock").open("a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+@pytest.fixture(scope="session")
+def exclusive_lock():
+    """:func:`exclusive`, for conftests and test modules (this file is not importable under importlib mode)."""
+    return exclusive
+
+
+@pytest.fixture(scope="module")
+def ray_exclusive():
+    """Held for the whole module by every module that starts a local Ray: its default ports would
+    collide with another worker's Ray, so the two take turns."""
+    with exclusive("ray"):
+        yield
 
 
 @pytest.fixture
@@ -57,7 +91,6 @@ def tiny_trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 # --- export / runtime fixtures (issue 3) -------------------------------------------------------
-import contextlib  # noqa: E402
 # The dynamo ONNX exporter costs ~10 s per graph and AOTInductor ~1 min per part on 2 cores, so
 # the shared exports are as small as the tests allow: TorchScript (seconds) for everything that
 # is runtime-agnostic, ONNX for the SFC part only (its two graphs), AOTInductor in `slow` tests.

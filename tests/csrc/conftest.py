@@ -24,20 +24,22 @@ def _run(cmd: list[str]) -> None:
 
 
 @pytest.fixture(scope="session")
-def csrc_build() -> Callable[..., Path]:
+def csrc_build(exclusive_lock) -> Callable[..., Path]:
     """``csrc_build("target", ...)`` builds those targets and returns the build directory."""
     cmake = shutil.which("cmake")
     if cmake is None:
         pytest.skip("cmake not on PATH")
-    if not (BUILD / "CMakeCache.txt").is_file():
-        import torch
+    with exclusive_lock("csrc-build"):  # make test's two pytest workers may both build (tests/conftest.py)
+        if not (BUILD / "CMakeCache.txt").is_file():
+            import torch
 
-        generator = ["-G", "Ninja"] if shutil.which("ninja") else []
-        _run([cmake, "-S", str(REPO / "csrc"), "-B", str(BUILD), *generator, "-DCMAKE_BUILD_TYPE=Release",
-              "-DCMAKE_CUDA_ARCHITECTURES=80", f"-DCMAKE_PREFIX_PATH={torch.utils.cmake_prefix_path}"])
+            generator = ["-G", "Ninja"] if shutil.which("ninja") else []
+            _run([cmake, "-S", str(REPO / "csrc"), "-B", str(BUILD), *generator, "-DCMAKE_BUILD_TYPE=Release",
+                  "-DCMAKE_CUDA_ARCHITECTURES=80", f"-DCMAKE_PREFIX_PATH={torch.utils.cmake_prefix_path}"])
 
     def build(*targets: str) -> Path:
-        _run([cmake, "--build", str(BUILD), "-j", "2", "--target", *targets])
+        with exclusive_lock("csrc-build"):
+            _run([cmake, "--build", str(BUILD), "-j", "2", "--target", *targets])
         return BUILD
 
     return build

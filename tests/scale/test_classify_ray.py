@@ -22,8 +22,11 @@ OPTS = ClassifyOptions(runtime="torchscript", top=3)
 RAY = RayOptions(workers=2, cpus_per_worker=1)
 
 
+pytestmark = pytest.mark.usefixtures("ray_exclusive")  # no other module's Ray beside this one (tests/conftest.py)
+
+
 @pytest.fixture(scope="module")
-def local_ray():
+def local_ray(ray_exclusive):
     """A local Ray with 2 CPUs for this module, stopped at its end."""
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
     yield

@@ -35,7 +35,8 @@ from sfc_deploy.scale.serve import HttpError, ServeOptions, multipart_file, star
 
 ray = pytest.importorskip("ray", reason="the scale extra (pip install 'sfc-deploy[scale]') is not installed")
 pytest.importorskip("ray.serve", reason="the scale extra (pip install 'sfc-deploy[scale]') is not installed")
-pytestmark = pytest.mark.usefixtures("sfc_one_thread")
+# ray_exclusive: no other module's Ray beside this one's servers (tests/conftest.py)
+pytestmark = pytest.mark.usefixtures("ray_exclusive", "sfc_one_thread")
 GOOD = ("v0.mp4", "v1.mp4", "v2.mp4", "v3.mp4")
 LIMIT_MB = 0.25
 
@@ -69,7 +70,7 @@ def videos(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def server(sfc_export_ts: Path):
+def server(ray_exclusive, sfc_export_ts: Path):
     """``serve`` of the tiny TorchScript export on a local Ray of 2 CPUs; stopped (again) at the end."""
     options = ServeOptions(runtime="torchscript", max_upload_mb=LIMIT_MB, max_batch_size=4, batch_wait_ms=50)
     before = _temporaries()
