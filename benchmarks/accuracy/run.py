@@ -538,12 +538,12 @@ def write_hard_results(out: Path, work: Path, times: dict[str, float], *, quick:
     if teacher:
         lines += ["", "## The dense teacher of distillation (its cached logits on the 200 training videos)", "",
                   f"Dense 30-crop top-1 on the training videos: {_pct(teacher['top1'])}. Its logits are averaged over 30 "
-                  f"clips, most of which see no action: their spread over the 8 classes is {teacher['logit_std']:.2f} "
-                  "(mean over videos of the standard deviation), so the soft targets are nearly flat (uniform: 12.5%):", "",
+                  f"clips, many of which may miss the action: their spread over the 8 classes is {teacher['logit_std']:.2f} "
+                  "(mean over videos of the standard deviation). How confident each target is (uniform: 12.5%):", "",
                   "| target | mean top probability |", "|---|---:|",
                   *(f"| {k} | {_pct(v)} |" for k, v in teacher["top_probability"].items()), "",
-                  "`labelfree` fits the standardized target at T = 0.5 (`--distill-target standardized`), "
-                  "`labelfree_soft` the soft one at T = 2 (module docstring of `sfc_deploy/train/distill.py`)."]
+                  "`labelfree` fits the standardized target at T = 0.5 (`train --labels none`'s defaults), "
+                  "`labelfree_soft` (where run) the soft one at T = 2 (module docstring of `sfc_deploy/train/distill.py`)."]
     lines += ["",
               markdown(report, title="Every checkpoint at every tau"), "## Wall-clock seconds per step", "",
               *(f"- {k}: {v:.0f}" if v is not None else f"- {k}: (reused, not recorded)" for k, v in times.items()), ""]
