@@ -192,6 +192,12 @@ def distill_settings(labels: str, weight: float | None, temperature: float | Non
     recipe measured in benchmarks/accuracy (teacher only, standardized target at T = 0.5), training
     with labels plain cross-entropy unless asked."""
     label_free = labels == "none"
+    if weight == 0 or (weight is None and not label_free):
+        given = [name for name, value in (("--distill-temperature", temperature), ("--distill-target", target))
+                 if value is not None]
+        if given:
+            raise ConfigError(f"{' and '.join(given)} {'apply' if len(given) > 1 else 'applies'} only with distillation: "
+                              "add --distill-weight W (> 0) or leave it out")
     target = target or ("standardized" if label_free else SFCTrainOptions.distill_target)
     if temperature is None:
         temperature = STANDARDIZED_TEMPERATURE if target == "standardized" else SFCTrainOptions.distill_temperature

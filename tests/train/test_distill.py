@@ -152,6 +152,11 @@ def test_label_free_defaults_are_the_measured_recipe():
     assert distill_settings("none", 0.5, None, "soft") == {
         "distill_weight": 0.5, "distill_temperature": 1.0, "distill_target": "soft"}
     assert distill_settings("use", 0.5, 2.0, None)["distill_temperature"] == 2.0
+    for weight, labels in ((None, "use"), (0.0, "use"), (0.0, "none")):  # no distillation: the options do not apply
+        with pytest.raises(ConfigError, match="--distill-target applies only with distillation"):
+            distill_settings(labels, weight, None, "standardized")
+        with pytest.raises(ConfigError, match="--distill-temperature applies only with distillation"):
+            distill_settings(labels, weight, 2.0, None)
 
 
 def test_two_ranks_share_the_teacher_build_and_train_like_one_process(tiny_trained, tmp_path):
