@@ -395,15 +395,16 @@ def teacher_statistics(folder: Path, data: Path) -> dict | None:
     import torch
     from safetensors.torch import load_file
 
+    from sfc_deploy.train.distill import standardized
+
     files = sorted(folder.glob("video_*.safetensors"))
     if not files:
         return None
     logits = torch.stack([load_file(str(f))["views"][0].float() for f in files])
     names = (data / "classes.txt").read_text().split()
     labels = torch.tensor([names.index(row["label"]) for row in csv.DictReader((data / "train.csv").open())])
-    z = (logits - logits.mean(-1, keepdim=True)) / logits.std(-1, keepdim=True).clamp_min(1e-6)
     top = {f"soft, T = {t:g}": float((logits / t).softmax(-1).max(-1).values.mean()) for t in (2.0, 1.0)}
-    top["standardized, T = 0.5"] = float((z / 0.5).softmax(-1).max(-1).values.mean())
+    top["standardized, T = 0.5"] = float((standardized(logits) / 0.5).softmax(-1).max(-1).values.mean())
     return {"videos": len(files), "top1": float((logits.argmax(-1) == labels).float().mean()),
             "logit_std": float(logits.std(-1).mean()), "top_probability": top}
 
@@ -425,11 +426,15 @@ def standard_summary(path: Path) -> dict | None:
                          for name, members in variants.items()}}
 
 
-def _differ(row: dict) -> str:
+def _where_they_differ(row: dict) -> tuple[int, float, float]:
+    """An eval row's disagreements with dense, and how many of them SFC and dense get right."""
     n = row["disagreements"]
-    if not n:
-        return "never differ"
-    return f"{row['right_when_disagreeing'] * n:.0f} / {row['dense_right_when_disagreeing'] * n:.0f} of {n}"
+    return n, n * (row["right_when_disagreeing"] or 0), n * (row["dense_right_when_disagreeing"] or 0)
+
+
+def _differ(n: int, sfc_right: float, dense_right: float) -> str:
+    """Where SFC and dense differ (``n`` videos): how many times each is the right one."""
+    return f"{sfc_right:.0f} / {dense_right:.0f} of {n}" if n else "never differ"
 
 
 def _earlier_seconds(path: Path) -> dict[str, float]:
@@ -470,8 +475,8 @@ def write_hard_results(out: Path, work: Path, times: dict[str, float], *, quick:
                          "top1": top1, "top1_mean": mean(top1), "top1_std": std(top1), "agreement_mean": mean(agree),
                          "kl_mean": mean([m["kl_from_dense"] for m in members]),
                          "disagreements": sum(m["disagreements"] for m in members),
-                         "sfc_right_where_differ": sum(m["disagreements"] * (m["right_when_disagreeing"] or 0) for m in members),
-                         "dense_right_where_differ": sum(m["disagreements"] * (m["dense_right_when_disagreeing"] or 0) for m in members),
+                         "sfc_right_where_differ": sum(_where_they_differ(m)[1] for m in members),
+                         "dense_right_where_differ": sum(_where_they_differ(m)[2] for m in members),
                          "gmacs": members[0]["gmacs"], "gmacs_over_dense": members[0]["gmacs"] / dense["gmacs"]}
     training = {}
     for d in (work / "sfc" / tag for tag in tags):
@@ -505,7 +510,7 @@ def write_hard_results(out: Path, work: Path, times: dict[str, float], *, quick:
     ]
     for name, v in summary.items():
         n = v["disagreements"]
-        differ = f"{v['sfc_right_where_differ']:.0f} / {v['dense_right_where_differ']:.0f} of {n}" if n else "never differ"
+        differ = _differ(n, v["sfc_right_where_differ"], v["dense_right_where_differ"])
         lines.append(f"| {name} | {v['tau']:g} | {','.join(map(str, v['seeds']))} | {_pct(v['top1_mean'])} ± {100 * v['top1_std']:.1f} | "
                      f"{', '.join(_pct(t) for t in v['top1'])} | {_pct(v['agreement_mean'])} | {v['kl_mean']:.3f} | {differ} | "
                      f"{v['gmacs_over_dense']:.3f} |")
@@ -531,7 +536,7 @@ def write_hard_results(out: Path, work: Path, times: dict[str, float], *, quick:
                   *(f"| {name} | {','.join(map(str, v['seeds']))} | {_pct(v['top1_mean'])} | **{_pct(v['agreement_mean'])}** |"
                     for name, v in standard["variants"].items()),
                   "", "| run | top-1 | agrees with dense | where they differ: SFC right / dense right |", "|---|---:|---:|---|",
-                  *(f"| {r['sfc']} | {_pct(r['top1'])} | {_pct(r['agreement'])} | {_differ(r)} |" for r in runs),
+                  *(f"| {r['sfc']} | {_pct(r['top1'])} | {_pct(r['agreement'])} | {_differ(*_where_they_differ(r))} |" for r in runs),
                   "", "Goal: agreement with dense >= 95% (issue 16): "
                   + "; ".join(f"{name} {'met' if v['agreement_mean'] >= 0.95 else 'NOT met'}"
                               for name, v in standard["variants"].items()) + "."]

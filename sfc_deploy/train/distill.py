@@ -108,6 +108,12 @@ def open_or_build_teacher(folder: Path, key: dict, num_videos: int, logits: Call
     return TeacherLogits(cache), loaded
 
 
+def standardized(logits: torch.Tensor) -> torch.Tensor:
+    """z(v) of the module docstring: logits (..., classes) z-scored over the classes (sample std), in fp32."""
+    z = logits.float()
+    return (z - z.mean(-1, keepdim=True)) / z.std(-1, keepdim=True).clamp_min(1e-6)
+
+
 def distill_loss(logits: torch.Tensor, labels: torch.Tensor, teacher: torch.Tensor | None, *, weight: float,
                  temperature: float, target: str = "soft") -> torch.Tensor:
     """Summed loss of a batch: cross-entropy where labelled, KL to the teacher's ``target`` (module docstring).
@@ -127,9 +133,7 @@ def distill_loss(logits: torch.Tensor, labels: torch.Tensor, teacher: torch.Tens
         return ce.sum()
     t = temperature
     if target == "standardized":
-        z = teacher.float()
-        z = (z - z.mean(-1, keepdim=True)) / z.std(-1, keepdim=True).clamp_min(1e-6)
-        kl = F.kl_div(F.log_softmax(logits.float(), -1), F.log_softmax(z / t, -1),
+        kl = F.kl_div(F.log_softmax(logits.float(), -1), F.log_softmax(standardized(teacher) / t, -1),
                       reduction="none", log_target=True).sum(-1)
     elif target == "soft":
         kl = F.kl_div(F.log_softmax(logits.float() / t, -1), F.log_softmax(teacher.float() / t, -1),

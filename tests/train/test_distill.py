@@ -141,7 +141,6 @@ def test_cli_labels_none_and_unlabelled_lists(tiny_trained, tmp_path, one_line_e
                                        "--distill-weight", "1", "--force"]), "does not exist")
 
 
-@pytest.mark.slow
 def test_label_free_defaults_are_the_measured_recipe():
     from sfc_deploy.cli.train import distill_settings
 
@@ -159,6 +158,7 @@ def test_label_free_defaults_are_the_measured_recipe():
             distill_settings(labels, weight, 2.0, None)
 
 
+@pytest.mark.slow
 def test_two_ranks_share_the_teacher_build_and_train_like_one_process(tiny_trained, tmp_path):
     """torchrun with 2 ranks: each computes the teacher for its share of the videos; one process then
     loads that teacher (no recomputation) and takes the same steps."""
