@@ -181,6 +181,8 @@ def train_cmd(
         return
     last = summary["last"]
     acc = f", train accuracy {last['train_acc']:.1%}" if last and last.get("train_acc") is not None else ""
+    if last and last.get("teacher_agreement") is not None:
+        acc += f", agrees with the dense teacher on {last['teacher_agreement']:.1%}"
     shown = f"; last epoch loss {last['loss']:.3f}{acc}" if last else ""
     cache = "loaded" if summary["cache_loaded"] else f"{summary['cache_seconds']:.0f} s"
     typer.echo(f"wrote {summary['checkpoint']} (cache {cache}, "

@@ -89,6 +89,8 @@ def test_label_free_training_caches_the_teacher_once_and_resumes(tiny_trained, t
                       threads=1, cache_file=cache, warn=None)
     files = sorted((cache / "teacher").glob("video_*.safetensors"))
     assert len(files) == len(videos) and math.isfinite(first["last"]["loss"]) and first["last"]["train_acc"] is None
+    agreeing = first["last"]["teacher_agreement"] * len(videos)  # label-free top-1: agreement with the teacher
+    assert 0 <= agreeing <= len(videos) and agreeing == pytest.approx(round(agreeing))
     stamps = [f.stat().st_mtime_ns for f in files]
     # another run on the same videos and backbone reads the teacher instead of recomputing it
     train_sfc(videos, tmp_path / "b", options, backbone="slow8x8_tiny", checkpoint=tiny_trained["backbone"],

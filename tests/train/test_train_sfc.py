@@ -31,7 +31,8 @@ def test_a_training_step_changes_only_sfc(tiny_trained):
     with torch.no_grad():
         feats = list(model.head(torch.randn(2, 3, 6, 32, 40)))
     opt = torch.optim.SGD(model.sfc.parameters(), lr=0.1, momentum=0.9)
-    loss, _, norm = sfc_step(model, feats, [0, 2], opt, clip_grad=1.0)
+    loss, _, agreeing, norm = sfc_step(model, feats, [0, 2], opt, clip_grad=1.0)
+    assert agreeing == 0  # no teacher
     assert loss > 0 and norm > 0
     after = model.backbone.state_dict()
     # weights and BatchNorm running statistics of head and tail are bit-identical
