@@ -12,6 +12,7 @@ import torch
 from sfc_deploy.data.synth import counter_frames, read_counter
 from sfc_deploy.data.video import (
     DecodeStats,
+    h264_disposable,
     load_video,
     normalize,
     output_size,
@@ -217,6 +218,50 @@ def test_reference_only_decodes_the_references_and_takes_the_nearest_frame(tmp_p
     assert read_counter(read_frames(path, wanted, info=info, stats=stats, reference_only=True)) == [
         _nearest(decoded, w) for w in wanted]
     assert stats.seeks == 1
+
+
+def test_exact_reads_never_decode_unneeded_non_reference_frames(tmp_path):
+    """The B-frames nothing asked for are never sent to the decoder, and every returned frame is
+    bit-identical to the same frame of a plain full decode."""
+    path = _b_frame_counter_video(tmp_path / "b.mp4", 120, gop=60)
+    info = probe_video(path)
+    with av.open(str(path)) as container:
+        reference = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+    for wanted in ([*range(0, 120, 3)], [*range(1, 120, 8)], [100, 4, 4, 57, 119, 8], [*range(120)]):
+        stats = DecodeStats()
+        frames = read_frames(path, wanted, info=info, stats=stats)
+        assert read_counter(frames) == wanted
+        assert all(np.array_equal(frames[:, k].permute(1, 2, 0).numpy(), reference[i]) for k, i in enumerate(wanted))
+        if len(set(wanted)) < 120:
+            assert stats.skipped > 0
+    stats = DecodeStats()
+    read_frames(path, range(0, 120, 3), info=info, stats=stats)  # the I/P frames only: every B-frame is spared
+    assert (stats.decoded, stats.skipped) == (40, 78)  # 39 pairs of B-frames up to 117, the last one needed
+    stats = DecodeStats()
+    read_frames(path, range(120), info=info, stats=stats)
+    assert (stats.skipped, stats.decoded) == (0, 120)
+
+
+def test_other_codecs_and_frames_without_timestamps_are_decoded_in_full(make_video):
+    path = make_video("clip.avi", frames=30, gop=10)  # MPEG-4 part 2: no reference flags are read
+    stats = DecodeStats()
+    assert read_counter(read_frames(path, [2, 29], stats=stats)) == [2, 29]
+    assert stats.skipped == 0
+
+
+@pytest.mark.parametrize("length_size", [4, 2, None])
+def test_h264_disposable_reads_nal_ref_idc_of_every_slice(length_size):
+    def nal(ref_idc: int, kind: int, payload: bytes = b"\x88\x84\x00\x10") -> bytes:
+        body = bytes([ref_idc << 5 | kind]) + payload
+        return (len(body).to_bytes(length_size, "big") if length_size else b"\x00\x00\x00\x01") + body
+
+    assert h264_disposable(nal(0, 1), length_size)  # a non-reference slice
+    assert h264_disposable(nal(0, 6) + nal(0, 1) + nal(0, 1), length_size)  # SEI, then two such slices
+    assert not h264_disposable(nal(2, 1), length_size)  # a reference slice
+    assert not h264_disposable(nal(3, 5), length_size)  # IDR
+    assert not h264_disposable(nal(0, 1) + nal(2, 1), length_size)  # one slice is referenced: keep the packet
+    assert not h264_disposable(nal(0, 6), length_size)  # no slice at all
+    assert not h264_disposable(b"", length_size)
 
 
 def test_reference_only_without_timestamps_decodes_exactly(make_video):
