@@ -5,6 +5,7 @@ Two parts, regenerating ``results.json`` and ``README.md`` beside this file::
     .venv/bin/python benchmarks/int8/run.py                  # both parts, work files in /tmp/sfc-int8
     .venv/bin/python benchmarks/int8/run.py --part speed     # one part (the other is kept from results.json)
     .venv/bin/python benchmarks/int8/run.py --part agreement-hard --accuracy-work W   # after accuracy/run.py --setting hard --work W
+    .venv/bin/python benchmarks/int8/run.py --part agreement-hard --accuracy-work W40 --hard-key agreement_hard_bb40
 
 * **speed** (slow8x8 at the paper's settings: 288 raw frames -> 36 at 256x312, tau 2, split res3;
   dense 30 x 8x256x256; random weights, which do not change the speed): ``sfc-deploy export
@@ -231,7 +232,7 @@ def part_agreement_hard(work: Path, log: Path, accuracy_work: Path, *, calib_vid
     for need in (data / "test.csv", weights, sfc):
         if not need.is_file():
             sys.exit(f"{need} is missing: run benchmarks/accuracy/run.py --setting hard --work {accuracy_work} first")
-    export = work / "export_hard"
+    export = work / f"export_hard_{accuracy_work.name}"
     times = {"export": run([
         CLI, "export", "-o", str(export), "-b", "slow8x8_tiny", "--checkpoint", str(weights), "--sfc-checkpoint", str(sfc),
         "--frames", "384", "--size", "64x80", "--precision", "fp32,int8", "--calibrate", str(data / "train.csv"),
@@ -317,8 +318,11 @@ def write_report(out: Path, result: dict) -> None:
         if hu and "error" not in hu:
             lines += ["Which graph to quantise (head, 36x256x312, best of 2):", "", "| graph | s |", "|---|---|",
                       *[f"| {k} | {v:.3g} |" for k, v in hu.items()], ""]
+    hard = sorted(k for k in result if k.startswith("agreement_hard"))
     for key, title, videos in (("agreement", "Agreement with fp32 (trained tiny model)", 160),
-                               ("agreement_hard", "Agreement with fp32 on the accuracy benchmark's harder setting", 200)):
+                               *((k, "Agreement with fp32 on the accuracy benchmark's harder setting"
+                                  + (f" ({result[k]['backbone_epochs']}-epoch backbone)" if k != "agreement_hard" else ""), 200)
+                                 for k in hard)):
         ag = result.get(key)
         if not ag:
             continue
@@ -347,6 +351,8 @@ def main() -> None:
     parser.add_argument("--accuracy-work", type=Path, default=Path("/tmp/sfc-accuracy-hard"),
                         help="agreement-hard: the --work folder of benchmarks/accuracy/run.py --setting hard")
     parser.add_argument("--hard-calibrate-videos", type=int, default=32, help="agreement-hard: calibration videos")
+    parser.add_argument("--hard-key", default="agreement_hard",
+                        help="agreement-hard: the results.json key (another --accuracy-work keeps the earlier one)")
     parser.add_argument("--rounds", type=int, default=3, help="timed videos per strategy")
     parser.add_argument("--calibrate-videos", type=int, default=8, help="speed part: calibration videos")
     parser.add_argument("--backbone-epochs", type=int, default=40, help="agreement: backbone training epochs")
@@ -373,7 +379,9 @@ def main() -> None:
         result["agreement"] = part_agreement(args.work, log, quick=args.quick, backbone_epochs=args.backbone_epochs)
         write_report(args.out, result)  # each part's results as soon as they exist
     if args.part == "agreement-hard":
-        result["agreement_hard"] = part_agreement_hard(args.work, log, args.accuracy_work,
+        if not args.hard_key.startswith("agreement_hard"):
+            sys.exit("--hard-key must start with agreement_hard")
+        result[args.hard_key] = part_agreement_hard(args.work, log, args.accuracy_work,
                                                        calib_videos=args.hard_calibrate_videos)
         write_report(args.out, result)
     if args.part in ("all", "speed"):

@@ -150,6 +150,11 @@ def check_resume(out: Path, resume: bool, force: bool) -> dict[str, Any] | None:
 
 def check_same_run(saved: dict[str, Any], current: dict[str, Any], out: Path) -> None:
     """Refuse to resume with settings that would make the result differ from an uninterrupted run."""
+    def flat(settings: dict[str, Any]) -> dict[str, Any]:  # one level of nesting named: options.lr, not all options
+        return {f"{k}.{j}" if isinstance(v, dict) else k: w for k, v in settings.items()
+                for j, w in (v.items() if isinstance(v, dict) else [(None, v)])}
+
+    saved, current = flat(saved), flat(current)
     diff = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k))
     if diff:
         shown = ", ".join(f"{k}: saved {saved.get(k)!r}, now {current.get(k)!r}" for k in diff[:3])

@@ -62,7 +62,7 @@ from sfc_deploy.train.common import (
     METRICS_FILE, STATE_FILE, Metrics, Progress, Schedule, Timer, check_resume, check_same_run, epoch_generator,
     make_optimizer, set_threads, state_on_cpu,
 )
-from sfc_deploy.train.distill import DISTILL_TARGETS, TEACHER_CLIPS, TEACHER_DIR, UNLABELLED, dense_logits, distill_loss, open_or_build_teacher, teacher_key
+from sfc_deploy.train.distill import DISTILL_TARGETS, SOFT_TEMPERATURE, TEACHER_CLIPS, TEACHER_DIR, UNLABELLED, dense_logits, distill_loss, open_or_build_teacher, teacher_key
 from sfc_deploy.train.distributed import World, average_buffers, same_on_all_ranks, set_synced, sync_batchnorms, sync_gradients
 from sfc_deploy.train.views import Augment, FrameStore
 
@@ -86,7 +86,9 @@ class SFCTrainOptions:
         seed: weight init and every random draw.
         augment: outward scaling, crop fraction, flip, temporal jitter.
         distill_weight: weight w of the KL term to the frozen backbone's dense 30-crop logits
-            (:mod:`sfc_deploy.train.distill`); 0: cross-entropy only. Unlabelled videos need w > 0.
+            (:mod:`sfc_deploy.train.distill`); 0 (here, the paper's recipe): cross-entropy only.
+            Unlabelled videos need w > 0. ``sfc-deploy train`` defaults to
+            :data:`~sfc_deploy.train.distill.LABELLED_WEIGHT` when given a trained backbone.
         distill_temperature: softmax temperature T of the KL term.
         distill_target: ``soft`` (the teacher's softmax at T, Hinton's) or ``standardized`` (the
             teacher's logits standardised per video, then at T; the student at 1): see
@@ -117,7 +119,7 @@ class SFCTrainOptions:
     seed: int = 0
     augment: Augment = field(default_factory=lambda: Augment(flip=True))
     distill_weight: float = 0.0
-    distill_temperature: float = 1.0
+    distill_temperature: float = SOFT_TEMPERATURE
     distill_target: str = "soft"
 
     def __post_init__(self) -> None:

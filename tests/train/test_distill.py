@@ -143,21 +143,25 @@ def test_cli_labels_none_and_unlabelled_lists(tiny_trained, tmp_path, one_line_e
                                        "--distill-weight", "1", "--force"]), "does not exist")
 
 
-def test_label_free_defaults_are_the_measured_recipe():
+def test_defaults_are_the_measured_recipes():
     from sfc_deploy.cli.train import distill_settings
 
     assert distill_settings("none", None, None, None) == {
         "distill_weight": 1.0, "distill_temperature": 0.5, "distill_target": "standardized"}
+    # labels and a trained backbone: half cross-entropy, half the teacher's soft target at T 2
     assert distill_settings("use", None, None, None) == {
-        "distill_weight": 0.0, "distill_temperature": 1.0, "distill_target": "soft"}
+        "distill_weight": 0.5, "distill_temperature": 2.0, "distill_target": "soft"}
+    # labels on a backbone without trained weights: its dense predictions teach nothing
+    assert distill_settings("use", None, None, None, trained_backbone=False)["distill_weight"] == 0.0
     assert distill_settings("none", 0.5, None, "soft") == {
-        "distill_weight": 0.5, "distill_temperature": 1.0, "distill_target": "soft"}
-    assert distill_settings("use", 0.5, 2.0, None)["distill_temperature"] == 2.0
-    for weight, labels in ((None, "use"), (0.0, "use"), (0.0, "none")):  # no distillation: the options do not apply
+        "distill_weight": 0.5, "distill_temperature": 2.0, "distill_target": "soft"}
+    assert distill_settings("use", 0.5, 1.0, "standardized")["distill_temperature"] == 1.0
+    for weight, labels, trained in ((0.0, "use", True), (0.0, "none", True), (None, "use", False)):
+        # no distillation: the options do not apply
         with pytest.raises(ConfigError, match="--distill-target applies only with distillation"):
-            distill_settings(labels, weight, None, "standardized")
+            distill_settings(labels, weight, None, "standardized", trained_backbone=trained)
         with pytest.raises(ConfigError, match="--distill-temperature applies only with distillation"):
-            distill_settings(labels, weight, 2.0, None)
+            distill_settings(labels, weight, 2.0, None, trained_backbone=trained)
 
 
 @pytest.mark.slow
