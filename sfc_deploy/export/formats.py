@@ -96,7 +96,7 @@ FORMATS: dict[str, Format] = {
             # device: "cpu" or "cuda:N", run on that device's execution provider (onnxruntime-gpu for CUDA)
             runner_options=("threads", "providers", "optimization", "shrink_arena", "cpu_arena", "device"),
             library="onnxruntime",
-            sfc_pieces=True,  # ONNX Runtime streams SFC with --head-chunk (runtime.sfc_stream)
+            sfc_pieces=True,  # streams SFC with --head-chunk (runtime.sfc_stream)
         ),
         Format(
             "torchscript", ".ts", "torchscript", "TorchScript trace, loadable from C++",
@@ -105,6 +105,7 @@ FORMATS: dict[str, Format] = {
             topk_impl="aten",
             sfc_variants=(Variant("default", static_time=True),),  # a trace freezes TopK's k
             runner_options=("threads", "device", "memory_format"),  # memory_format: channels_last_3d
+            sfc_pieces=True,  # no TopK in the pieces: their traces take any time length (export.torchscript)
         ),
         Format(
             "aoti", ".pt2", "aoti", "AOTInductor package, loadable from C++",

@@ -4,6 +4,13 @@ Tracing records the SFC's TopK as plain aten ops (``topk_impl="aten"``) so that 
 without the Python custom op. A trace freezes Python arithmetic on sizes, so the SFC part keeps the
 time axis it was traced with (recorded in the manifest); head, tail and clip are convolutions
 and pooling only and accept any batch and time.
+
+So do SFC's streaming pieces (:func:`~sfc_deploy.export.parts.build_sfc_pieces`), which is why the
+TorchScript runtime streams SFC over time like ONNX Runtime: no TopK (the driver pools on the host);
+the abstraction and theta are convolutions (theta without temporal padding, so a chunk with its halo,
+time + 2p frames, gives time frames at any length); the normalisation reads T and k from its input's
+shape, sizes the tracer records as ``aten::size`` rather than freezing (the prior's arithmetic
+included). Tests and ``verify`` run each piece at lengths other than its trace's.
 """
 
 from __future__ import annotations

@@ -35,6 +35,9 @@ class Runner(ABC):
 
     #: runtime name as used on the command line
     name: str = "abstract"
+    #: whether outputs live in the backend's own memory pool (ONNX Runtime's arena), so that a caller
+    #: keeping one while later runs go on pins that pool's region; such a caller copies it out first
+    pooled_outputs: bool = False
 
     def __init__(self, artifact: Artifact, path: Path | None) -> None:
         self.artifact = artifact

@@ -98,6 +98,7 @@ class OnnxRuntimeRunner(Runner):
     """Runs an ONNX artifact as is; a graph in onnxruntime-extensions' domain runs with its library."""
 
     name = "onnxruntime"
+    pooled_outputs = True  # its outputs are views of the session's arena
 
     def __init__(self, artifact, path, *, threads: int | None = None, providers: list | None = None,
                  optimization: str = "all", shrink_arena: bool = False, cpu_arena: bool = True,

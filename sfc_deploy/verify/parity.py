@@ -23,12 +23,13 @@ A check passes when every element satisfies ``|out - ref| <= atol * max|ref| + r
 of magnitude). An artifact whose runtime or device is missing on this machine is reported as not
 run, with the reason, never as passed; an artifact that fails to load is a failure.
 
-SFC streamed over time (ONNX Runtime with ``--head-chunk``, :mod:`sfc_deploy.runtime.sfc_stream`) is
-checked where the export has SFC's pieces: each piece graph alone on the random batch against the
-PyTorch module's own step (the abstraction; theta_q and theta_k on zero-padded input against the
-padded convs; the normalisation of the reference logits against the attention), and the streamed
-pipeline end to end on the synthetic video in chunks against the unstreamed PyTorch model
-(head chunks need a head without temporal receptive field; elsewhere only the pieces are checked).
+SFC streamed over time (with ``--head-chunk``, on every runtime whose format writes SFC's pieces: ONNX
+Runtime and TorchScript; :mod:`sfc_deploy.runtime.sfc_stream`) is checked where the export has the
+pieces: each piece alone on the random batch against the PyTorch module's own step (the abstraction;
+theta_q and theta_k on zero-padded input against the padded convs; the normalisation of the reference
+logits against the attention), and the streamed pipeline end to end on the synthetic video in chunks
+against the unstreamed PyTorch model (head chunks need a head without temporal receptive field;
+elsewhere only the pieces are checked).
 
 ONNX Runtime serves graphs rewritten for it at export time (variant "ort"); they go through every
 check above, and the files they were derived from (what TensorRT builds from) get the per-part
@@ -384,7 +385,7 @@ def _check_sources(out: list[Check], manifest: Manifest, runtime: str, precision
 
     The custom-op graph is left out: ONNX Runtime runs ``sfc::TopKTemporalPool`` only in its served
     form (moved to onnxruntime-extensions' domain); TensorRT runs it through its plugin. So are SFC's
-    streaming pieces: only ONNX Runtime runs them, in their served form (:func:`_check_stream`).
+    streaming pieces: ONNX Runtime runs them in their served form only, checked by :func:`_check_stream`.
     """
     fmt = format_of_runtime(runtime)
     options = {"threads": threads} if threads else {}

@@ -37,7 +37,8 @@ def test_export_writes_a_verified_folder(tmp_path: Path) -> None:
     assert "passed, 0 failed" in result.stdout and "tolerances: fp32: rtol" in result.stdout
     data = json.loads((out / "manifest.json").read_text())
     assert data["parity"]["passed"] and data["input"]["raw_frames"] == 64 and data["input"]["frames"] == 8
-    assert {a["file"] for a in data["artifacts"]} == {"model.safetensors", "sfc.fp32.ts", "tail.fp32.ts"}
+    pieces = {f"{p}.fp32.ts" for p in ("sfc_abs", "sfc_theta_q", "sfc_theta_k", "sfc_normalise")}  # SFC streamed
+    assert {a["file"] for a in data["artifacts"]} == {"model.safetensors", "sfc.fp32.ts", "tail.fp32.ts", *pieces}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["export"]  # no temp folder left beside it
     from sfc_deploy.common.atomic import current_umask
 

@@ -16,6 +16,7 @@ from sfc_deploy.export.exporter import ExportOptions, export_model
 from sfc_deploy.export.weights import model_from_manifest
 from sfc_deploy.export.manifest import MANIFEST_VERSION, load_manifest, sha256_of
 from sfc_deploy.export.onnx import DOMAIN, OP_TYPE, check_onnx
+from sfc_deploy.export.parts import PARTS, SFC_PIECES
 from sfc_deploy.export.torchscript import EXTRA_FILE
 
 pytestmark = pytest.mark.usefixtures("sfc_one_thread")
@@ -34,7 +35,7 @@ def test_manifest_records_everything_a_runtime_needs(sfc_export_ts: Path) -> Non
     assert data["input"]["head_streamable"] is True
     assert {"torch", "python", "onnx", "onnxruntime"} <= set(data["libraries"])
     files = {a["file"]: a for a in data["artifacts"]}
-    expected = {f"{p}.{prec}.ts" for p in ("head", "sfc", "tail", "clip") for prec in ("fp32", "fp16")}
+    expected = {f"{p}.{prec}.ts" for p in (*PARTS, *SFC_PIECES) for prec in ("fp32", "fp16")}
     assert set(files) == expected | {"model.safetensors"}
     for name, art in files.items():
         assert art["sha256"] == sha256_of(sfc_export_ts / name)
@@ -50,6 +51,10 @@ def test_manifest_records_everything_a_runtime_needs(sfc_export_ts: Path) -> Non
     assert sfc["outputs"][1]["dtype"] == "float32"  # the attention softmax stays fp32
     assert files["sfc.fp16.ts"]["outputs"][1]["dtype"] == "float32"
     assert files["clip.fp32.ts"]["inputs"][0]["shape"] == ["batch", 3, 8, 32, 32]
+    theta = files["sfc_theta_k.fp32.ts"]  # SFC's pieces keep time dynamic: TorchScript streams SFC with them
+    assert theta["part"] == "sfc_theta_k" and theta["inputs"][0]["shape"][2] == "halo_time"
+    assert theta["outputs"][0]["shape"][2] == "time"
+    assert data["parts"] == ["head", "sfc", "tail", "clip"]  # the pieces are artifacts of the sfc part
 
 
 @pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:DeprecationWarning")

@@ -10,6 +10,7 @@ import torch
 
 from sfc_deploy.errors import BackendUnavailableError, ConfigError
 from sfc_deploy.export.manifest import load_manifest, sha256_of
+from sfc_deploy.export.parts import SFC_PIECES
 from sfc_deploy.verify import TOLERANCES, compare, topk_agreement, verify
 
 
@@ -30,6 +31,11 @@ def test_verify_passes_every_part_end_to_end_in_both_precisions(ts_report) -> No
             ("head", "random"), ("sfc", "random"), ("sfc", "synthetic"), ("sfc.attention", "synthetic"),
             ("tail", "random"), ("tail", "synthetic"), ("sfc_pipeline", "synthetic"),
             ("dense_pipeline", "synthetic[1x3 crops]"),
+            # SFC streamed on TorchScript: each traced piece alone (at other time lengths than its trace's), then
+            # the pipeline in head chunks of ceil(8 / 3) frames (tests/runtime/test_sfc_stream_ts.py)
+            *((piece, "random") for piece in SFC_PIECES),
+            ("sfc_pipeline", "synthetic[streamed, head_chunk=3]"),
+            ("sfc_pipeline.attention", "synthetic[streamed, head_chunk=3]"),
         ]:
             assert (precision, part, inp) in seen, (precision, part, inp)
     for c in report["checks"]:
