@@ -86,9 +86,7 @@ class SFCTrainOptions:
         seed: weight init and every random draw.
         augment: outward scaling, crop fraction, flip, temporal jitter.
         distill_weight: weight w of the KL term to the frozen backbone's dense 30-crop logits
-            (:mod:`sfc_deploy.train.distill`); 0 (here, the paper's recipe): cross-entropy only.
-            Unlabelled videos need w > 0. ``sfc-deploy train`` defaults to
-            :data:`~sfc_deploy.train.distill.LABELLED_WEIGHT` when given a trained backbone.
+            (:mod:`sfc_deploy.train.distill`); 0: cross-entropy only. Unlabelled videos need w > 0.
         distill_temperature: softmax temperature T of the KL term.
         distill_target: ``soft`` (the teacher's softmax at T, Hinton's) or ``standardized`` (the
             teacher's logits standardised per video, then at T; the student at 1): see
