@@ -20,7 +20,8 @@ train on the teacher alone (:mod:`sfc_deploy.train.distill`).
 :data:`STALL_RATIO` of the loss over its first eighth and its training top-1 (label-free: agreement
 with the teacher's top-1) stayed under :data:`STALL_TIMES_CHANCE` x chance: the sign of a run that will
 never learn (issue 16: the attention stuck near uniform, where the frozen tail passes back almost no
-gradient).
+gradient); and, in a later epoch, when a training top-1 that had reached that line falls back under
+it: a run that learned, then collapsed.
 
 With ``cache_views > 0`` (the default) the head runs once per fixed view of each video and its
 features are reused every epoch (see :mod:`sfc_deploy.train.cache`); ``cache_views=0`` renders a
@@ -246,6 +247,20 @@ def stalled(record: dict[str, Any], num_classes: int) -> bool:
             and (top1 is None or top1 < STALL_TIMES_CHANCE / num_classes))
 
 
+def collapsed(record: dict[str, Any], best: float | None, num_classes: int) -> bool:
+    """Whether a run whose training top-1 once reached :data:`STALL_TIMES_CHANCE` x chance (``best``,
+    over the earlier epochs) fell back under it in this epoch's record: a run that learned, then
+    collapsed (issue 16: distillation at tau 4, attention stuck after epoch 2, gradients near 0)."""
+    top1, line = epoch_top1(record), STALL_TIMES_CHANCE / num_classes
+    return top1 is not None and best is not None and best >= line > top1
+
+
+def collapse_message(record: dict[str, Any], best: float) -> str:
+    return (f"warning: training top-1 fell to {epoch_top1(record):.1%} in epoch {record['epoch']} from {best:.1%} "
+            "earlier: this run has collapsed (attention stuck?) and its checkpoint is overwritten each epoch; "
+            "train again with another --seed, or without distillation (--distill-weight 0)")
+
+
 def stall_message(record: dict[str, Any]) -> str:
     top1 = epoch_top1(record)
     seen = f", training top-1 {top1:.1%}" if top1 is not None else ""
@@ -374,6 +389,8 @@ def _train_sfc(videos: VideoList, out: Path, options: SFCTrainOptions, saved: di
     record: dict[str, Any] = {}
     train_seconds = 0.0
     labelled = sum(store.label(i) != UNLABELLED for i in range(len(store)))
+    best_top1: float | None = None  # the best training top-1 of the epochs run by this process
+    warned_collapse = False
     for epoch in range(start_epoch, options.epochs):
         g = epoch_generator(options.seed, epoch)
         order = torch.randperm(len(store), generator=g).tolist()
@@ -416,8 +433,14 @@ def _train_sfc(videos: VideoList, out: Path, options: SFCTrainOptions, saved: di
                   "loss_first_steps": _mean(step_losses[: max(1, steps // 8)]),
                   "loss_last_steps": _mean(step_losses[-max(1, steps // 4):]),
                   "steps": steps, "seconds": seconds, "seconds_per_video": seconds / len(order)}
-        if epoch == 0 and stalled(record, model.config.num_classes) and warn is not None and world.is_main:
-            warn(stall_message(record))
+        if warn is not None and world.is_main:
+            if epoch == 0 and stalled(record, model.config.num_classes):
+                warn(stall_message(record))
+            elif collapsed(record, best_top1, model.config.num_classes) and not warned_collapse:
+                warn(collapse_message(record, best_top1))
+                warned_collapse = True
+        top1 = epoch_top1(record)
+        best_top1 = top1 if best_top1 is None or (top1 is not None and top1 > best_top1) else best_top1
         model.eval()
         if world.is_main:
             save_sfc_checkpoint(model, out / SFC_FILE, extra={"epoch": epoch + 1, "train": settings})

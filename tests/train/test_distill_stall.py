@@ -6,7 +6,7 @@ import pytest
 
 from sfc_deploy.data.datasets import VideoList, read_csv_list
 from sfc_deploy.train import sfc as sfc_train
-from sfc_deploy.train.sfc import SFCTrainOptions, stalled, train_sfc
+from sfc_deploy.train.sfc import SFCTrainOptions, collapse_message, collapsed, stalled, train_sfc
 from sfc_deploy.train.views import Augment
 
 
@@ -26,6 +26,19 @@ def test_a_run_whose_top1_left_chance_is_not_stalled():
     assert stalled(record | {"train_acc": None, "teacher_agreement": 0.2}, 8)
     assert not stalled(record | {"train_acc": None, "teacher_agreement": 0.6}, 8)
     assert stalled(record | {"train_acc": 0.3}, 4) and not stalled(record | {"train_acc": 0.3}, 8)  # 2x chance
+
+
+def test_collapsed_is_a_top1_that_fell_back_under_twice_chance():
+    """The tau-4 distillation run of benchmarks/accuracy: 63% after epoch 1, 17% in epoch 3."""
+    epoch3 = {"epoch": 3, "train_acc": 0.17}
+    assert collapsed(epoch3, 0.63, 8)
+    assert not collapsed(epoch3 | {"train_acc": 0.40}, 0.63, 8)  # worse, not collapsed
+    assert not collapsed(epoch3, 0.20, 8)  # never learned: the first-epoch warning's case
+    assert not collapsed(epoch3, None, 8)  # first epoch of this process
+    assert not collapsed({"epoch": 3, "train_acc": None, "teacher_agreement": None}, 0.63, 8)
+    assert collapsed({"epoch": 3, "train_acc": None, "teacher_agreement": 0.1}, 0.5, 8)  # label-free
+    line = collapse_message(epoch3, 0.63)
+    assert "\n" not in line and "17.0% in epoch 3 from 63.0%" in line and "--distill-weight 0" in line
 
 
 def test_train_warns_when_the_loss_does_not_move(tiny_trained, tmp_path):
