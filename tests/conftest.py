@@ -112,14 +112,16 @@ def sfc_tiny_model():
     return create_model(config, tau=2.0)
 
 
-def sfc_tiny_export(out: Path, formats: tuple[str, ...], precisions=("fp32",), parts=None) -> Path:
-    """Export :func:`sfc_tiny_model` (unverified: the tests check parity themselves)."""
+def sfc_tiny_export(out: Path, formats: tuple[str, ...], precisions=("fp32",), parts=None, *,
+                    sfc_pieces: bool = True) -> Path:
+    """Export :func:`sfc_tiny_model` (unverified: the tests check parity themselves). ``sfc_pieces=False``
+    leaves SFC's streaming pieces out (AOTInductor compiles them: ~30 s a fast fixture need not pay)."""
     from sfc_deploy.export.exporter import ExportOptions, export_model
     from sfc_deploy.export.parts import PARTS
 
     options = ExportOptions(
         formats=formats, precisions=tuple(precisions), parts=tuple(parts or PARTS), frames=SFC_TINY_RAW_FRAMES // 8,
-        size=SFC_TINY_SIZE, raw_frames=SFC_TINY_RAW_FRAMES,
+        size=SFC_TINY_SIZE, raw_frames=SFC_TINY_RAW_FRAMES, sfc_pieces=sfc_pieces,
     )
     with _torch_threads(1):
         export_model(sfc_tiny_model(), out, options)
@@ -149,7 +151,8 @@ def sfc_one_thread():
 @pytest.fixture(scope="session")
 def sfc_tiny():
     """The helpers above, for test modules (conftest is not importable under importlib mode):
-    ``sfc_tiny.model()``, ``sfc_tiny.export(out, formats, precisions, parts)``, ``.size``, ``.raw_frames``."""
+    ``sfc_tiny.model()``, ``sfc_tiny.export(out, formats, precisions, parts, sfc_pieces=...)``, ``.size``,
+    ``.raw_frames``."""
     from types import SimpleNamespace
 
     return SimpleNamespace(model=sfc_tiny_model, export=sfc_tiny_export, size=SFC_TINY_SIZE, raw_frames=SFC_TINY_RAW_FRAMES)
@@ -159,6 +162,13 @@ def sfc_tiny():
 def sfc_export_ts(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """TorchScript fp32 + fp16 of all four parts. Read-only: copy it before changing anything."""
     return sfc_tiny_export(tmp_path_factory.mktemp("sfc_ts") / "export", ("torchscript",), ("fp32", "fp16"))
+
+
+@pytest.fixture(scope="session")
+def sfc_export_aoti(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """AOTInductor fp32 of all four parts with SFC's pieces (compiled: minutes on 2 cores; for ``slow``
+    tests only). Read-only."""
+    return sfc_tiny_export(tmp_path_factory.mktemp("sfc_aoti") / "export", ("aoti",))
 
 
 @pytest.fixture(scope="session")

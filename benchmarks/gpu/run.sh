@@ -113,7 +113,7 @@ done
 # 5. AOTInductor CUDA fp16: export, bench ------------------------------------------------------------------
 if [ $DRY = 0 ]; then
   step aoti_export 150 "${SFC[@]}" export -b $BACKBONE --format aoti --precision fp16 --device cuda \
-    --frames $RAW --size $SIZE --tau 2 --no-verify --out "$WORK/aoti"
+    --frames $RAW --size $SIZE --tau 2 --no-verify --no-sfc-pieces --out "$WORK/aoti"
   [ -f "$WORK/aoti/manifest.json" ] && bench aoti "$WORK/aoti" aoti
 fi
 

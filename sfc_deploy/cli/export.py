@@ -49,6 +49,7 @@ def register(app: typer.Typer) -> None:
         no_verify: Annotated[bool, typer.Option("--no-verify", help="Skip the parity check against PyTorch.")] = False,
         trust_checkpoint: TrustOpt = False,
         device: Annotated[str, typer.Option("--device", help="Device the AOTInductor packages are compiled for: cpu (default), cuda or cuda:N (needs a visible GPU), auto. ONNX and TorchScript files are device-portable.")] = "cpu",
+        sfc_pieces: Annotated[bool, typer.Option("--sfc-pieces/--no-sfc-pieces", help="With the sfc part, also write SFC's streaming pieces (ONNX, TorchScript, AOTInductor), so --head-chunk streams SFC over time; without them the whole-video SFC graph runs (and AOTInductor compiles four packages fewer).")] = True,
     ) -> None:
         """Export head, SFC and tail (and the whole backbone for the dense baseline) with a manifest."""
         from sfc_deploy.export.exporter import ExportOptions, check_options, export_model
@@ -71,6 +72,7 @@ def register(app: typer.Typer) -> None:
             sfc_checkpoint=str(sfc_checkpoint) if sfc_checkpoint else None,
             device=device,
             calibration=Calibration(calibrate, videos=calibrate_videos) if calibrate is not None else None,
+            sfc_pieces=sfc_pieces,
         )
         check_options(out, options, force)  # --device cuda without a GPU: one line, before any work
         model = create_model(  # bad checkpoints fail here, before any warning or work

@@ -2,9 +2,20 @@
 
 Loadable from Python (``torch._inductor.aoti_load_package``) and from C++
 (``torch::inductor::AOTIModelPackageLoader``). Batch stays dynamic, and time too except in the
-SFC package (see ``exporter._variants``). The SFC's TopK is
+SFC package (the format's ``sfc_variants``: aten TopK guards on T). The SFC's TopK is
 compiled from aten ops (``topk_impl="aten"``) so the package needs no Python custom op.
 Compiling runs a C++ compiler: expect about a minute per part on 2 cores.
+
+SFC's streaming pieces (:func:`~sfc_deploy.export.parts.build_sfc_pieces`) are packages of their own
+with a dynamic time axis, which is why the AOTInductor runtime streams SFC over time like ONNX Runtime
+and TorchScript, on videos of any length: no TopK (the driver pools on the host), so nothing guards on
+T; the abstraction and theta are convolutions (theta without temporal padding: a chunk with its halo,
+time + 2p frames, gives time frames); the normalisation reads T and k from its input's shape. The
+packages do not check a dynamic axis against its declared range at run time, and these pieces' code
+holds no assumption on it: a streamed video's last chunk may be one frame (theta then sees 1 + 2p),
+below the range's minimum of 2 (which only keeps ``torch.export`` from specialising an example of 1);
+tests run each piece at such lengths. The four pieces add about 30 s of compilation for the tiny test
+model on 2 cores; ``ExportOptions.sfc_pieces`` (``export --no-sfc-pieces``) leaves them out.
 
 A package is compiled for one device type: ``device="cuda:N"`` moves the part and its example
 input there, so Inductor emits Triton/CUDA kernels and the package runs on CUDA only (the exporter

@@ -47,9 +47,10 @@ class ExportOptions:
     TorchScript) are written the same for any device, so a CUDA export needs at least one of the former.
     ``calibration``: the videos int8 is calibrated on (precision int8 needs it; ONNX only). int8 is
     quantised from the fp32 ONNX graphs, so asking for int8 writes those too.
-    ``sfc_pieces``: with the sfc part, formats that stream SFC (ONNX, TorchScript) also write its
-    weighted steps as files of their own (:func:`~sfc_deploy.export.parts.build_sfc_pieces`), so ``--head-chunk``
-    streams SFC too; an export without them runs the whole-video SFC graph.
+    ``sfc_pieces``: with the sfc part, formats that stream SFC (ONNX, TorchScript, AOTInductor) also
+    write its weighted steps as files of their own (:func:`~sfc_deploy.export.parts.build_sfc_pieces`), so
+    ``--head-chunk`` streams SFC too; an export without them (``export --no-sfc-pieces``) runs the
+    whole-video SFC graph, and saves their export time (AOTInductor compiles four more packages).
     """
 
     formats: tuple[str, ...] = ("onnx",)

@@ -117,6 +117,7 @@ FORMATS: dict[str, Format] = {
             sfc_variants=(Variant("default", static_time=True),),
             runner_options=("threads", "device"),
             compiled_for_device=True,  # a CPU or a CUDA package (export --device), recorded in the manifest
+            sfc_pieces=True,  # no TopK in the pieces: compiled with a dynamic time axis (export.aoti)
         ),
         Format(
             "tensorrt", ".engine", "tensorrt", "TensorRT engine built from the ONNX parts (GPU + TensorRT)",

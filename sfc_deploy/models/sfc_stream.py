@@ -26,9 +26,9 @@ topk/avg/max, kqv abs/head/abs_all, theta 3x1x1/3x3x3/1x1x1, prior on/off); trai
 One driver for every runtime that streams: :func:`stream_sfc` orchestrates the steps above and calls
 the module's weights only through :class:`StreamPieces` (the abstraction on a chunk, theta on a chunk
 with its halo, the pool, the softmax's normalisation). :meth:`SFC.stream_pieces` gives PyTorch's
-pieces; ONNX Runtime and TorchScript deployments give runners of the same pieces exported as files of
-their own (:mod:`sfc_deploy.runtime.sfc_stream`). Slicing, halos, the logits' matmul and the output's
-accumulation are the driver's own, the same for all.
+pieces; ONNX Runtime, TorchScript and AOTInductor deployments give runners of the same pieces exported
+as files of their own (:mod:`sfc_deploy.runtime.sfc_stream`). Slicing, halos, the logits' matmul and the
+output's accumulation are the driver's own, the same for all.
 """
 
 from __future__ import annotations

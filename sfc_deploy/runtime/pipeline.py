@@ -75,11 +75,11 @@ class SFCPipeline:
     With ``head_chunk`` the head and SFC stream together where the runtime can, on videos of at least
     ``stream_sfc_from`` sampled frames: head chunks feed the streamed SFC as they come, so neither the
     whole F_head as one tensor nor SFC's full-length intermediates exist (issue 15 item 6). On
-    PyTorch that is :meth:`~sfc_deploy.models.sfc.SFC.forward_streamed`; on ONNX Runtime and
-    TorchScript ``sfc_stream``, the same driver on runners of SFC's exported pieces
-    (:mod:`sfc_deploy.runtime.sfc_stream`). Elsewhere (AOTInductor, TensorRT), for shorter videos, and
-    for exports without the pieces, the SFC graph runs on the whole time axis: the head chunks are
-    joined first.
+    PyTorch that is :meth:`~sfc_deploy.models.sfc.SFC.forward_streamed`; on ONNX Runtime, TorchScript
+    and AOTInductor ``sfc_stream``, the same driver on runners of SFC's exported pieces
+    (:mod:`sfc_deploy.runtime.sfc_stream`). Elsewhere (TensorRT, int8), for shorter videos, and for
+    exports without the pieces, the SFC graph runs on the whole time axis: the head chunks are joined
+    first.
     """
 
     def __init__(self, head: Runner, sfc: Runner, tail: Runner, *, head_chunk: int | None = None,

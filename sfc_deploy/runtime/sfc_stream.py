@@ -1,4 +1,5 @@
-"""SFC streamed over time on runners of its exported pieces (ONNX Runtime, TorchScript), as PyTorch streams its module.
+"""SFC streamed over time on runners of its exported pieces (ONNX Runtime, TorchScript, AOTInductor), as PyTorch
+streams its module.
 
 The whole-video ``sfc`` graph holds every intermediate at full length: on ONNX Runtime peak memory grew
 ~17 MB per sampled frame at 256x312 even with the head in chunks (issue 15 item 6). The export also writes

@@ -24,8 +24,8 @@ of magnitude). An artifact whose runtime or device is missing on this machine is
 run, with the reason, never as passed; an artifact that fails to load is a failure.
 
 SFC streamed over time (with ``--head-chunk``, on every runtime whose format writes SFC's pieces: ONNX
-Runtime and TorchScript; :mod:`sfc_deploy.runtime.sfc_stream`) is checked where the export has the
-pieces: each piece alone on the random batch against the PyTorch module's own step (the abstraction;
+Runtime, TorchScript and AOTInductor; :mod:`sfc_deploy.runtime.sfc_stream`) is checked where the export
+has the pieces: each piece alone on the random batch against the PyTorch module's own step (the abstraction;
 theta_q and theta_k on zero-padded input against the padded convs; the normalisation of the reference
 logits against the attention), and the streamed pipeline end to end on the synthetic video in chunks
 against the unstreamed PyTorch model (head chunks need a head without temporal receptive field;

@@ -46,6 +46,17 @@ def test_export_writes_a_verified_folder(tmp_path: Path) -> None:
     assert ((out / "manifest.json").stat().st_mode & 0o777) == 0o666 & ~current_umask()
 
 
+def test_export_no_sfc_pieces_writes_the_whole_sfc_graph_only(tmp_path: Path) -> None:
+    """--no-sfc-pieces: no streaming pieces (the default writes them, test above); deployments of the
+    folder run the whole-video SFC graph."""
+    out = tmp_path / "export"
+    result = runner.invoke(app, ["export", "--out", str(out), *TINY, "-f", "torchscript", "--parts", "sfc",
+                                 "--no-sfc-pieces", "--no-verify"])
+    assert result.exit_code == 0, result.output
+    data = json.loads((out / "manifest.json").read_text())
+    assert {a["file"] for a in data["artifacts"]} == {"model.safetensors", "sfc.fp32.ts"}
+
+
 def test_existing_out_is_refused_without_force(tmp_path: Path) -> None:
     (tmp_path / "export").mkdir()
     result = runner.invoke(app, ["export", "--out", str(tmp_path / "export"), *TINY, "-f", "torchscript"])

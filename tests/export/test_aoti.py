@@ -2,7 +2,8 @@
 
 Compiling a package runs a C++ compiler over Inductor's generated code: ~40-90 s per part on two
 cores, so these tests are ``slow`` (``pytest -m slow tests/export/test_aoti.py``) and share one
-export per session.
+export per session (``sfc_export_aoti``: the four parts and SFC's streaming pieces, whose streamed
+pipeline ``tests/runtime/test_sfc_stream_aoti.py`` checks).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import torch
 
 from sfc_deploy.errors import ArtifactError
 from sfc_deploy.export.manifest import load_manifest
+from sfc_deploy.export.parts import SFC_PIECES
 from sfc_deploy.verify import verify
 from sfc_deploy.runtime import load, make_runner
 
@@ -21,17 +23,22 @@ pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("sfc_one_thread")]
 
 
 @pytest.fixture(scope="session")
-def aoti_export(tmp_path_factory: pytest.TempPathFactory, sfc_tiny) -> Path:
-    return sfc_tiny.export(tmp_path_factory.mktemp("sfc_aoti") / "export", ("aoti",))
+def aoti_export(sfc_export_aoti: Path) -> Path:
+    return sfc_export_aoti
 
 
 def test_aoti_manifest_and_dynamic_axes(aoti_export: Path) -> None:
     manifest = load_manifest(aoti_export)
     files = {a.file: a for a in manifest.artifacts}
-    assert {"head.fp32.pt2", "sfc.fp32.pt2", "tail.fp32.pt2", "clip.fp32.pt2"} <= set(files)
+    pieces = {f"{p}.fp32.pt2" for p in SFC_PIECES}  # SFC streamed (tests/runtime/test_sfc_stream_aoti.py)
+    assert set(files) == {"model.safetensors", "head.fp32.pt2", "sfc.fp32.pt2", "tail.fp32.pt2", "clip.fp32.pt2", *pieces}
     assert files["head.fp32.pt2"].inputs[0].shape[:3] == ("batch", 3, "time")
     assert files["sfc.fp32.pt2"].inputs[0].shape[2] == 8  # the aten TopK specialises T (see exporter)
     assert files["tail.fp32.pt2"].inputs[0].shape[2] == "k"
+    theta = files["sfc_theta_k.fp32.pt2"]  # the pieces keep time dynamic: AOTInductor streams SFC with them
+    assert theta.part == "sfc_theta_k" and theta.inputs[0].shape[2] == "halo_time" and theta.outputs[0].shape[2] == "time"
+    assert theta.device == "cpu"
+    assert manifest.parts == ["head", "sfc", "tail", "clip"]  # the pieces are artifacts of the sfc part
 
 
 def test_aoti_pipeline_equals_pytorch_and_verify_passes(aoti_export: Path, sfc_tiny) -> None:
@@ -44,6 +51,12 @@ def test_aoti_pipeline_equals_pytorch_and_verify_passes(aoti_export: Path, sfc_t
     report = verify(load_manifest(aoti_export), dense_clips=1, threads=1)
     assert report.passed and not report.not_run
     assert {c.part for c in report.checks} >= {"head", "sfc", "tail", "sfc_pipeline", "dense_pipeline"}
+    # SFC streamed on AOTInductor: each compiled piece alone (at other time lengths than its example's),
+    # then the pipeline in head chunks of ceil(8 / 3) frames
+    seen = {(c.part, c.input) for c in report.checks if c.passed}
+    for check in [*((piece, "random") for piece in SFC_PIECES), ("sfc_pipeline", "synthetic[streamed, head_chunk=3]"),
+                  ("sfc_pipeline.attention", "synthetic[streamed, head_chunk=3]")]:
+        assert check in seen, (check, sorted(seen))
 
 
 def test_aoti_runner_validates_and_runs_a_new_time_length(aoti_export: Path, sfc_tiny) -> None:
