@@ -9,8 +9,8 @@ keyframe lies between the decoder's position and the next needed frame, the demu
 instead of decoding the frames in between (this is what makes sparse strategies such as
 ``single`` or segment sampling cheap on long videos). In H.264, the packets of frames no other frame
 refers to (``nal_ref_idc`` 0: most B-frames) that no strategy asked for are never decoded; the
-returned frames are bit-identical to a full decode (``benchmarks/decode``: SFC's every-8th-frame
-read of a 720p file decodes about half the frames).
+returned frames are bit-identical to a full decode (x264's files are about half non-reference frames:
+``benchmarks/decode``; the effect end to end: ``benchmarks/e2e``).
 
 Preprocessing (:func:`preprocess_frames`) resizes with ``torch.nn.functional.interpolate``
 (bilinear, ``antialias=True``, ``align_corners=False``), so the short side becomes
