@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import pytest
 import torch
@@ -11,7 +10,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from sfc_deploy.errors import ConfigError
 from sfc_deploy.models import SFC, SFCConfig
-from sfc_deploy.runtime import Deployment, load
+from sfc_deploy.runtime import Deployment
 from sfc_deploy.verify.tolerances import compare
 
 
@@ -167,7 +166,3 @@ def test_pytorch_deployment_streams_head_and_sfc_together(sfc_tiny) -> None:
     with Deployment.from_model(model) as dep:  # no head_chunk: the whole-video path
         assert not dep.sfc_pipeline().streams_sfc
 
-
-def test_other_runtimes_keep_the_whole_video_sfc_graph(sfc_export_ts: Path) -> None:
-    with load(sfc_export_ts, runtime="torchscript", head_chunk=3) as dep:
-        assert not dep.sfc_pipeline().streams_sfc
