@@ -19,35 +19,23 @@ from sfc_deploy.errors import ArtifactError
 from sfc_deploy.export.parts import SFC_PIECES
 from sfc_deploy.runtime import load
 from sfc_deploy.runtime.aoti_runner import AOTIRunner
-from sfc_deploy.verify import compare
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("sfc_one_thread")]
 
 
-def _same(got: torch.Tensor, want: torch.Tensor) -> None:
-    assert got.shape == want.shape
-    stats = compare(got, want, "fp32")
-    assert stats["passed"], stats
-
-
-def test_streamed_aoti_sfc_equals_unstreamed_pytorch_sfc(sfc_export_aoti: Path, sfc_tiny) -> None:
+def test_streamed_aoti_sfc_equals_unstreamed_pytorch_sfc(sfc_export_aoti: Path, sfc_tiny, streamed_sfc_matches) -> None:
     sfc = sfc_tiny.model().sfc.eval()
     torch.manual_seed(2)
     with load(sfc_export_aoti, runtime="aoti", threads=1) as dep:
         stream = dep.sfc_stream()
         assert stream is not None and set(stream.runners) == set(SFC_PIECES)
         assert all(isinstance(r, AOTIRunner) for r in stream.runners.values())  # compiled packages, not a fallback
-        for t, chunk in ((8, 3), (13, 4), (5, 2), (3, 8), (40, 16)):  # uneven, one chunk, a last chunk of 1, long
-            for n in (2, 1):
-                f_head = torch.randn(n, 64, t, 4, 5)  # the head output of 32x40 frames
-                with torch.no_grad():
-                    want = sfc(f_head, return_attention=True)
-                got = stream(iter(f_head.split(chunk, dim=2)), chunk=chunk)
-                for g, w in zip(got, want):
-                    _same(g, w)
+        # uneven, one chunk, a last chunk of 1, long; batches of 2 and 1
+        streamed_sfc_matches(stream, sfc, ((8, 3), (13, 4), (5, 2), (3, 8), (40, 16)), batches=(2, 1))
 
 
-def test_aoti_deployment_streams_a_video_its_sfc_package_cannot_take(sfc_export_aoti: Path, sfc_tiny) -> None:
+def test_aoti_deployment_streams_a_video_its_sfc_package_cannot_take(sfc_export_aoti: Path, sfc_tiny, same,
+                                                                     whole_sfc_calls) -> None:
     """The whole-video SFC package is specialised to 8 frames; streamed, a 19-frame video runs, as PyTorch does."""
     model = sfc_tiny.model()
     torch.manual_seed(4)
@@ -61,13 +49,10 @@ def test_aoti_deployment_streams_a_video_its_sfc_package_cannot_take(sfc_export_
     with load(sfc_export_aoti, runtime="aoti", threads=1, head_chunk=5, stream_sfc_from=9) as dep:  # 5, 5, 5, 4
         pipe = dep.sfc_pipeline()
         assert pipe.streams_sfc and pipe.streams_sfc_at(19) and not pipe.streams_sfc_at(8)
-        seen = []
-        whole = dep.runner("sfc")
-        infer = whole.infer
-        whole.infer = lambda feed: seen.append(feed) or infer(feed)
+        seen = whole_sfc_calls(dep)
         got = dep.predict_with_attention(frames)
-        _same(got[0], logits)
-        _same(got[1], attention)
+        same(got[0], logits)
+        same(got[1], attention)
         assert not seen  # streamed: the whole-video package did not run
-        _same(dep.predict(frames[:, :, :8]), short)
+        same(dep.predict(frames[:, :, :8]), short)
         assert len(seen) == 1  # shorter than stream_sfc_from: the whole-video package ran on the joined head chunks

@@ -6,9 +6,7 @@ with its pieces) in the default run; the whole model (head, SFC, tail) in ``slow
 
 from __future__ import annotations
 
-import json
 import math
-import shutil
 from pathlib import Path
 
 import pytest
@@ -17,15 +15,9 @@ import torch
 from sfc_deploy.export.manifest import load_manifest
 from sfc_deploy.export.parts import SFC_PIECES
 from sfc_deploy.runtime import load
-from sfc_deploy.verify import compare, verify
+from sfc_deploy.verify import verify
 
 pytestmark = pytest.mark.usefixtures("sfc_one_thread")
-
-
-def _same(got: torch.Tensor, want: torch.Tensor) -> None:
-    assert got.shape == want.shape
-    stats = compare(got, want, "fp32")
-    assert stats["passed"], stats
 
 
 def test_the_export_records_the_pieces_ort_serves(sfc_export_onnx: Path) -> None:
@@ -39,19 +31,13 @@ def test_the_export_records_the_pieces_ort_serves(sfc_export_onnx: Path) -> None
     assert theta.inputs[0].shape[2] == "halo_time" and theta.outputs[0].shape[2] == "time"
 
 
-def test_streamed_ort_sfc_equals_unstreamed_pytorch_sfc(sfc_export_onnx: Path, sfc_tiny) -> None:
+def test_streamed_ort_sfc_equals_unstreamed_pytorch_sfc(sfc_export_onnx: Path, sfc_tiny, streamed_sfc_matches) -> None:
     sfc = sfc_tiny.model().sfc.eval()
     torch.manual_seed(2)
     with load(sfc_export_onnx, runtime="onnxruntime", threads=1) as dep:
         stream = dep.sfc_stream()
         assert stream is not None and set(stream.runners) == set(SFC_PIECES)
-        for t, chunk in ((8, 3), (13, 4), (5, 2), (3, 8)):  # uneven chunks, one chunk, a last chunk of 1
-            f_head = torch.randn(2, 64, t, 4, 5)  # the head output of 32x40 frames
-            with torch.no_grad():
-                want = sfc(f_head, return_attention=True)
-            got = stream(iter(f_head.split(chunk, dim=2)), chunk=chunk)
-            for g, w in zip(got, want):
-                _same(g, w)
+        streamed_sfc_matches(stream, sfc, ((8, 3), (13, 4), (5, 2), (3, 8)))  # uneven chunks, one chunk, a last chunk of 1
 
 
 def test_verify_checks_each_piece_against_pytorch(sfc_export_onnx: Path) -> None:
@@ -63,12 +49,8 @@ def test_verify_checks_each_piece_against_pytorch(sfc_export_onnx: Path) -> None
     assert report.passed
 
 
-def test_an_export_without_the_pieces_runs_the_whole_sfc_graph(sfc_export_onnx: Path, tmp_path: Path) -> None:
-    old = tmp_path / "old"
-    shutil.copytree(sfc_export_onnx, old)
-    manifest = json.loads((old / "manifest.json").read_text())
-    manifest["artifacts"] = [a for a in manifest["artifacts"] if a["part"] not in SFC_PIECES]
-    (old / "manifest.json").write_text(json.dumps(manifest))
+def test_an_export_without_the_pieces_runs_the_whole_sfc_graph(sfc_export_onnx: Path, without_sfc_pieces) -> None:
+    old = without_sfc_pieces(sfc_export_onnx)
     with load(old, runtime="onnxruntime", head_chunk=3) as dep:
         assert dep.sfc_stream() is None
     report = verify(load_manifest(old), runtimes=["onnxruntime"], graphs=["portable"], dense_clips=1)
@@ -82,7 +64,7 @@ def whole_export(sfc_one_thread, sfc_tiny, tmp_path_factory: pytest.TempPathFact
 
 
 @pytest.mark.slow
-def test_ort_deployment_streams_head_and_sfc_together(whole_export: Path, sfc_tiny) -> None:
+def test_ort_deployment_streams_head_and_sfc_together(whole_export: Path, sfc_tiny, same, whole_sfc_calls) -> None:
     model = sfc_tiny.model()
     torch.manual_seed(4)
     frames = torch.randn(1, 3, 11, *sfc_tiny.size)
@@ -92,23 +74,20 @@ def test_ort_deployment_streams_head_and_sfc_together(whole_export: Path, sfc_ti
         pipe = dep.sfc_pipeline()
         assert pipe.streams_sfc and pipe.streams_sfc_at(11) and not pipe.streams_sfc_at(10)
         got = dep.predict_with_attention(frames)
-        _same(got[0], logits)
-        _same(got[1], attention)
-        seen = []
-        whole = dep.runner("sfc")
-        infer = whole.infer
-        whole.infer = lambda feed: seen.append(feed) or infer(feed)
+        same(got[0], logits)
+        same(got[1], attention)
+        seen = whole_sfc_calls(dep)
         dep.predict(frames)
         assert not seen  # 11 frames, streamed: the whole-video graph did not run
         with torch.no_grad():
             short = model.forward_with_attention(frames[:, :, :10])[0]
-        _same(dep.predict(frames[:, :, :10]), short)
+        same(dep.predict(frames[:, :, :10]), short)
         assert len(seen) == 1  # shorter than stream_sfc_from: the whole-video graph ran, on the joined head chunks
     with load(whole_export, runtime="onnxruntime", threads=1, head_chunk=3) as dep:  # the default: from 72 frames
         assert not dep.sfc_pipeline().streams_sfc_at(11)
     with load(whole_export, runtime="onnxruntime", threads=1) as dep:  # no head_chunk: the whole-video graph
         assert not dep.sfc_pipeline().streams_sfc
-        _same(dep.predict(frames), logits)
+        same(dep.predict(frames), logits)
 
 
 @pytest.mark.slow

@@ -8,8 +8,6 @@ the pieces and of the streamed pipeline on it: ``tests/export/test_verify.py``.
 
 from __future__ import annotations
 
-import json
-import shutil
 from pathlib import Path
 
 import pytest
@@ -18,33 +16,24 @@ import torch
 from sfc_deploy.export.manifest import load_manifest
 from sfc_deploy.export.parts import SFC_PIECES
 from sfc_deploy.runtime import load
-from sfc_deploy.verify import compare, verify
+from sfc_deploy.verify import verify
 
 pytestmark = pytest.mark.usefixtures("sfc_one_thread")
 
 
-def _same(got: torch.Tensor, want: torch.Tensor, precision: str = "fp32") -> None:
-    assert got.shape == want.shape
-    stats = compare(got, want, precision)
-    assert stats["passed"], stats
-
-
-def test_streamed_torchscript_sfc_equals_unstreamed_pytorch_sfc(sfc_export_ts: Path, sfc_tiny) -> None:
+def test_streamed_torchscript_sfc_equals_unstreamed_pytorch_sfc(sfc_export_ts: Path, sfc_tiny,
+                                                                 streamed_sfc_matches) -> None:
     sfc = sfc_tiny.model().sfc.eval()
     torch.manual_seed(2)
     with load(sfc_export_ts, runtime="torchscript", threads=1) as dep:
         stream = dep.sfc_stream()
         assert stream is not None and set(stream.runners) == set(SFC_PIECES)
-        for t, chunk in ((8, 3), (13, 4), (5, 2), (3, 8), (40, 16)):  # uneven, one chunk, a last chunk of 1, long
-            f_head = torch.randn(2, 64, t, 4, 5)  # the head output of 32x40 frames
-            with torch.no_grad():
-                want = sfc(f_head, return_attention=True)
-            got = stream(iter(f_head.split(chunk, dim=2)), chunk=chunk)
-            for g, w in zip(got, want):
-                _same(g, w)
+        # uneven, one chunk, a last chunk of 1, long
+        streamed_sfc_matches(stream, sfc, ((8, 3), (13, 4), (5, 2), (3, 8), (40, 16)))
 
 
-def test_torchscript_deployment_streams_a_video_its_sfc_graph_cannot_take(sfc_export_ts: Path, sfc_tiny) -> None:
+def test_torchscript_deployment_streams_a_video_its_sfc_graph_cannot_take(sfc_export_ts: Path, sfc_tiny, same,
+                                                                          whole_sfc_calls) -> None:
     """The whole-video SFC trace is fixed at 8 frames; streamed, a 19-frame video runs, as PyTorch does."""
     model = sfc_tiny.model()
     torch.manual_seed(4)
@@ -55,32 +44,25 @@ def test_torchscript_deployment_streams_a_video_its_sfc_graph_cannot_take(sfc_ex
     with load(sfc_export_ts, runtime="torchscript", threads=1, head_chunk=5, stream_sfc_from=9) as dep:  # 5, 5, 5, 4
         pipe = dep.sfc_pipeline()
         assert pipe.streams_sfc and pipe.streams_sfc_at(19) and not pipe.streams_sfc_at(8)
-        seen = []
-        whole = dep.runner("sfc")
-        infer = whole.infer
-        whole.infer = lambda feed: seen.append(feed) or infer(feed)
+        seen = whole_sfc_calls(dep)
         got = dep.predict_with_attention(frames)
-        _same(got[0], logits)
-        _same(got[1], attention)
+        same(got[0], logits)
+        same(got[1], attention)
         assert not seen  # streamed: the whole-video graph did not run
-        _same(dep.predict(frames[:, :, :8]), short)
+        same(dep.predict(frames[:, :, :8]), short)
         assert len(seen) == 1  # shorter than stream_sfc_from: the whole-video graph ran on the joined head chunks
     with load(sfc_export_ts, runtime="torchscript", precision="fp16", head_chunk=5, stream_sfc_from=9) as dep:
-        _same(dep.predict(frames), logits, "fp16")
+        same(dep.predict(frames), logits, "fp16")
 
 
-def test_a_torchscript_export_without_the_pieces_runs_the_whole_sfc_graph(sfc_export_ts: Path, sfc_tiny,
-                                                                          tmp_path: Path) -> None:
-    old = tmp_path / "old"
-    shutil.copytree(sfc_export_ts, old)
-    manifest = json.loads((old / "manifest.json").read_text())
-    manifest["artifacts"] = [a for a in manifest["artifacts"] if a["part"] not in SFC_PIECES]
-    (old / "manifest.json").write_text(json.dumps(manifest))
+def test_a_torchscript_export_without_the_pieces_runs_the_whole_sfc_graph(sfc_export_ts: Path, sfc_tiny, same,
+                                                                          without_sfc_pieces) -> None:
+    old = without_sfc_pieces(sfc_export_ts)
     frames = torch.randn(1, 3, 8, *sfc_tiny.size)
     with torch.no_grad():
         want = sfc_tiny.model()(frames)
     with load(old, runtime="torchscript", threads=1, head_chunk=3, stream_sfc_from=0) as dep:
         assert dep.sfc_stream() is None and not dep.sfc_pipeline().streams_sfc
-        _same(dep.predict(frames), want)
+        same(dep.predict(frames), want)
     report = verify(load_manifest(old), precisions=["fp32"], dense_clips=1)
     assert report.passed and not any(c.part in SFC_PIECES or "streamed" in c.input for c in report.checks)
