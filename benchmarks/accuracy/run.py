@@ -250,29 +250,32 @@ HARD_DATA = ["--classes", str(HARD_CLASSES), "--train-per-class", "25", "--test-
              "--window-min", "0.1", "--window-max", "0.2", "--seed", "1"]
 #: (name, extra ``train`` options, seeded): seeded variants run every seed, the others seed 0 only.
 HARD_VARIANTS = (
-    ("default", [], True),  # train's defaults (labels alone); first: builds the cache
-    ("distill", ["--distill-weight", "0.5", "--distill-temperature", "2"], True),  # + the dense teacher's soft target
+    # train's defaults: labels and the dense teacher's soft target (weight 0.5, T 2), roll-backs of a stalled or
+    # collapsed run on (--recover 2); first: builds cache + teacher
+    ("default", [], True),
+    ("labels_only", ["--distill-weight", "0"], True),  # cross-entropy alone (train's default until distillation won)
     ("distill_std", ["--distill-weight", "0.5", "--distill-target", "standardized"], True),  # labels + the label-free target
     ("labelfree", ["--labels", "none"], True),  # train's label-free defaults: teacher only, standardized target, T 0.5
     ("labelfree_soft", ["--labels", "none", "--distill-target", "soft", "--distill-temperature", "2"], True),
     ("paper_noprior", ["--no-prior", "--distill-weight", "0"], True),  # the paper's form: no prior, labels alone
     ("labelfree_t1", ["--labels", "none", "--distill-temperature", "1"], False),
-    # the paper's Table 6b (pooling) and Table 3 (tau), with train's defaults and with distillation
+    # the paper's Table 6b (pooling) and Table 3 (tau), with train's defaults and with labels alone
     ("avg", ["--pool", "avg"], False),
     ("max", ["--pool", "max"], False),
     ("tau1", ["--tau", "1"], False),
     ("tau4_3", ["--tau", "4/3"], False),
     ("tau4", ["--tau", "4"], False),
-    ("avg_distill", ["--pool", "avg", "--distill-weight", "0.5", "--distill-temperature", "2"], False),
-    ("max_distill", ["--pool", "max", "--distill-weight", "0.5", "--distill-temperature", "2"], False),
-    ("tau4_distill", ["--tau", "4", "--distill-weight", "0.5", "--distill-temperature", "2"], False),
+    ("avg_labels_only", ["--pool", "avg", "--distill-weight", "0"], False),
+    ("max_labels_only", ["--pool", "max", "--distill-weight", "0"], False),
+    ("tau4_labels_only", ["--tau", "4", "--distill-weight", "0"], False),
+    ("tau4_no_recover", ["--tau", "4", "--recover", "0"], False),  # the collapse the roll-back is there for
 )
 
 
 #: Variants trained on the backbone's own data (``--standard-seeds``); the first builds each seed's cache.
 STANDARD_VARIANTS = (
-    ("distill", ["--distill-weight", "0.5", "--distill-temperature", "2"]),
     ("default", []),
+    ("labels_only", ["--distill-weight", "0"]),
     ("distill_std", ["--distill-weight", "0.5", "--distill-target", "standardized"]),
     ("labelfree", ["--labels", "none"]),
 )
@@ -408,12 +411,12 @@ def goal_lines(summary: dict, dense: dict) -> list[str]:
         out.append(f"- SFC tau 2 with `train`'s defaults, mean of seeds {','.join(map(str, v['seeds'][:3]))}: {_pct(m3)} "
                    f"against dense 30-crop {_pct(d)} at {v['gmacs_over_dense']:.2f}x its GMACs: "
                    f"**{'met' if m3 >= d else 'NOT met'}** (all {len(v['top1'])} seeds: {_pct(v['top1_mean'])}).")
-    if "default" in summary and "distill" in summary:
-        gain = 100 * (summary["distill"]["top1_mean"] - summary["default"]["top1_mean"])
-        out.append(f"- Distillation added to labelled training (`distill` against `default`): {gain:+.1f} points "
+    if "default" in summary and "labels_only" in summary:
+        gain = 100 * (summary["default"]["top1_mean"] - summary["labels_only"]["top1_mean"])
+        out.append(f"- Distillation added to labelled training (`default` against `labels_only`): {gain:+.1f} points "
                    f"({'helps' if gain > 0 else 'hurts' if gain < 0 else 'no change'}).")
     if "labelfree" in summary:
-        for other in ("default", "distill"):
+        for other in ("labels_only", "default"):
             if other in summary:
                 gap = 100 * (summary["labelfree"]["top1_mean"] - summary[other]["top1_mean"])
                 out.append(f"- Label-free against `{other}`: {gap:+.1f} points (within 2 points: "
@@ -512,7 +515,8 @@ def write_hard_results(out: Path, work: Path, times: dict[str, float], *, quick:
     training = {}
     for d in (work / "sfc" / tag for tag in tags):
         lines = [json.loads(line) for line in (d / "metrics.jsonl").read_text().splitlines() if line.strip()]
-        training[d.name] = {"epochs": lines, "stalled_after_epoch_1": stalled(lines[0], HARD_CLASSES)}
+        training[d.name] = {"epochs": lines, "stalled_after_epoch_1": stalled(lines[0], HARD_CLASSES),
+                            "roll_backs": [(r["epoch"], r["rolled_back_to_epoch"]) for r in lines if "rolled_back_to_epoch" in r]}
     bb_metrics = [json.loads(line) for line in (work / "backbone" / "metrics.jsonl").read_text().splitlines()]
     teacher = teacher_statistics(work / "cache_seed0" / "teacher", work / "data")
     result = {"experiment": "issue 16 harder setting: backbone on 256-frame videos (action 25-45%), SFC and eval on "
@@ -547,14 +551,16 @@ def write_hard_results(out: Path, work: Path, times: dict[str, float], *, quick:
                      f"{v['gmacs_over_dense']:.3f} |")
     lines += goal_lines(summary, dense)
     stalled = [k for k, v in training.items() if v["stalled_after_epoch_1"]]
-    lines += ["", f"Runs `train` warned about after epoch 1 (loss not moved and training top-1 under "
-                  f"{STALL_TIMES_CHANCE:g}x chance): {', '.join(stalled) or 'none'}.", "",
+    rolled = [f"{k} (epoch {e} back to {b})" for k, v in training.items() for e, b in v["roll_backs"]]
+    lines += ["", f"Runs whose first epoch stalled (loss not moved and training top-1 under "
+                  f"{STALL_TIMES_CHANCE:g}x chance): {', '.join(stalled) or 'none'}. Roll-backs of a stalled or collapsed "
+                  f"run (`train --recover`, on by default): {', '.join(rolled) or 'none'}.", "",
               "## Did every run learn? (training loss over the first steps of epoch 1, and over the last epoch)", "",
               "Training top-1: against the labels; label-free, agreement with the teacher's top-1 (\"-\": not recorded).", "",
               "| run | loss, first steps | loss, last epoch | last / first | training top-1, epoch 1 | training top-1, last epoch |",
               "|---|---:|---:|---:|---:|---:|"]
     for name, v in training.items():
-        first, last = v["epochs"][0], v["epochs"][-1]
+        first, last = v["epochs"][0], v["epochs"][-1]  # a roll-back's epochs are in between
         lines.append(f"| {name} | {first['loss_first_steps']:.3f} | {last['loss']:.3f} | "
                      f"{last['loss'] / first['loss_first_steps']:.2f} | {_pct(epoch_top1(first))} | {_pct(epoch_top1(last))} |")
     standard = standard_summary(work / "eval_standard" / "results.json")

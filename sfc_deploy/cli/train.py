@@ -18,7 +18,7 @@ from sfc_deploy.common.device import Amp, resolve_device
 from sfc_deploy.common.outputs import check_output_dir
 from sfc_deploy.data.datasets import VideoList, load_video_list
 from sfc_deploy.scale.sources import resolve_inputs
-from sfc_deploy.train.distill import STANDARDIZED_TEMPERATURE, UNLABELLED
+from sfc_deploy.train.distill import LABELLED_WEIGHT, SOFT_TEMPERATURE, STANDARDIZED_TEMPERATURE, UNLABELLED
 from sfc_deploy.errors import ConfigError, SfcError
 from sfc_deploy.train.backbone import BackboneTrainOptions, train_backbone
 from sfc_deploy.train.common import parse_milestones
@@ -142,10 +142,11 @@ def train_cmd(
     device: DeviceOpt = "auto",
     amp: Annotated[str, typer.Option("--amp", help="Mixed precision of SFC and tail: off, bf16 or fp16 (fp16: CUDA only, with a gradient scaler).")] = "off",
     nproc: Annotated[int, typer.Option("--nproc", min=1, help="Data-parallel processes on this machine (runs torchrun --standalone; --batch-size stays the global batch). Leave it out under torchrun.")] = 1,
-    distill_weight: Annotated[float | None, typer.Option("--distill-weight", min=0.0, max=1.0, help="Weight of the KL term to the frozen backbone's own dense 30-crop predictions (computed once per video, cached); 0: labels only, 1: teacher only. Default: 1 with --labels none, else 0 (benchmarks/accuracy: 0.5 raised SFC tau 2 everywhere measured but collapsed one tau-4 run).")] = None,
+    distill_weight: Annotated[float | None, typer.Option("--distill-weight", min=0.0, max=1.0, help="Weight of the KL term to the frozen backbone's own dense 30-crop predictions (computed once per video, cached); 0: labels only, 1: teacher only. Default: 1 with --labels none; with labels 0.5 given --checkpoint (benchmarks/accuracy: above labels alone at tau 2 in every setting measured), else 0.")] = None,
     distill_temperature: Annotated[float | None, typer.Option("--distill-temperature", min=0.01, help="Softmax temperature of the distillation term. Default: 0.5 for the standardized target, 2 for the soft one.")] = None,
     distill_target: Annotated[str | None, typer.Option("--distill-target", help="soft: the teacher's softmax at the temperature, for teacher and student (Hinton); standardized: the teacher's logits standardised per video, then at the temperature, the student at 1 (benchmarks/accuracy: what makes label-free training work). Default: standardized with --labels none, else soft.")] = None,
     labels: Annotated[str, typer.Option("--labels", help="use: DATA's labels; none: DATA is any list of videos (CSV with a path column, .txt list, folder, glob) learnt from the dense teacher alone (needs --checkpoint).")] = "use",
+    recover: Annotated[int, typer.Option("--recover", min=0, help="Roll a run whose first epoch stalled or whose training top-1 collapsed back to its last good epoch, with other random draws, at most this many times (0: warn only; benchmarks/accuracy/NOTES.md).")] = 2,
     unlabelled: Annotated[str | None, typer.Option("--unlabelled", help="Extra videos without labels (CSV with a path column, .txt list, folder or glob), learnt from the dense teacher alone.")] = None,
 ) -> None:
     """Train only SFC on a frozen backbone (paper recipe by default, plus gradient clipping at 1.0).
@@ -158,9 +159,10 @@ def train_cmd(
         tau=tau_value(tau), split=split, pool=pool, kqv=kqv, theta_kernel=theta_kernel, logit_scale=logit_scale,
         prior=prior, epochs=epochs, lr=lr, momentum=momentum, weight_decay=weight_decay,
         milestones=parse_milestones(milestones), schedule=schedule, batch_size=batch_size, clip_grad=clip_grad,
-        cache_views=cache_views, max_frames=max_frames, seed=seed,
+        cache_views=cache_views, max_frames=max_frames, seed=seed, recover=recover,
         augment=Augment(scale=_range(scale), crop_fraction=crop_fraction, flip=flip),
-        **distill_settings(labels, distill_weight, distill_temperature, distill_target),
+        **distill_settings(labels, distill_weight, distill_temperature, distill_target,
+                           trained_backbone=checkpoint is not None),
     )
     if options.tau < 1:
         raise ConfigError(f"--tau must be >= 1, got {tau}")
@@ -189,22 +191,25 @@ def train_cmd(
                f"training {summary['train_seconds']:.0f} s{shown})")
 
 
-def distill_settings(labels: str, weight: float | None, temperature: float | None, target: str | None) -> dict:
-    """The distillation options, defaults filled in: label-free training (``--labels none``) gets the
-    recipe measured in benchmarks/accuracy (teacher only, standardized target at T = 0.5), training
-    with labels plain cross-entropy unless asked (then the soft target at T = 2, as measured)."""
+def distill_settings(labels: str, weight: float | None, temperature: float | None, target: str | None, *,
+                     trained_backbone: bool = True) -> dict:
+    """The distillation options, defaults filled in with the recipes measured in benchmarks/accuracy:
+    label-free training (``--labels none``) learns from the teacher alone (standardized target at
+    T = 0.5); training with labels on a trained backbone (``--checkpoint``) adds the teacher's soft
+    target at T = 2 with weight 0.5 (:data:`~sfc_deploy.train.distill.LABELLED_WEIGHT`). Without a
+    trained backbone the teacher would be random weights: labels alone, unless asked."""
     label_free = labels == "none"
     if weight is None:
-        weight = 1.0 if label_free else SFCTrainOptions.distill_weight
+        weight = 1.0 if label_free else LABELLED_WEIGHT if trained_backbone else 0.0
     if weight == 0:
         given = [name for name, value in (("--distill-temperature", temperature), ("--distill-target", target))
                  if value is not None]
         if given:
             raise ConfigError(f"{' and '.join(given)} {'apply' if len(given) > 1 else 'applies'} only with distillation: "
-                              "add --distill-weight W (> 0) or leave it out")
-    target = target or ("standardized" if label_free else SFCTrainOptions.distill_target)
+                              "give --distill-weight W (> 0) and the backbone's --checkpoint")
+    target = target or ("standardized" if label_free else "soft")
     if temperature is None:
-        temperature = STANDARDIZED_TEMPERATURE if target == "standardized" else SFCTrainOptions.distill_temperature
+        temperature = STANDARDIZED_TEMPERATURE if target == "standardized" else SOFT_TEMPERATURE
     return {"distill_weight": weight, "distill_temperature": temperature, "distill_target": target}
 
 

@@ -94,16 +94,19 @@ def parse_milestones(text: str) -> tuple[int, ...]:
 
 
 class Metrics:
-    """One JSON object per line in ``metrics.jsonl``; on resume, lines past the saved epoch are dropped."""
+    """One JSON object per line in ``metrics.jsonl``; on resume, lines past the saved epoch are dropped,
+    except those of attempts before ``keep_attempts_before`` (epochs a roll-back went back over,
+    :mod:`sfc_deploy.train.recovery`: they happened)."""
 
-    def __init__(self, path: Path, *, keep_until_epoch: int | None = None) -> None:
+    def __init__(self, path: Path, *, keep_until_epoch: int | None = None, keep_attempts_before: int = 0) -> None:
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
         if keep_until_epoch is None:
             path.write_text("")
         elif path.exists():
-            kept = [line for line in path.read_text().splitlines()
-                    if line.strip() and json.loads(line).get("epoch", 0) <= keep_until_epoch]
+            records = [(line, json.loads(line)) for line in path.read_text().splitlines() if line.strip()]
+            kept = [line for line, r in records
+                    if r.get("epoch", 0) <= keep_until_epoch or r.get("attempt", 0) < keep_attempts_before]
             path.write_text("".join(f"{line}\n" for line in kept))
 
     def write(self, record: dict[str, Any]) -> None:

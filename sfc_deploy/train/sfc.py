@@ -64,6 +64,7 @@ from sfc_deploy.train.common import (
     make_optimizer, set_threads, state_on_cpu,
 )
 from sfc_deploy.train.distill import DISTILL_TARGETS, SOFT_TEMPERATURE, TEACHER_CLIPS, TEACHER_DIR, UNLABELLED, dense_logits, distill_loss, open_or_build_teacher, teacher_key
+from sfc_deploy.train.recovery import Recovery, fresh_weights, take
 from sfc_deploy.train.distributed import World, average_buffers, same_on_all_ranks, set_synced, sync_batchnorms, sync_gradients
 from sfc_deploy.train.views import Augment, FrameStore
 
@@ -87,11 +88,16 @@ class SFCTrainOptions:
         seed: weight init and every random draw.
         augment: outward scaling, crop fraction, flip, temporal jitter.
         distill_weight: weight w of the KL term to the frozen backbone's dense 30-crop logits
-            (:mod:`sfc_deploy.train.distill`); 0: cross-entropy only. Unlabelled videos need w > 0.
+            (:mod:`sfc_deploy.train.distill`); 0 (here, the paper's recipe): cross-entropy only.
+            Unlabelled videos need w > 0. ``sfc-deploy train`` defaults to
+            :data:`~sfc_deploy.train.distill.LABELLED_WEIGHT` when given a trained backbone.
         distill_temperature: softmax temperature T of the KL term.
         distill_target: ``soft`` (the teacher's softmax at T, Hinton's) or ``standardized`` (the
             teacher's logits standardised per video, then at T; the student at 1): see
             :mod:`sfc_deploy.train.distill`. Label-free training wants ``standardized``.
+        recover: how many times a run whose first epoch stalled or whose training top-1 collapsed
+            is rolled back to its last good epoch and continued with other random draws
+            (:mod:`sfc_deploy.train.recovery`); 0: never, warn only.
     """
 
     tau: float = 2.0
@@ -120,6 +126,7 @@ class SFCTrainOptions:
     distill_weight: float = 0.0
     distill_temperature: float = SOFT_TEMPERATURE
     distill_target: str = "soft"
+    recover: int = 2
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.distill_weight <= 1.0:
@@ -133,6 +140,8 @@ class SFCTrainOptions:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.clip_grad < 0:
             raise ConfigError(f"clip_grad must be >= 0 (0 turns clipping off), got {self.clip_grad}")
+        if self.recover < 0:
+            raise ConfigError(f"recover must be >= 0 (0: never roll a stalled or collapsed run back), got {self.recover}")
         if self.cache_views < 0:
             raise ConfigError(f"cache_views must be >= 0 (0 runs the head every step), got {self.cache_views}")
 
@@ -148,6 +157,8 @@ class SFCTrainOptions:
             record.pop("distill_temperature")
         if self.distill_weight == 0 or self.distill_target == "soft":  # likewise for states from before the option
             record.pop("distill_target")
+        if self.recover == 0:  # likewise: states from before roll-backs resume with --recover 0
+            record.pop("recover")
         return record
 
 
@@ -261,6 +272,16 @@ def collapse_message(record: dict[str, Any], best: float) -> str:
             "train again with another --seed, or without distillation (--distill-weight 0)")
 
 
+def rollback_message(record: dict[str, Any], done: int, attempt: int, limit: int, collapse: bool) -> str:
+    top1 = epoch_top1(record)
+    what = (f"training top-1 fell to {top1:.1%} in epoch {record['epoch']}: the run collapsed" if collapse else
+            f"the loss has not moved in epoch {record['epoch']} (training top-1 {top1:.1%}): the run has not started learning"
+            if top1 is not None else f"the loss has not moved in epoch {record['epoch']}: the run has not started learning")
+    where = f"rolled back to the end of epoch {done}" if done else "restarted from a new initialisation"
+    return (f"note: {what}; {where} with other random draws (roll-back {attempt} of {limit}, "
+            "benchmarks/accuracy/NOTES.md; --recover 0 turns this off)")
+
+
 def stall_message(record: dict[str, Any]) -> str:
     top1 = epoch_top1(record)
     seen = f", training top-1 {top1:.1%}" if top1 is not None else ""
@@ -359,8 +380,11 @@ def _train_sfc(videos: VideoList, out: Path, options: SFCTrainOptions, saved: di
         if scaler is not None and saved.get("scaler"):
             scaler.load_state_dict(saved["scaler"])
         start_epoch = int(saved["epoch"])
-    metrics = (Metrics(out / METRICS_FILE, keep_until_epoch=start_epoch if saved is not None else None)
-               if world.is_main else None)
+    recovery = Recovery(options.recover, saved.get("recovery") if saved is not None else None)
+    if recovery.good is None and start_epoch == 0:
+        recovery.remember(take(0, None, model.sfc, opt))
+    metrics = (Metrics(out / METRICS_FILE, keep_until_epoch=start_epoch if saved is not None else None,
+                       keep_attempts_before=recovery.attempt) if world.is_main else None)
     cached = options.cache_views > 0
     store = FrameStore(videos, preload=not cached, progress=progress)
     stride = model.config.stride
@@ -389,10 +413,10 @@ def _train_sfc(videos: VideoList, out: Path, options: SFCTrainOptions, saved: di
     record: dict[str, Any] = {}
     train_seconds = 0.0
     labelled = sum(store.label(i) != UNLABELLED for i in range(len(store)))
-    best_top1: float | None = None  # the best training top-1 of the epochs run by this process
     warned_collapse = False
-    for epoch in range(start_epoch, options.epochs):
-        g = epoch_generator(options.seed, epoch)
+    epoch = start_epoch
+    while epoch < options.epochs:
+        g = epoch_generator(options.seed, epoch, stream=recovery.attempt)
         order = torch.randperm(len(store), generator=g).tolist()
         steps = (len(order) + options.batch_size - 1) // options.batch_size
         model.train()  # SFC's own BatchNorm trains; the backbone stays in eval mode
@@ -433,25 +457,40 @@ def _train_sfc(videos: VideoList, out: Path, options: SFCTrainOptions, saved: di
                   "loss_first_steps": _mean(step_losses[: max(1, steps // 8)]),
                   "loss_last_steps": _mean(step_losses[-max(1, steps // 4):]),
                   "steps": steps, "seconds": seconds, "seconds_per_video": seconds / len(order)}
-        if warn is not None and world.is_main:
-            if epoch == 0 and stalled(record, model.config.num_classes):
-                warn(stall_message(record))
-            elif collapsed(record, best_top1, model.config.num_classes) and not warned_collapse:
-                warn(collapse_message(record, best_top1))
-                warned_collapse = True
+        if recovery.attempt:
+            record["attempt"] = recovery.attempt
+        classes = model.config.num_classes
+        stall = epoch == 0 and stalled(record, classes)
+        collapse = not stall and collapsed(record, recovery.best_top1, classes)
         top1 = epoch_top1(record)
-        best_top1 = top1 if best_top1 is None or (top1 is not None and top1 > best_top1) else best_top1
+        if (stall or collapse) and recovery.can_roll_back():
+            done = recovery.roll_back(model.sfc, opt, fresh=fresh_weights(model.sfc, options.seed, recovery.attempt + 1))
+            record["rolled_back_to_epoch"] = done
+            if warn is not None and world.is_main:
+                warn(rollback_message(record, done, recovery.attempt, options.recover, collapse))
+        elif warn is not None and world.is_main:
+            if stall:
+                warn(stall_message(record))
+            elif collapse and not warned_collapse:
+                warn(collapse_message(record, recovery.best_top1))
+                warned_collapse = True
+        if "rolled_back_to_epoch" not in record and top1 is not None and top1 >= STALL_TIMES_CHANCE / classes:
+            recovery.remember(take(epoch + 1, top1, model.sfc, opt))
         model.eval()
         if world.is_main:
-            save_sfc_checkpoint(model, out / SFC_FILE, extra={"epoch": epoch + 1, "train": settings})
-            state = {"epoch": epoch + 1, "sfc": state_on_cpu(model.sfc.state_dict()),
-                     "optimizer": state_on_cpu(opt.state_dict()), "settings": settings}
+            metrics.write(record)
+            now = record.get("rolled_back_to_epoch", epoch + 1)
+            save_sfc_checkpoint(model, out / SFC_FILE, extra={"epoch": now, "train": settings})
+            state = {"epoch": now, "sfc": state_on_cpu(model.sfc.state_dict()),
+                     "optimizer": state_on_cpu(opt.state_dict()), "settings": settings,
+                     "recovery": recovery.to_state()}
             if scaler is not None:
                 state["scaler"] = scaler.state_dict()
             atomic_write(out / STATE_FILE, lambda tmp: torch.save(state, tmp))
-            metrics.write(record)
+        epoch = record.get("rolled_back_to_epoch", epoch + 1)
     model.eval()
     summary = {"checkpoint": str(out / SFC_FILE), "epochs": options.epochs, "last": record,
+               "roll_backs": recovery.attempt,
                "cache_seconds": cache_seconds, "train_seconds": train_seconds, "cached": cached,
                "cache_loaded": cache_loaded, "device": device, "amp": amp.mode, "world_size": world.size,
                "environment": environment()}

@@ -148,18 +148,20 @@ def test_defaults_are_the_measured_recipes():
 
     assert distill_settings("none", None, None, None) == {
         "distill_weight": 1.0, "distill_temperature": 0.5, "distill_target": "standardized"}
-    # labels: cross-entropy alone unless asked (distillation collapsed a tau-4 run: benchmarks/accuracy)
-    assert distill_settings("use", None, None, None)["distill_weight"] == 0.0
-    # asked: the soft target at the temperature benchmarks/accuracy measured
-    assert distill_settings("use", 0.5, None, None) == {
+    # labels and a trained backbone: half cross-entropy, half the teacher's soft target at T 2
+    assert distill_settings("use", None, None, None) == {
         "distill_weight": 0.5, "distill_temperature": 2.0, "distill_target": "soft"}
-    assert distill_settings("none", 0.5, None, "soft")["distill_temperature"] == 2.0
+    # labels on a backbone without trained weights: its dense predictions teach nothing
+    assert distill_settings("use", None, None, None, trained_backbone=False)["distill_weight"] == 0.0
+    assert distill_settings("none", 0.5, None, "soft") == {
+        "distill_weight": 0.5, "distill_temperature": 2.0, "distill_target": "soft"}
     assert distill_settings("use", 0.5, 1.0, "standardized")["distill_temperature"] == 1.0
-    for weight, labels in ((None, "use"), (0.0, "use"), (0.0, "none")):  # no distillation: the options do not apply
+    for weight, labels, trained in ((0.0, "use", True), (0.0, "none", True), (None, "use", False)):
+        # no distillation: the options do not apply
         with pytest.raises(ConfigError, match="--distill-target applies only with distillation"):
-            distill_settings(labels, weight, None, "standardized")
+            distill_settings(labels, weight, None, "standardized", trained_backbone=trained)
         with pytest.raises(ConfigError, match="--distill-temperature applies only with distillation"):
-            distill_settings(labels, weight, 2.0, None)
+            distill_settings(labels, weight, 2.0, None, trained_backbone=trained)
 
 
 @pytest.mark.slow

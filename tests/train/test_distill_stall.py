@@ -45,9 +45,10 @@ def test_train_warns_when_the_loss_does_not_move(tiny_trained, tmp_path):
     """Eight copies of one video with identical views, one per step, at lr ~ 0: every step sees the
     same input with the same weights, so neither the loss nor the prediction can move. Labelled with
     a class the model does not predict (top-1 0%), the run warns; labelled with the one it predicts
-    (100%), it does not. Either way it finishes and writes."""
+    (100%), it does not. Either way it finishes and writes. Roll-backs off (``recover=0``): with them
+    on, such a run is restarted first (tests/train/test_recovery.py)."""
     listed = read_csv_list(tiny_trained["train"])
-    options = SFCTrainOptions(epochs=1, batch_size=1, cache_views=1, lr=1e-9, clip_grad=0, momentum=0.0,
+    options = SFCTrainOptions(epochs=1, batch_size=1, cache_views=1, lr=1e-9, clip_grad=0, momentum=0.0, recover=0,
                               augment=Augment(scale=(1.0, 1.0), crop_fraction=1.0, flip=False, jitter=False))
 
     def run(label: int, name: str) -> tuple[dict, list[str]]:

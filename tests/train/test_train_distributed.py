@@ -40,7 +40,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def _args(tiny, out: Path, epochs: int, *extra: str) -> list[str]:
     return ["train", str(tiny["train"]), "-o", str(out), "-b", "slow8x8_tiny", "--checkpoint", str(tiny["backbone"]),
             "--epochs", str(epochs), "--batch-size", "4", "--cache-views", "2", "--milestones", str(epochs),
-            "--lr", "0.5", "--threads", "1", "--device", "cpu", *extra]
+            "--lr", "0.5", "--threads", "1", "--device", "cpu", "--distill-weight", "0", *extra]  # as _options
 
 
 def _options(epochs: int) -> SFCTrainOptions:
