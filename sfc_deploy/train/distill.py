@@ -64,8 +64,8 @@ STANDARDIZED_TEMPERATURE = 0.5
 #: It makes a run likelier to stall or collapse (a flat teacher is matched by attending to frames
 #: without the action): ``train`` rolls such a run back (:mod:`sfc_deploy.train.recovery`).
 LABELLED_WEIGHT = 0.5
-#: The soft target's default temperature: the one benchmarks/accuracy measured best (T 1 and a weight of
-#: 0.25 were 4 and 3 points lower at tau 2: ``NOTES.md``).
+#: The soft target's default temperature. With weight 0.5 it was the best labelled recipe measured at tau 2
+#: in benchmarks/accuracy; T 1, or a weight of 0.25 at T 2, were about 4 points lower (``NOTES.md``).
 SOFT_TEMPERATURE = 2.0
 
 
