@@ -265,6 +265,8 @@ HARD_VARIANTS = (
     ("tau1", ["--tau", "1"], False),
     ("tau4_3", ["--tau", "4/3"], False),
     ("tau4", ["--tau", "4"], False),
+    ("tau1_labels_only", ["--tau", "1", "--distill-weight", "0"], False),
+    ("tau4_3_labels_only", ["--tau", "4/3", "--distill-weight", "0"], False),
     ("avg_labels_only", ["--pool", "avg", "--distill-weight", "0"], False),
     ("max_labels_only", ["--pool", "max", "--distill-weight", "0"], False),
     ("tau4_labels_only", ["--tau", "4", "--distill-weight", "0"], False),
