@@ -128,3 +128,47 @@ def test_recover_must_not_be_negative():
         SFCTrainOptions(recover=-1)
     assert "recover" not in SFCTrainOptions(recover=0).to_record()  # states from before roll-backs resume
     assert SFCTrainOptions().to_record()["recover"] == 2
+
+
+class _Interrupted(Exception):
+    pass
+
+
+def test_a_run_interrupted_after_a_roll_back_resumes_to_the_same_end(tiny_trained, tmp_path):
+    """The stuck run again (2 epochs, one roll-back allowed): epoch 1 stalls, the run restarts from a new
+    initialisation (saved as epoch 0, attempt 1), epoch 1 stalls again (no roll-back left), epoch 2. A
+    copy interrupted in the middle of attempt 1's epoch 1 and resumed ends with the same weights and the
+    same metrics lines as the uninterrupted run: the attempt, its random draws and the snapshot survive."""
+    listed = read_csv_list(tiny_trained["train"])
+    options = SFCTrainOptions(epochs=2, batch_size=1, cache_views=1, lr=1e-9, clip_grad=0, momentum=0.0, recover=1,
+                              augment=Augment(scale=(1.0, 1.0), crop_fraction=1.0, flip=False, jitter=False))
+    common = dict(backbone="slow8x8_tiny", checkpoint=tiny_trained["backbone"], threads=1, warn=None)
+    for label in range(len(listed.class_names)):
+        videos = VideoList(items=((listed[0][0], label),) * 8, class_names=listed.class_names)
+        whole = train_sfc(videos, tmp_path / f"whole{label}", options, **common)
+        if whole["roll_backs"] == 1:
+            break
+    else:
+        pytest.fail("no label makes this run stall")
+    seen: list[str] = []
+
+    def interrupt(description: str, done: int, total: int) -> None:
+        seen.append(description)
+        if seen.count("epoch 1/2") == 8 + 3:  # all of attempt 0's epoch 1, then 3 steps into attempt 1's
+            raise _Interrupted
+
+    cut = tmp_path / "cut"
+    with pytest.raises(_Interrupted):
+        train_sfc(videos, cut, options, progress=interrupt, **common)
+    state = torch.load(cut / "train_state.pt", weights_only=True)
+    assert state["epoch"] == 0 and state["recovery"]["attempt"] == 1  # saved right after the roll-back
+    train_sfc(videos, cut, options, resume=True, **common)
+    whole_dir = tmp_path / f"whole{label}"
+    a, b = load_file(whole_dir / "sfc.safetensors"), load_file(cut / "sfc.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    drop = ("seconds", "seconds_per_video")
+    lines = [[{k: v for k, v in json.loads(x).items() if k not in drop} for x in (d / "metrics.jsonl").read_text().splitlines()]
+             for d in (whole_dir, cut)]
+    assert lines[0] == lines[1]
+    assert [(r["epoch"], r.get("attempt", 0), "rolled_back_to_epoch" in r) for r in lines[0]] == [
+        (1, 0, True), (1, 1, False), (2, 1, False)]
