@@ -186,6 +186,8 @@ def train_cmd(
     if last and last.get("teacher_agreement") is not None:
         acc += f", agrees with the dense teacher on {last['teacher_agreement']:.1%}"
     shown = f"; last epoch loss {last['loss']:.3f}{acc}" if last else ""
+    if summary.get("roll_backs"):
+        shown += f"; {summary['roll_backs']} roll-back{'s' if summary['roll_backs'] > 1 else ''} (metrics.jsonl)"
     cache = "loaded" if summary["cache_loaded"] else f"{summary['cache_seconds']:.0f} s"
     typer.echo(f"wrote {summary['checkpoint']} (cache {cache}, "
                f"training {summary['train_seconds']:.0f} s{shown})")
