@@ -1,13 +1,14 @@
 """Rolling an SFC run that stalled or collapsed back to its last good state (issue 16).
 
 What goes wrong, measured on ``benchmarks/accuracy``'s harder setting (``NOTES.md``): the attention
-learns to *avoid* the frames that hold the action. Its logits there go strongly negative (their
-spread over time grows to 15-20), the compressed video is background only, the frozen tail's answer
-is the same for every video, and since the attention weight on the action frames is ~0 and the
-background frames are alike, the gradient that could undo it is ~0 as well (gradient norm 0.003-0.05):
-an absorbing state. A run can fall into it in epoch 1 (a stall: 10% training top-1 for 7 epochs) or
-after learning (a collapse: 63% after epoch 1, 11% from epoch 4 on); distillation from a flat dense
-teacher makes both likelier, since a background-only answer is nearly as flat as the teacher.
+learns to *avoid* the frames that hold the action (the spread over time of its scaled logits grew
+from 8 to 21), the compressed video is background only, the frozen tail's answer is the same for
+every video, and since the attention weight on the action frames is ~0 and the background frames are
+alike, the gradient that could undo it is ~0 as well (norms of 0.002-0.5 per step, 1-140 while the
+run learned): an absorbing state. A run can fall into it in epoch 1 (a stall: 10% training top-1 for
+7 epochs) or after learning (a collapse: 63-66% in epochs 1-2, 9-12% from epoch 4 on); distillation
+from a flat dense teacher makes both likelier, since a background-only answer is nearly as flat as
+the teacher.
 
 So ``train`` checks every epoch's training top-1 (:mod:`sfc_deploy.train.sfc`'s ``stalled`` and
 ``collapsed``) and, up to ``SFCTrainOptions.recover`` times per run, goes back to the end of the
