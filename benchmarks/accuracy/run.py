@@ -31,11 +31,12 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from sfc_deploy.common.environment import environment
-from sfc_deploy.train.sfc import SFCTrainOptions
+from sfc_deploy.train.sfc import STALL_TIMES_CHANCE, SFCTrainOptions, collapsed, epoch_top1, stalled
 
 HERE = Path(__file__).resolve().parent
 CLI = str(Path(sys.executable).with_name("sfc-deploy"))
@@ -306,10 +307,13 @@ def main_hard(args: argparse.Namespace) -> None:
             return
         times[name] = run(cmd, log)
 
-    def recorded(name: str, cmd: list[str], out_dir: Path, done: Path) -> float | None:
-        """Run ``cmd`` into ``out_dir``; with --reuse keep an ``out_dir`` that finished the same command."""
+    def recorded(name: str, cmd: list[str], out_dir: Path, done: Path,
+                 still_same: Callable[[], bool] = lambda: True) -> float | None:
+        """Run ``cmd`` into ``out_dir``; with --reuse keep an ``out_dir`` that finished the same command
+        (and for which ``still_same()``: a command that now means something else is run again)."""
         record = out_dir / "command.json"
-        if args.reuse and done.is_file() and record.is_file() and json.loads(record.read_text()) == cmd[1:]:
+        if (args.reuse and done.is_file() and record.is_file() and json.loads(record.read_text()) == cmd[1:]
+                and still_same()):
             print(f"reusing {out_dir} (same command)", flush=True)
             reused.append(name)
             return earlier.get(name)
@@ -356,7 +360,8 @@ def main_hard(args: argparse.Namespace) -> None:
                "--checkpoint", str(weights), *schedule,
                "--batch-size", "4", "--no-flip", "--cache-file", str(work / cache),
                "--seed", str(seed), "--threads", "1", *extra]
-        return tag, recorded(f"train_{runs}/{tag}", cmd, run_dir, run_dir / "summary.json")
+        return tag, recorded(f"train_{runs}/{tag}", cmd, run_dir, run_dir / "summary.json",
+                             still_same=lambda: same_train_settings(cmd, run_dir))
 
     def evaluate(name: str, test: Path, runs: str, tags: list[str], taus: str) -> None:
         sfc_args = [a for tag in tags for a in ("--sfc", f"{tag}={work / runs / tag / 'sfc.safetensors'}")]
@@ -400,6 +405,37 @@ def main_hard(args: argparse.Namespace) -> None:
                      [f"{name}_s{seed}" for name, _, seed in standard_jobs], "2")
             times["total"] = time.perf_counter() - t0
             write_hard_results(args.out, work, times, tags=tags, reused=sorted(reused), **report)
+
+
+def same_train_settings(cmd: list[str], run_dir: Path) -> bool:
+    """Whether a finished ``train`` run resolved its options as ``cmd`` resolves them now: the same command
+    line means another recipe once train's defaults change (distillation, roll-backs), so --reuse asks
+    ``train --print-settings`` and compares with the options the run's training state recorded."""
+    import torch
+
+    now = json.loads(subprocess.run([*cmd, "--print-settings"], capture_output=True, text=True, check=True).stdout)
+    state = run_dir / "train_state.pt"
+    saved = torch.load(state, weights_only=True)["settings"]["options"] if state.is_file() else None
+    if saved is not None and "recover" not in saved and now.get("recover", 0) and not _would_roll_back(run_dir):
+        saved = {**saved, "recover": now["recover"]}  # trained before roll-backs, and none would have fired
+    if saved != now:
+        diff = sorted(k for k in set(now) | set(saved or {}) if (saved or {}).get(k) != now.get(k))
+        print(f"not reusing {run_dir}: train now resolves its command to other options ({', '.join(diff) or 'no state'})",
+              flush=True)
+    return saved == now
+
+
+def _would_roll_back(run_dir: Path) -> bool:
+    """Whether ``train``'s roll-back checks fire on a finished run's epochs: a run trained before roll-backs
+    existed on which they never fire is the run the same command trains now."""
+    lines = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines() if x.strip()]
+    good = None
+    for i, r in enumerate(lines):
+        if (i == 0 and stalled(r, HARD_CLASSES)) or collapsed(r, good, HARD_CLASSES):
+            return True
+        top1 = epoch_top1(r)
+        good = top1 if top1 is not None and top1 >= STALL_TIMES_CHANCE / HARD_CLASSES else good
+    return False
 
 
 def goal_lines(summary: dict, dense: dict) -> list[str]:

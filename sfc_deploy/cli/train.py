@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+import json
 import sys
 from contextlib import contextmanager
 from contextlib import nullcontext
@@ -148,6 +149,7 @@ def train_cmd(
     labels: Annotated[str, typer.Option("--labels", help="use: DATA's labels; none: DATA is any list of videos (CSV with a path column, .txt list, folder, glob) learnt from the dense teacher alone (needs --checkpoint).")] = "use",
     recover: Annotated[int, typer.Option("--recover", min=0, help="Roll a run whose first epoch stalled or whose training top-1 collapsed back to its last good epoch, with other random draws, at most this many times (0: warn only; benchmarks/accuracy/NOTES.md).")] = 2,
     unlabelled: Annotated[str | None, typer.Option("--unlabelled", help="Extra videos without labels (CSV with a path column, .txt list, folder or glob), learnt from the dense teacher alone.")] = None,
+    print_settings: Annotated[bool, typer.Option("--print-settings", help="Print the training options this command resolves to (every default filled in) as JSON, the form train_state.pt records them in, and exit: nothing is read or written.")] = False,
 ) -> None:
     """Train only SFC on a frozen backbone (paper recipe by default, plus gradient clipping at 1.0).
 
@@ -166,6 +168,9 @@ def train_cmd(
     )
     if options.tau < 1:
         raise ConfigError(f"--tau must be >= 1, got {tau}")
+    if print_settings:
+        typer.echo(json.dumps(options.to_record(), sort_keys=True))
+        return
     world = env_world()
     say = (lambda line: typer.echo(line, err=True)) if world.is_main else None
     where = rank_device(resolve_device(device, announce=say), world)

@@ -83,3 +83,21 @@ def test_eval_refuses_an_sfc_checkpoint_of_another_backbone(tiny_trained, tmp_pa
     result = runner.invoke(app, ["eval", str(tiny_trained["test"]), "-o", str(tmp_path), "-b", "slow8x8_tiny",
                                  "--sfc", f"bad={tiny_trained['backbone']}"])
     one_line_error(result, "not an SFC checkpoint")
+
+
+def test_print_settings_resolves_the_defaults_and_touches_nothing(tiny_trained, tmp_path):
+    """`train --print-settings`: the options as train_state.pt would record them, every default filled in
+    (distillation with a trained backbone, roll-backs), printed before any video or output is touched."""
+    def settings(*extra: str) -> dict:
+        result = runner.invoke(app, ["train", str(tmp_path / "no_such.csv"), "-o", str(tmp_path / "out"), "-b",
+                                     "slow8x8_tiny", *extra, "--print-settings"])
+        assert result.exit_code == 0, result.output
+        return json.loads(result.output)
+
+    trained = settings("--checkpoint", str(tiny_trained["backbone"]))
+    assert (trained["distill_weight"], trained["distill_temperature"], trained["recover"]) == (0.5, 2.0, 2)
+    assert "distill_weight" not in settings()  # no trained backbone: no teacher, labels alone
+    assert "recover" not in settings("--recover", "0")  # as states from before roll-backs recorded it
+    label_free = settings("--checkpoint", str(tiny_trained["backbone"]), "--labels", "none", "--tau", "4/3")
+    assert (label_free["distill_weight"], label_free["distill_target"], label_free["tau"]) == (1.0, "standardized", 4 / 3)
+    assert not (tmp_path / "out").exists()
