@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from sfc_deploy.export.parts import SFC_PIECES
+from sfc_deploy.runtime import load
 from sfc_deploy.verify import compare
 
 
@@ -72,3 +73,32 @@ def whole_sfc_calls() -> Callable[..., list]:
         return seen
 
     return watch
+
+
+@pytest.fixture
+def streams_a_long_video(sfc_tiny, whole_sfc_calls) -> Callable[[Path, str], tuple[torch.Tensor, torch.Tensor]]:
+    """``check(export, runtime)``: loaded to stream SFC from 9 frames on head chunks of 5, the deployment
+    gives a 19-frame video PyTorch's logits and attention without running its whole-video ``sfc``
+    artifact, and an 8-frame video PyTorch's logits by running that artifact once on the joined head
+    chunks. Returns the 19-frame video and PyTorch's logits for it."""
+
+    def check(export: Path, runtime: str) -> tuple[torch.Tensor, torch.Tensor]:
+        model = sfc_tiny.model()
+        torch.manual_seed(4)
+        frames = torch.randn(1, 3, 19, *sfc_tiny.size)
+        with torch.no_grad():
+            logits, attention = model.forward_with_attention(frames)
+            short = model.forward_with_attention(frames[:, :, :8])[0]
+        with load(export, runtime=runtime, threads=1, head_chunk=5, stream_sfc_from=9) as dep:  # 5, 5, 5, 4
+            pipe = dep.sfc_pipeline()
+            assert pipe.streams_sfc and pipe.streams_sfc_at(19) and not pipe.streams_sfc_at(8)
+            seen = whole_sfc_calls(dep)
+            got = dep.predict_with_attention(frames)
+            _same(got[0], logits)
+            _same(got[1], attention)
+            assert not seen  # streamed: the whole-video artifact did not run
+            _same(dep.predict(frames[:, :, :8]), short)
+            assert len(seen) == 1  # shorter than stream_sfc_from: the whole-video artifact ran on the joined head chunks
+        return frames, logits
+
+    return check

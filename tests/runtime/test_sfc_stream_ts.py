@@ -32,25 +32,10 @@ def test_streamed_torchscript_sfc_equals_unstreamed_pytorch_sfc(sfc_export_ts: P
         streamed_sfc_matches(stream, sfc, ((8, 3), (13, 4), (5, 2), (3, 8), (40, 16)))
 
 
-def test_torchscript_deployment_streams_a_video_its_sfc_graph_cannot_take(sfc_export_ts: Path, sfc_tiny, same,
-                                                                          whole_sfc_calls) -> None:
+def test_torchscript_deployment_streams_a_video_its_sfc_graph_cannot_take(sfc_export_ts: Path, same,
+                                                                          streams_a_long_video) -> None:
     """The whole-video SFC trace is fixed at 8 frames; streamed, a 19-frame video runs, as PyTorch does."""
-    model = sfc_tiny.model()
-    torch.manual_seed(4)
-    frames = torch.randn(1, 3, 19, *sfc_tiny.size)
-    with torch.no_grad():
-        logits, attention = model.forward_with_attention(frames)
-        short = model.forward_with_attention(frames[:, :, :8])[0]
-    with load(sfc_export_ts, runtime="torchscript", threads=1, head_chunk=5, stream_sfc_from=9) as dep:  # 5, 5, 5, 4
-        pipe = dep.sfc_pipeline()
-        assert pipe.streams_sfc and pipe.streams_sfc_at(19) and not pipe.streams_sfc_at(8)
-        seen = whole_sfc_calls(dep)
-        got = dep.predict_with_attention(frames)
-        same(got[0], logits)
-        same(got[1], attention)
-        assert not seen  # streamed: the whole-video graph did not run
-        same(dep.predict(frames[:, :, :8]), short)
-        assert len(seen) == 1  # shorter than stream_sfc_from: the whole-video graph ran on the joined head chunks
+    frames, logits = streams_a_long_video(sfc_export_ts, "torchscript")
     with load(sfc_export_ts, runtime="torchscript", precision="fp16", head_chunk=5, stream_sfc_from=9) as dep:
         same(dep.predict(frames), logits, "fp16")
 
