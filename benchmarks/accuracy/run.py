@@ -36,7 +36,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from sfc_deploy.common.environment import environment
-from sfc_deploy.train.sfc import STALL_TIMES_CHANCE, SFCTrainOptions, collapsed, epoch_top1, stalled
+from sfc_deploy.train.sfc import SFCTrainOptions, clear_of_chance, epoch_top1, trouble
 
 HERE = Path(__file__).resolve().parent
 CLI = str(Path(sys.executable).with_name("sfc-deploy"))
@@ -431,10 +431,9 @@ def _would_roll_back(run_dir: Path) -> bool:
     lines = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines() if x.strip()]
     good = None
     for i, r in enumerate(lines):
-        if (i == 0 and stalled(r, HARD_CLASSES)) or collapsed(r, good, HARD_CLASSES):
+        if trouble(r, first=i == 0, good_top1=good, num_classes=HARD_CLASSES):
             return True
-        top1 = epoch_top1(r)
-        good = top1 if top1 is not None and top1 >= STALL_TIMES_CHANCE / HARD_CLASSES else good
+        good = epoch_top1(r) if clear_of_chance(r, HARD_CLASSES) else good
     return False
 
 

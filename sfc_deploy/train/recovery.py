@@ -22,6 +22,7 @@ determinism or ``--resume`` (the snapshot and the attempt count are part of the 
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -73,11 +74,11 @@ class Recovery:
         return self.good is not None and self.attempt < self.limit
 
     def roll_back(self, sfc: torch.nn.Module, optimizer: torch.optim.Optimizer, *,
-                  fresh: dict[str, torch.Tensor] | None = None) -> int:
-        """Restore the good snapshot (``fresh`` SFC weights instead when it is the start) and start
-        the next attempt; returns the number of epochs the run has completed from here."""
+                  fresh: Callable[[], dict[str, torch.Tensor]] | None = None) -> int:
+        """Restore the good snapshot (the SFC weights ``fresh()`` draws for the new attempt instead when it
+        is the start) and start the next attempt; returns the number of epochs the run has completed from here."""
         self.attempt += 1
-        sfc.load_state_dict(fresh if fresh is not None and self.good.epoch == 0 else self.good.sfc)
+        sfc.load_state_dict(fresh() if fresh is not None and self.good.epoch == 0 else self.good.sfc)
         optimizer.load_state_dict(copy.deepcopy(self.good.optimizer))
         return self.good.epoch
 

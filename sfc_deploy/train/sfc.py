@@ -266,6 +266,20 @@ def collapsed(record: dict[str, Any], best: float | None, num_classes: int) -> b
     return top1 is not None and best is not None and best >= line > top1
 
 
+def clear_of_chance(record: dict[str, Any], num_classes: int) -> bool:
+    """Whether an epoch's training top-1 reached :data:`STALL_TIMES_CHANCE` x chance: an epoch a roll-back may return to."""
+    top1 = epoch_top1(record)
+    return top1 is not None and top1 >= STALL_TIMES_CHANCE / num_classes
+
+
+def trouble(record: dict[str, Any], *, first: bool, good_top1: float | None, num_classes: int) -> str | None:
+    """What the roll-back checks make of an epoch's record: ``"stall"`` (the first epoch of a run that has not
+    started learning), ``"collapse"`` (under the line again after ``good_top1`` was above it), else None."""
+    if first and stalled(record, num_classes):
+        return "stall"
+    return "collapse" if collapsed(record, good_top1, num_classes) else None
+
+
 def collapse_message(record: dict[str, Any], best: float) -> str:
     return (f"warning: training top-1 fell to {epoch_top1(record):.1%} in epoch {record['epoch']} from {best:.1%} "
             "earlier: this run has collapsed (attention stuck?) and its checkpoint is overwritten each epoch; "
@@ -460,11 +474,10 @@ def _train_sfc(videos: VideoList, out: Path, options: SFCTrainOptions, saved: di
         if recovery.attempt:
             record["attempt"] = recovery.attempt
         classes = model.config.num_classes
-        stall = epoch == 0 and stalled(record, classes)
-        collapse = not stall and collapsed(record, recovery.best_top1, classes)
-        top1 = epoch_top1(record)
-        if (stall or collapse) and recovery.can_roll_back():
-            done = recovery.roll_back(model.sfc, opt, fresh=fresh_weights(model.sfc, options.seed, recovery.attempt + 1))
+        problem = trouble(record, first=epoch == 0, good_top1=recovery.best_top1, num_classes=classes)
+        stall, collapse = problem == "stall", problem == "collapse"
+        if problem and recovery.can_roll_back():
+            done = recovery.roll_back(model.sfc, opt, fresh=lambda: fresh_weights(model.sfc, options.seed, recovery.attempt))
             record["rolled_back_to_epoch"] = done
             if warn is not None and world.is_main:
                 warn(rollback_message(record, done, recovery.attempt, options.recover, collapse))
@@ -474,8 +487,8 @@ def _train_sfc(videos: VideoList, out: Path, options: SFCTrainOptions, saved: di
             elif collapse and not warned_collapse:
                 warn(collapse_message(record, recovery.best_top1))
                 warned_collapse = True
-        if "rolled_back_to_epoch" not in record and top1 is not None and top1 >= STALL_TIMES_CHANCE / classes:
-            recovery.remember(take(epoch + 1, top1, model.sfc, opt))
+        if "rolled_back_to_epoch" not in record and clear_of_chance(record, classes):
+            recovery.remember(take(epoch + 1, epoch_top1(record), model.sfc, opt))
         model.eval()
         if world.is_main:
             metrics.write(record)

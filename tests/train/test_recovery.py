@@ -39,7 +39,7 @@ def test_a_roll_back_restores_the_weights_and_the_optimizer_of_the_snapshot():
         _step(sfc, opt)
     assert any(not torch.equal(v, sfc.state_dict()[k]) for k, v in kept_weights.items())
     assert recovery.can_roll_back() and recovery.best_top1 == 0.6
-    assert recovery.roll_back(sfc, opt, fresh=fresh_weights(sfc, 0, 1)) == 3  # fresh weights only go to epoch 0
+    assert recovery.roll_back(sfc, opt, fresh=lambda: fresh_weights(sfc, 0, 1)) == 3  # fresh weights only go to epoch 0
     assert recovery.attempt == 1 and not recovery.can_roll_back()  # limit 1: used
     for k, v in kept_weights.items():
         assert torch.equal(sfc.state_dict()[k], v), k
@@ -63,7 +63,7 @@ def test_a_roll_back_to_the_start_takes_a_fresh_initialisation_that_depends_on_s
     assert torch.equal(torch.random.get_rng_state(), before)  # and leaves the global random state alone
     assert not torch.equal(fresh_weights(sfc, 0, 2)["theta_q.weight"], fresh["theta_q.weight"])
     assert not torch.equal(fresh["theta_q.weight"], start.sfc["theta_q.weight"])
-    assert recovery.roll_back(sfc, opt, fresh=fresh) == 0
+    assert recovery.roll_back(sfc, opt, fresh=lambda: fresh) == 0
     assert torch.equal(sfc.state_dict()["theta_q.weight"], fresh["theta_q.weight"])
     assert opt.state_dict()["state"] == {}  # the optimizer as it was at the start: no momentum yet
 
