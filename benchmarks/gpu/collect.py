@@ -20,6 +20,8 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
 
+from sfc_deploy.common.atomic import atomic_write_text
+
 HERE = Path(__file__).resolve().parent
 
 
@@ -66,6 +68,8 @@ def _bench_row(name: str, report: dict) -> dict:
         "device": report.get("device"),
         "precision": report.get("precision"),
         "options": report.get("options"),
+        # the pytorch runtime's serving rewrite (BN folded, unit-time 3D convs as 2D); False: bench --as-trained
+        "inference_rewrite": (report.get("protocol") or {}).get("inference_rewrite"),
         "sfc_videos_per_s": sfc.get("videos_per_s"),
         "dense_videos_per_s": dense.get("videos_per_s"),
         "sfc_batch": sfc.get("batch_size"),
@@ -140,9 +144,9 @@ def markdown(results: dict) -> str:
 
 
 def write(results: dict, json_path: Path, markdown_path: Path) -> None:
-    json_path.parent.mkdir(parents=True, exist_ok=True)
-    json_path.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
-    markdown_path.write_text(markdown(results))
+    """Both files whole or not at all: steps that run side by side each call the collector."""
+    atomic_write_text(json_path, json.dumps(results, indent=2, sort_keys=True) + "\n")
+    atomic_write_text(markdown_path, markdown(results))
 
 
 def main(argv: list[str] | None = None) -> int:

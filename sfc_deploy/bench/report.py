@@ -204,7 +204,10 @@ def build_report(*, exports: dict, matmul: dict, dense: dict, sfc_runs: dict, le
                      "dense_batch_candidates": list(options.batch_sizes), "head_chunk": options.head_chunk,
                      "stream_sfc_from": sfc_runs[head_tau].get("stream_sfc_from"),
                      "worker_allocator_env": dense.get("allocator"), "ort_arena_shrinkage": dense.get("ort_arena_shrinkage"),
-                     "peak_reset_after_load": dense.get("peak_reset_after_load")},
+                     "peak_reset_after_load": dense.get("peak_reset_after_load"),
+                     "channels_last": options.channels_last,
+                     # the pytorch runtime's rewrite for serving (sfc_deploy.models.inference); False: --as-trained
+                     "inference_rewrite": options.inference_rewrite if options.runtime == "pytorch" else None},
         "matmul_peak_gflops": peak,
         "matmul": matmul,
         "sfc": {"tau": head_tau, **sfc_row},
@@ -244,7 +247,7 @@ def _add_gpu(report: dict, matmul: dict, options) -> None:
     sfc, dense = report["sfc"], report["dense"]
     report["gpu"] = matmul.get("gpu_info")
     report["protocol"].update(device=report["device"], timer="cuda events", cuda_graphs=options.cuda_graphs,
-                              channels_last=options.channels_last, sfc_batch_candidates=list(options.sfc_batch),
+                              sfc_batch_candidates=list(options.sfc_batch),
                               dense_videos_candidates=list(options.dense_videos), trial_passes=options.trial_passes,
                               cudnn_benchmark=True)
     report["gpu_memory_ratio"] = dense["gpu_memory"]["video_mb"] / max(sfc["gpu_memory"]["video_mb"], 1e-6)
@@ -306,9 +309,14 @@ def gpu_line(report: dict) -> str:
     g = report.get("gpu") or {}
     return (f"GPU {g.get('name', '?')} ({g.get('memory_gb', '?')} GB, sm {g.get('compute_capability', '?')}), driver "
             f"{g.get('driver') or 'unknown'}, CUDA {g.get('cuda')}, cuDNN {g.get('cudnn')}, torch {g.get('torch')}; "
-            f"{report['runtime']} {report['precision']}"
-            + (", CUDA graphs" if report["protocol"].get("cuda_graphs") else "")
-            + (", channels-last-3d" if report["protocol"].get("channels_last") else ""))
+            f"{report['runtime']} {report['precision']}{serving_variant(report)}")
+
+
+def serving_variant(report: dict) -> str:
+    """How the models were served, where it is not the default: ", CUDA graphs, channels-last-3d, as trained"."""
+    p = report["protocol"]
+    return ((", CUDA graphs" if p.get("cuda_graphs") else "") + (", channels-last-3d" if p.get("channels_last") else "")
+            + (", as trained (no inference rewrite)" if p.get("inference_rewrite") is False else ""))
 
 
 def table_rows(report: dict) -> list[list[str]]:
@@ -377,7 +385,7 @@ def context_line(report: dict) -> str:
     m, lib = report["machine"], report["libraries"]
     rt = report["runtime"]
     ver = lib.get("onnxruntime") if rt == "onnxruntime" else lib.get("torch")
-    return (f"{report['backbone']} on {rt} {ver or ''} {report['precision']}, {report['threads']} threads, "
+    return (f"{report['backbone']} on {rt} {ver or ''} {report['precision']}{serving_variant(report)}, {report['threads']} threads, "
             f"{m['cpu']} ({m['usable_cores']} cores, {m['memory_gb']} GB); input: {report['input']['source']}")
 
 

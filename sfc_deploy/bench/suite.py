@@ -58,6 +58,7 @@ class BenchOptions:
     dense_videos: tuple[int, ...] = (1,)  # dense: videos whose 30 crops share one forward, beyond --batch-size
     cuda_graphs: bool = False
     channels_last: bool = False
+    inference_rewrite: bool = True  # pytorch runtime: False (--as-trained) serves the model as trained
     trial_passes: int = 3  # timed passes per setting of a batch sweep
     workers: int = DEFAULT_WORKERS  # real files end to end: decoding threads of the prefetcher
     prefetch: int = DEFAULT_DEPTH  # ... and videos decoded ahead of the model
@@ -127,6 +128,13 @@ class BenchOptions:
                 raise ConfigError(f"--channels-last needs the runner option memory_format, which runtime {self.runtime} "
                                   f"does not take; " + (f"use --runtime {' or '.join(able)}" if able else
                                                         "no runtime of this build takes it, so drop --channels-last"))
+        if not self.inference_rewrite:
+            from sfc_deploy.export.formats import format_of_runtime
+            from sfc_deploy.models.inference import OPTION
+
+            if OPTION not in format_of_runtime(self.runtime).runner_options:
+                raise ConfigError(f"--as-trained turns off the pytorch runtime's inference rewrite; runtime {self.runtime} "
+                                  "serves its exported file as it is, so drop --as-trained or use --runtime pytorch")
         if cuda and self.runtime not in GPU_MEMORY_RUNTIMES:
             raise ConfigError(f"bench on {self.device} measures with torch's CUDA allocator, which serves the "
                               f"{', '.join(GPU_MEMORY_RUNTIMES)} runtimes, not {self.runtime}; pick one of those")
@@ -229,7 +237,7 @@ def run_bench(opts: BenchOptions, progress: Progress = lambda kind, data: None) 
                   labels=list(opts.labels), segments=list(opts.segments) if opts.segments else None,
                   fast_decode=opts.fast_decode,
                   device=opts.device, channels_last=opts.channels_last, cuda_graphs=opts.cuda_graphs,
-                  trial_passes=opts.trial_passes, workers=opts.workers, prefetch=opts.prefetch)
+                  inference_rewrite=opts.inference_rewrite, trial_passes=opts.trial_passes, workers=opts.workers, prefetch=opts.prefetch)
 
     def work(label: str, job: WorkerJob) -> dict:
         say(label)

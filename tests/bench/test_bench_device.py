@@ -55,6 +55,8 @@ def test_device_cuda_without_cuda_fails_before_any_worker(runtime, tiny_export, 
         (["--sfc-batch", "1,0"], "--sfc-batch values must be >= 1"),
         (["--dense-videos", "two"], "--dense-videos takes comma-separated integers"),
         (["--device", "gpu"], "--device 'gpu' is not a device"),
+        (["--as-trained"], "--as-trained turns off the pytorch runtime's inference rewrite; runtime onnxruntime"),
+        (["--as-trained", "--runtime", "aoti"], "drop --as-trained or use --runtime pytorch"),
     ],
 )
 def test_device_options_fail_in_one_line(args, message, tmp_path):
@@ -71,6 +73,7 @@ def test_device_options_fail_in_one_line(args, message, tmp_path):
         ({"device": "cuda:0", "runtime": "onnxruntime"}, "torch's CUDA allocator"),
         ({"device": "cpu", "cuda_graphs": True, "runtime": "pytorch"}, "do not apply on cpu"),
         ({"sfc_batch": (1, 4), "video_files": (__file__,)}, "stack synthetic videos"),
+        ({"runtime": "torchscript", "inference_rewrite": False}, "runtime torchscript serves its exported file"),
     ],
 )
 def test_bench_options_refuse_what_does_not_apply(changes, message):
