@@ -2,7 +2,7 @@
 # The one prepared device check (issue 12): everything that needs a CUDA GPU, in one call.
 #
 #   benchmarks/gpu/run.sh          on a machine with an NVIDIA GPU (target: < 9 minutes on one H100/H200)
-#   benchmarks/gpu/run.sh --dry    on a CPU: the same steps on a tiny model and the CPU, in ~85 s (CI runs it)
+#   benchmarks/gpu/run.sh --dry    on a CPU: the same steps on a tiny model and the CPU, in ~60 s (CI runs it)
 #   ONLY='bench-aoti|aoti_export' benchmarks/gpu/run.sh      only the steps whose names match (a rerun)
 #   BUDGET=400 (seconds, default 480): every step's limit is cut to what is left of it
 #
@@ -110,14 +110,14 @@ bench() {  # bench NAME DIR RUNTIME EXTRA...: one `sfc-deploy bench` into $WORK/
     "${BENCH[@]}" --json "$WORK/bench-$name.json" --markdown "$WORK/bench-$name.md" --plot "$WORK/bench-$name.png" "$@"
 }
 bench pytorch-eager "$WORK/weights" pytorch
-bench pytorch-channels-last "$WORK/weights" pytorch --channels-last
+[ $DRY = 0 ] && bench pytorch-channels-last "$WORK/weights" pytorch --channels-last  # the CPU default already is channels-last
 
 # 3. the gpu tests (kernel vs NumPy, op dispatch, devices, AMP training, bench, AOTI CUDA parity), with the
 #    AOTInductor CUDA fp16 export compiling beside them on the CPU cores (neither is timed) ---------------------
 if [ $DRY = 0 ]; then
   step aoti_export 200 "${SFC[@]}" export -b $BACKBONE --format aoti --precision fp16 --device cuda \
     --frames $RAW --size $SIZE --tau 2 --no-verify --no-sfc-pieces --out "$WORK/aoti" &
-  step gpu_tests 270 "$PY" -m pytest -q -m gpu -p no:cacheprovider --continue-on-collection-errors --durations=25 \
+  step gpu_tests 270 "$PY" -m pytest -q -m gpu -p no:cacheprovider --continue-on-collection-errors -rs --durations=25 \
     --junitxml="$WORK/gpu_tests.xml" tests
   wait
   [ -f "$WORK/aoti/manifest.json" ] && bench aoti "$WORK/aoti" aoti
