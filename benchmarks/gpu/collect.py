@@ -88,6 +88,15 @@ def _bench_row(name: str, report: dict) -> dict:
         "matmul_peak_gflops": report.get("matmul_peak_gflops"),
         "sfc_videos_per_80gb": gpu_sfc.get("videos_per_80gb"),
         "dense_videos_per_80gb": gpu_dense.get("videos_per_80gb"),
+        # real files end to end (bench --video): decoding threads overlapped with the model
+        "e2e_speedup": report.get("e2e_speedup"),
+        "sfc_e2e_videos_per_s": sfc.get("e2e_videos_per_s"),
+        "dense_e2e_videos_per_s": dense.get("e2e_videos_per_s"),
+        "sfc_overlap_efficiency": sfc.get("overlap_efficiency"),
+        "dense_overlap_efficiency": dense.get("overlap_efficiency"),
+        "sfc_decode_s_per_video": sfc.get("decode_s_per_video"),
+        "dense_decode_s_per_video": dense.get("decode_s_per_video"),
+        "decode_workers": (sfc.get("e2e") or {}).get("workers"),
     }
 
 
@@ -113,6 +122,10 @@ def _fmt(value: Any, spec: str = ".1f") -> str:
     return format(value, spec) if isinstance(value, (int, float)) else str(value)
 
 
+def _pct(value: float | None) -> float | None:
+    return None if value is None else 100 * value
+
+
 def markdown(results: dict) -> str:
     env = results["environment"]
     libs = {**(env.get("libraries") or {}), **(env.get("gpu") or {})}
@@ -132,12 +145,24 @@ def markdown(results: dict) -> str:
                       "SFC / 30-crop GPU MB per video | memory ratio | SFC % of matmul peak | SFC p50/p99 ms |",
                   "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
         for b in results["bench"]:
-            pct = None if b["sfc_peak_fraction"] is None else 100 * b["sfc_peak_fraction"]
+            pct = _pct(b["sfc_peak_fraction"])
             lines.append(
                 f"| {b['run']} | {b['runtime']} | {b['precision']} | {_fmt(b['sfc_videos_per_s'])} ({_fmt(b['sfc_batch'], 'd')}) "
                 f"| {_fmt(b['dense_videos_per_s'])} ({_fmt(b['dense_batch'], 'd')}) | {_fmt(b['speedup'], '.2f')}x "
                 f"| {_fmt(b['sfc_video_gpu_mb'], '.0f')} / {_fmt(b['dense_video_gpu_mb'], '.0f')} "
                 f"| {_fmt(b['gpu_memory_ratio'], '.2f')}x | {_fmt(pct)}% | {_fmt(b['sfc_latency_ms'])} |")
+    e2e = [b for b in results["bench"] if b.get("e2e_speedup") is not None]
+    if e2e:
+        lines += ["", "| run (real mp4 files) | SFC videos/s end to end (model only) | 30-crop videos/s end to end (model only) | "
+                      "speed-up end to end | overlap efficiency SFC / 30-crop | decode s per video SFC / 30-crop | decoding threads |",
+                  "| --- | --- | --- | --- | --- | --- | --- |"]
+        for b in e2e:
+            lines.append(
+                f"| {b['run']} | {_fmt(b['sfc_e2e_videos_per_s'])} ({_fmt(b['sfc_videos_per_s'])}) "
+                f"| {_fmt(b['dense_e2e_videos_per_s'])} ({_fmt(b['dense_videos_per_s'])}) | {_fmt(b['e2e_speedup'], '.2f')}x "
+                f"| {_fmt(_pct(b['sfc_overlap_efficiency']), '.0f')}% / {_fmt(_pct(b['dense_overlap_efficiency']), '.0f')}% "
+                f"| {_fmt(b['sfc_decode_s_per_video'], '.3f')} / {_fmt(b['dense_decode_s_per_video'], '.3f')} "
+                f"| {_fmt(b['decode_workers'], 'd')} |")
     for name, record in results["training"].items():
         lines += ["", f"training {name}: " + json.dumps(record, sort_keys=True)[:600]]
     return "\n".join(lines) + "\n"
