@@ -69,13 +69,13 @@ if [ $DRY = 1 ]; then
   DEVICE=cpu; PREC=fp32; BACKBONE=slow8x8_tiny; RAW=64; T=8; SIZE=32x40; H=32; W=40
   BENCH=(--videos 1 --warmup 1 --repeats 1 --batch-size 30 --sfc-batch 1,2 --trial-passes 1 --threads 1)
   BEST=(--sfc-batch 2)
-  E2E_PER_CLASS=1; VSIZE=32x40; E2E=(--videos 2 --sfc-batch 1 --dense-videos 1 --workers 1 --prefetch 2)
+  E2E_PER_CLASS=1; VSIZE=32x40; SYNTH_WORKERS=1; E2E=(--videos 2 --sfc-batch 1 --dense-videos 1 --workers 1 --prefetch 2)
   TRAIN=(--backbone slow8x8_tiny --frames 16 --size 32x40 --steps 4)
 else
   DEVICE=cuda; PREC=fp16; BACKBONE=slow8x8; RAW=288; T=36; SIZE=256x312; H=256; W=312  # the paper's settings
   BENCH=(--videos 8 --warmup 2 --repeats 1 --batch-size 30,15 --dense-videos 1,4 --sfc-batch 1,8,32 --trial-passes 2 --threads 4)
   BEST=(--batch-size 30 --dense-videos 4 --sfc-batch 32)  # what the sweeps chose on the H200 (benchmarks/gpu/README.md)
-  E2E_PER_CLASS=8; VSIZE=256x340; E2E=(--videos 16 --sfc-batch 1 --dense-videos 1 --workers 8 --prefetch 16)  # 4:3 at short side 256
+  E2E_PER_CLASS=8; VSIZE=256x340; SYNTH_WORKERS=12; E2E=(--videos 16 --sfc-batch 1 --dense-videos 1 --workers 8 --prefetch 16)  # 4:3 at short side 256
   TRAIN=(--backbone slow8x8 --frames 36 --size 224x273 --batch-size 8 --steps 10)  # the paper's training crop
 fi
 echo "mode: $([ $DRY = 1 ] && echo dry || echo gpu); device $DEVICE, $PREC, $BACKBONE, $RAW raw frames at $SIZE; out $OUT"
@@ -133,7 +133,7 @@ bench pytorch-as-trained "$WORK/weights" pytorch --as-trained "${BEST[@]}"
 # 5. end to end on real mp4 files (PyAV, from ./.whl on the device): decoding threads on the CPU working ahead
 #    of the model, one video per pass, the overlap efficiency beside the model-only videos/s -------------------
 step e2e_videos 60 "${SFC[@]}" synth "$WORK/videos" --classes 2 --train-per-class 0 --test-per-class $E2E_PER_CLASS \
-  --frames $(( RAW + 12 )) --size $VSIZE --seed 0
+  --frames $(( RAW + 12 )) --size $VSIZE --seed 0 --workers $SYNTH_WORKERS
 VIDEOS=()
 for f in "$WORK"/videos/videos/test/*/*.mp4; do [ -f "$f" ] && VIDEOS+=(--video "$f"); done
 [ ${#VIDEOS[@]} -gt 0 ] && bench pytorch-e2e "$WORK/weights" pytorch "${VIDEOS[@]}" "${E2E[@]}"
