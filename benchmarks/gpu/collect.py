@@ -172,9 +172,12 @@ def write(results: dict, json_path: Path, markdown_path: Path) -> None:
     sfc_deploy.common.atomic: importing the package imports torch, 2 s on every call after every step.)"""
     json_path.parent.mkdir(parents=True, exist_ok=True)
     for path, text in ((json_path, json.dumps(results, indent=2, sort_keys=True) + "\n"), (markdown_path, markdown(results))):
-        with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{path.name}.", delete=False) as tmp:
-            tmp.write(text)
-        os.replace(tmp.name, path)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}")
+        try:
+            tmp.write_text(text)
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
 
 
 def main(argv: list[str] | None = None) -> int:

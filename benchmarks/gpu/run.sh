@@ -9,8 +9,8 @@
 #
 # Order: what no GPU run has measured yet comes first (PyTorch served with the inference rewrite, in both
 # layouts; the gpu tests, with the AOTInductor export compiling beside them; the AOTInductor bench), then
-# the attribution against the 2026-12-01 runs (--as-trained) and what those runs already measured (AMP
-# training steps, CUDA graphs), so a budget cut short loses the known figures first.
+# the attribution against the 2026-12-01 runs (--as-trained), end to end on real mp4 files, and what those
+# runs already measured (AMP training steps, CUDA graphs), so a budget cut short loses the known figures first.
 #
 # Writes everything under $OUT (default ./out/gpu): summary.md, results.json (gathered by collect.py) and
 # run.tar.gz (every log, bench JSON and test report), re-packed after each step so that a run stopped at

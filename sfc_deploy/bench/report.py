@@ -385,7 +385,8 @@ def context_line(report: dict) -> str:
     m, lib = report["machine"], report["libraries"]
     rt = report["runtime"]
     ver = lib.get("onnxruntime") if rt == "onnxruntime" else lib.get("torch")
-    return (f"{report['backbone']} on {rt} {ver or ''} {report['precision']}{serving_variant(report)}, {report['threads']} threads, "
+    return (f"{report['backbone']} on {rt} {ver or ''} {report['precision']}{serving_variant(report)}, "
+            f"{report['threads']} threads, "
             f"{m['cpu']} ({m['usable_cores']} cores, {m['memory_gb']} GB); input: {report['input']['source']}")
 
 

@@ -237,7 +237,8 @@ def run_bench(opts: BenchOptions, progress: Progress = lambda kind, data: None) 
                   labels=list(opts.labels), segments=list(opts.segments) if opts.segments else None,
                   fast_decode=opts.fast_decode,
                   device=opts.device, channels_last=opts.channels_last, cuda_graphs=opts.cuda_graphs,
-                  inference_rewrite=opts.inference_rewrite, trial_passes=opts.trial_passes, workers=opts.workers, prefetch=opts.prefetch)
+                  inference_rewrite=opts.inference_rewrite, trial_passes=opts.trial_passes, workers=opts.workers,
+                  prefetch=opts.prefetch)
 
     def work(label: str, job: WorkerJob) -> dict:
         say(label)

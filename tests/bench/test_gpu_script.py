@@ -26,8 +26,8 @@ def test_dry_run_writes_a_summary_of_passing_steps(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     results = json.loads((tmp_path / "out" / "results.json").read_text())
     steps = {s["step"]: s["status"] for s in results["steps"]}
-    assert steps == {"environment": "ok", "export_weights": "ok", "bench-pytorch-as-trained": "ok", "e2e_videos": "ok", "bench-pytorch-e2e": "ok",
-                     "train-amp-bf16": "ok"}, steps
+    assert steps == {"environment": "ok", "export_weights": "ok", "bench-pytorch-as-trained": "ok",
+                     "e2e_videos": "ok", "bench-pytorch-e2e": "ok", "train-amp-bf16": "ok"}, steps
     benches = {b["run"]: b for b in results["bench"]}
     assert set(benches) == {"pytorch-as-trained", "pytorch-e2e"}
     for name, bench in benches.items():
