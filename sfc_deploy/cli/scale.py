@@ -7,8 +7,9 @@ from typing import Annotated
 
 import typer
 
-from sfc_deploy.cli.options import FastDecodeOpt, SegmentFramesOpt, SegmentsOpt, segments_pair
+from sfc_deploy.cli.options import DeviceOpt, FastDecodeOpt, SegmentFramesOpt, SegmentsOpt, segments_pair
 from sfc_deploy.cli.train import progress_bar
+from sfc_deploy.common.device import resolve_device
 from sfc_deploy.common.outputs import check_output_file
 from sfc_deploy.errors import ConfigError
 
@@ -26,7 +27,9 @@ def classify_cmd(
     workers: Annotated[int, typer.Option("--workers", min=1, help="local: decoding threads working ahead of the model; ray: actors, each loading the export once.")] = 2,
     cpus_per_worker: Annotated[float, typer.Option("--cpus-per-worker", help="--engine ray: CPUs per actor (its runtime's threads).")] = 1.0,
     gpus_per_worker: Annotated[float, typer.Option("--gpus-per-worker", help="--engine ray: GPUs per actor.")] = 0.0,
-    prefetch: Annotated[int, typer.Option("--prefetch", min=1, help="Most videos decoded ahead (the memory bound).")] = 4,
+    prefetch: Annotated[int, typer.Option("--prefetch", min=1, help="Most videos decoded ahead (the memory bound, with --batch).")] = 4,
+    batch: Annotated[int, typer.Option("--batch", min=1, help="Decoded videos handed to the model together; those of one input shape share one call (a GPU's throughput).")] = 1,
+    device: DeviceOpt = None,
     top: Annotated[int, typer.Option("--top", min=1, help="Classes kept per video.")] = 5,
     max_frames: Annotated[int | None, typer.Option("--max-frames", min=1, help="Most sampled frames per video (longer: segments).")] = None,
     segments: SegmentsOpt = None,
@@ -46,6 +49,9 @@ def classify_cmd(
         raise ConfigError(f"unknown --engine {engine!r}; expected one of {', '.join(ENGINES)}")
     if engine == "local" and (address or cpus_per_worker != 1.0 or gpus_per_worker):
         raise ConfigError("--address, --cpus-per-worker and --gpus-per-worker apply to --engine ray only; add --engine ray")
+    if engine == "ray" and device is not None:
+        raise ConfigError("--device places the local engine's model; Ray actors run on the GPU they reserve: "
+                          "give --gpus-per-worker instead")
     seg = segments_pair(segments, segment_frames)
     check_output_file(out, option="--out", suffix=".parquet")
     if jsonl is not None:
@@ -55,9 +61,11 @@ def classify_cmd(
     if not (export / "manifest.json").is_file():
         raise ConfigError(f"--export {export} is not an export folder (no manifest.json); run sfc-deploy export first")
     paths = resolve_inputs(source)
+    # none given: the runtime's own device (the CPU; CUDA for TensorRT)
+    where = resolve_device(device, announce=lambda line: typer.echo(line, err=True)) if device is not None else None
     options = ClassifyOptions(runtime=runtime, precision=precision, threads=threads, workers=workers,
                               prefetch=prefetch, top=top, max_frames=max_frames, jsonl=jsonl,
-                              segments=seg, fast_decode=fast_decode)
+                              segments=seg, fast_decode=fast_decode, device=where, batch=batch)
     ray = RayOptions(address=address, workers=workers, cpus_per_worker=cpus_per_worker, gpus_per_worker=gpus_per_worker)
     if engine == "ray":
         from sfc_deploy.scale.ray_engine import import_ray

@@ -29,7 +29,7 @@ from sfc_deploy.data.prefetch import Prefetcher
 from sfc_deploy.errors import ConfigError, SfcError
 from sfc_deploy.runtime.pipeline import Deployment, load
 from sfc_deploy.scale.rows import (
-    COLUMNS, ClassifyOptions, RayOptions, class_names, classify_one, decode, make_row,
+    COLUMNS, ClassifyOptions, RayOptions, class_names, classify_one, decode, make_rows,
 )
 
 Progress = Callable[[int, int], None]
@@ -89,6 +89,9 @@ def classify(
     options.check()
     if engine not in ENGINES:
         raise ConfigError(f"unknown engine {engine!r}; expected one of {', '.join(ENGINES)}")
+    if engine == "ray" and options.device is not None:
+        raise ConfigError("--device places the local engine's model; Ray actors run on the GPU they reserve: "
+                          "give --gpus-per-worker instead")
     ray = ray or RayOptions()
     ray.check()
     out = Path(out)
@@ -101,6 +104,8 @@ def classify(
         todo = [p for p in paths if p not in done]
         new: dict[str, dict[str, Any]] = {}
         extra = {"threads": options.threads} if options.threads else {}
+        if options.device is not None:
+            extra["device"] = options.device
         dep = load(export_dir, options.runtime, precision=options.precision, **extra)
         try:
             dep.check(("head", "sfc", "tail"))  # a bad export fails here, before any journal or worker
@@ -155,15 +160,23 @@ def classify(
 
 def _run(dep: Deployment, todo: list[str], names: tuple[str, ...], options: ClassifyOptions,
          record: Callable[[dict[str, Any]], None]) -> None:
-    """Decode ahead on ``options.workers`` threads (at most ``options.prefetch`` ahead), infer in order."""
+    """Decode ahead on ``options.workers`` threads (at most ``options.prefetch`` ahead), infer in order,
+    ``options.batch`` decoded videos at a time."""
     spec = dep.input_spec  # read once: the decoding threads only read plain data
 
     def decode_one(path: str):
         return decode(path, dep.config, spec, options.max_frames, options.segments, reference_only=options.fast_decode)
 
     with Prefetcher(decode_one, todo, depth=options.prefetch, workers=options.workers, name="sfc-decode") as stream:
+        pending: list = []
         for got in stream:
-            record(make_row(got.item, got, dep, names, options))
+            pending.append((got.item, got))
+            if len(pending) == options.batch:
+                for row in make_rows(pending, dep, names, options):
+                    record(row)
+                pending = []
+        for row in make_rows(pending, dep, names, options):
+            record(row)
 
 
 def _schema():

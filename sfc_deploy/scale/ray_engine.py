@@ -2,9 +2,10 @@
 
 Rows are the video paths (``ray.data.from_items``); ``map_batches`` runs :class:`_Classifier`, a
 callable class that Ray instantiates once per actor, so each actor loads the export once and keeps
-it, with its runtime's intra-op threads matched to the CPUs the actor reserves. Each actor decodes
-and classifies its videos with the same function the local engine uses per video
-(:func:`~sfc_deploy.scale.classify.classify_one`), so a bad video is a row with its error there too.
+it, with its runtime's intra-op threads matched to the CPUs the actor reserves (and on the GPU it
+reserves, with ``--gpus-per-worker``). Each actor decodes the ``--batch`` videos of a batch and makes
+their rows with the function the local engine uses (:func:`~sfc_deploy.scale.rows.make_rows`: videos of
+one shape in one model call), so a bad video is a row with its error there too.
 Rows stream back to the driver as they are made; the driver journals them and writes the Parquet
 file (:func:`~sfc_deploy.scale.classify.classify`), so both engines resume from the same journal.
 
@@ -21,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from sfc_deploy.errors import BackendUnavailableError
-from sfc_deploy.scale.rows import ClassifyOptions, RayOptions, class_names, classify_one
+from sfc_deploy.scale.rows import ClassifyOptions, RayOptions, class_names, decoded, gpu_device, make_rows
 
 
 def import_ray():
@@ -36,9 +37,10 @@ def import_ray():
 
 
 class _Classifier:
-    """Loaded once per actor: the export on its runtime, then one row per path of each batch."""
+    """Loaded once per actor: the export on its runtime (on its GPU where it reserves one), then the
+    rows of each batch of ``options.batch`` paths, decoded here, same-shape videos in one model call."""
 
-    def __init__(self, export_dir: str, options_json: str, threads: int) -> None:
+    def __init__(self, export_dir: str, options_json: str, threads: int, device: str | None = None) -> None:
         import torch
 
         from sfc_deploy.runtime.pipeline import load
@@ -46,16 +48,16 @@ class _Classifier:
         options = ClassifyOptions(**json.loads(options_json))
         torch.set_num_threads(threads)
         self.options = options
-        self.dep = load(export_dir, options.runtime, precision=options.precision, threads=threads)
+        where = {"device": device} if device is not None else {}
+        self.dep = load(export_dir, options.runtime, precision=options.precision, threads=threads, **where)
         self.names = class_names(self.dep)
         self.spec = self.dep.input_spec
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, list[str]]:
-        out = []
-        for path, where in zip(batch["path"], batch["resolved"]):
-            row = classify_one(str(where), self.dep, self.names, self.options, self.spec)
-            out.append(json.dumps({**row, "path": str(path)}))  # JSON: rows carry nulls and nested lists
-        return {"row": out}
+        items = [(str(path), decoded(str(where), self.dep, self.options, self.spec))
+                 for path, where in zip(batch["path"], batch["resolved"])]
+        rows = make_rows(items, self.dep, self.names, self.options)
+        return {"row": [json.dumps(row) for row in rows]}  # JSON: rows carry nulls and nested lists
 
 
 def run_ray(todo: Sequence[str], export_dir: str | Path, options: ClassifyOptions, ray_options: RayOptions,
@@ -81,8 +83,8 @@ def run_ray(todo: Sequence[str], export_dir: str | Path, options: ClassifyOption
         ds = ds.map_batches(
             _Classifier,
             fn_constructor_kwargs={"export_dir": str(Path(export_dir).resolve()), "options_json": json.dumps(fields),
-                                   "threads": threads},
-            batch_size=1,
+                                   "threads": threads, "device": gpu_device(options.runtime, ray_options.gpus_per_worker)},
+            batch_size=options.batch,
             compute=ray.data.ActorPoolStrategy(size=ray_options.workers),
             num_cpus=ray_options.cpus_per_worker,
             num_gpus=ray_options.gpus_per_worker or None,

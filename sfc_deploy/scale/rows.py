@@ -4,7 +4,8 @@ The options of a job, the row's columns, and the per-video work: probe and decod
 video-to-input function (:func:`~sfc_deploy.data.inputs.model_input`), run the SFC pipeline, keep the
 top classes and the most-attended frames. A failure of either step becomes the row's ``error``.
 The local engine (:mod:`sfc_deploy.scale.classify`) and the Ray actors
-(:mod:`sfc_deploy.scale.ray_engine`) both call :func:`classify_one` / :func:`make_row`.
+(:mod:`sfc_deploy.scale.ray_engine`) both call :func:`make_rows`: ``batch`` decoded videos at a time,
+those of one input shape stacked into one model call (:func:`run_batch`, which serve batches with too).
 """
 
 from __future__ import annotations
@@ -16,11 +17,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from sfc_deploy.common.text import one_line
 from sfc_deploy.data.inputs import InputSpec, ModelInput, check_segments, sfc_input
 from sfc_deploy.data.prefetch import Prefetched
 from sfc_deploy.data.video import probe_video
 from sfc_deploy.errors import ConfigError, SfcError
+from sfc_deploy.export.formats import format_of_runtime
 from sfc_deploy.models.config import head_step_frames
 from sfc_deploy.runtime.pipeline import Deployment
 
@@ -43,6 +47,10 @@ class ClassifyOptions:
             (paper section 6, untrimmed videos) instead of the whole video; None: the whole video.
         jsonl: also write the rows as JSON lines to this file.
         fast_decode: decode reference frames only (``--fast-decode``).
+        device: where the local engine's model runs ("cpu", "cuda:N"); None: the runtime's own.
+            Ray actors run on the GPU they reserve (:func:`gpu_device`), not here.
+        batch: decoded videos handed to the model together; those of one input shape (every video,
+            where the export fixes the time axis) share one call. Memory: ``prefetch + batch`` videos.
     """
 
     runtime: str = "onnxruntime"
@@ -56,9 +64,11 @@ class ClassifyOptions:
     jsonl: Path | None = None
     segments: tuple[int, int] | None = None
     fast_decode: bool = False
+    device: str | None = None
+    batch: int = 1
 
     def check(self) -> None:
-        for name in ("workers", "prefetch", "top", "peaks"):
+        for name in ("workers", "prefetch", "top", "peaks", "batch"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"--{name} must be >= 1, got {getattr(self, name)}")
         check_frame_options(self.max_frames, self.segments)
@@ -94,6 +104,12 @@ class RayOptions:
             )
 
 
+def gpu_device(runtime: str, gpus: float) -> str | None:
+    """The device of a Ray actor or replica that reserves ``gpus``: "cuda" (Ray makes its GPU the only
+    one visible) when it reserves one and ``runtime`` takes a device; None (the runtime's own) otherwise."""
+    return "cuda" if gpus > 0 and "device" in format_of_runtime(runtime).runner_options else None
+
+
 def check_frame_options(max_frames: int | None, segments: tuple[int, int] | None) -> None:
     """``--max-frames`` and ``--segments/--segment-frames`` (classify, serve): in range, not both."""
     if max_frames is not None and max_frames < 1:
@@ -119,37 +135,78 @@ def decode(path: str, config, spec: InputSpec, max_frames: int | None,
     return fitted, info, time.perf_counter() - t0
 
 
-def classify_one(path: str, dep: Deployment, names: tuple[str, ...], options: ClassifyOptions,
-                 spec: InputSpec | None = None) -> dict[str, Any]:
-    """One video's row, decoded and inferred on this thread (what each Ray actor does per video)."""
+def decoded(path: str, dep: Deployment, options: ClassifyOptions, spec: InputSpec | None = None) -> Future:
+    """One video decoded on this thread (what each Ray actor does per video), as the future a row takes."""
     future: Future = Future()
     try:
         future.set_result(decode(path, dep.config, spec or dep.input_spec, options.max_frames,
                                  options.segments, reference_only=options.fast_decode))
     except Exception as exc:  # noqa: BLE001 - becomes the row's error
         future.set_exception(exc)
-    return make_row(path, future, dep, names, options)
+    return future
 
 
-def make_row(path: str, future: Future | Prefetched, dep: Deployment, names: tuple[str, ...], options: ClassifyOptions) -> dict[str, Any]:
-    row: dict[str, Any] = {c: None for c in COLUMNS}
-    row.update(path=path, topk=[], peak_frames=[], peak_seconds=[], error="")
-    try:
-        fitted, info, decode_s = future.result()
-    except SfcError as exc:
-        return {**row, "error": one_line(exc, 500)}
-    except Exception as exc:  # noqa: BLE001 - one bad file must not end the job
-        return {**row, "error": f"{type(exc).__name__}: {one_line(exc, 500)}"}
-    row.update(num_frames=info.num_frames, fps=info.fps, decode_s=decode_s)
-    t0 = time.perf_counter()
-    try:
-        logits, attention = dep.predict_with_attention(fitted.tensor)
-    except Exception as exc:  # noqa: BLE001 - e.g. a video too long for memory: its row says so
-        return {**row, "error": f"model: {type(exc).__name__}: {one_line(exc, 500)}"}
-    row["model_s"] = time.perf_counter() - t0
-    row.update(summarize(logits[0], attention[0], fitted.sampled.frame_indices[0], info.fps, names,
-                         top=options.top, peaks=options.peaks))
-    return row
+def classify_one(path: str, dep: Deployment, names: tuple[str, ...], options: ClassifyOptions,
+                 spec: InputSpec | None = None) -> dict[str, Any]:
+    """One video's row, decoded and inferred on this thread."""
+    return make_rows([(path, decoded(path, dep, options, spec))], dep, names, options)[0]
+
+
+def make_rows(items: Sequence[tuple[str, Future | Prefetched]], dep: Deployment, names: tuple[str, ...],
+              options: ClassifyOptions) -> list[dict[str, Any]]:
+    """The rows of decoded videos (path, its decoding's future), in order. Videos of one input shape run
+    as one model call, whose seconds are shared out among them (``model_s``); a video that did not decode,
+    or whose call failed, is a row with the error."""
+    rows: list[dict[str, Any]] = []
+    ready: list[tuple[int, ModelInput, Any]] = []  # (row, its input, its video info)
+    for path, future in items:
+        row: dict[str, Any] = {c: None for c in COLUMNS}
+        row.update(path=path, topk=[], peak_frames=[], peak_seconds=[], error="")
+        rows.append(row)
+        try:
+            fitted, info, decode_s = future.result()
+        except SfcError as exc:
+            row["error"] = one_line(exc, 500)
+            continue
+        except Exception as exc:  # noqa: BLE001 - one bad file must not end the job
+            row["error"] = f"{type(exc).__name__}: {one_line(exc, 500)}"
+            continue
+        row.update(num_frames=info.num_frames, fps=info.fps, decode_s=decode_s)
+        ready.append((len(rows) - 1, fitted, info))
+    results = run_batch(dep, [fitted.tensor for _, fitted, _ in ready])
+    for (i, fitted, info), result in zip(ready, results):
+        if isinstance(result, BaseException):  # e.g. a video too long for memory: its row says so
+            rows[i]["error"] = f"model: {type(result).__name__}: {one_line(result, 500)}"
+            continue
+        logits, attention, seconds, videos = result
+        rows[i]["model_s"] = seconds / videos
+        rows[i].update(summarize(logits, attention, fitted.sampled.frame_indices[0], info.fps, names,
+                                 top=options.top, peaks=options.peaks))
+    return rows
+
+
+def run_batch(dep: Deployment, tensors: Sequence[torch.Tensor]) -> list[Any]:
+    """Each input's (logits, attention, model seconds, videos in its call), or the exception of its call.
+
+    Inputs of one shape are stacked into one call; a call that fails fails only its own inputs.
+    """
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for i, t in enumerate(tensors):
+        groups.setdefault(tuple(t.shape), []).append(i)
+    results: list[Any] = [None] * len(tensors)
+    for members in groups.values():
+        t0 = time.perf_counter()
+        try:
+            x = tensors[members[0]] if len(members) == 1 else torch.cat([tensors[i] for i in members])
+            logits, attention = dep.predict_with_attention(x)
+        except Exception as exc:  # noqa: BLE001 - becomes the error of these inputs only
+            for i in members:
+                results[i] = exc
+            continue
+        seconds = time.perf_counter() - t0
+        for row, i in enumerate(members):
+            results[i] = (logits[row], attention[row], seconds, len(members))
+    return results
 
 
 def summarize(logits, attention, frame_indices: Sequence[int], fps: float, names: Sequence[str], *,

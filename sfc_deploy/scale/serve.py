@@ -59,9 +59,8 @@ from sfc_deploy.common.text import one_line
 from sfc_deploy.data.inputs import InputSpec, ModelInput, check_segments
 from sfc_deploy.data.video import VideoInfo
 from sfc_deploy.errors import BackendUnavailableError, ConfigError, SfcError
-from sfc_deploy.export.formats import format_of_runtime
 from sfc_deploy.runtime.pipeline import Deployment, load
-from sfc_deploy.scale.rows import check_frame_options, class_names, decode, summarize
+from sfc_deploy.scale.rows import check_frame_options, class_names, decode, gpu_device, run_batch, summarize
 
 APP_NAME = "sfc-deploy"
 ROUTES = {"/predict": "POST", "/health": "GET"}
@@ -130,8 +129,9 @@ class ServeOptions:
     def runner_options(self) -> dict[str, Any]:
         """What each replica passes to ``load``: its threads, and ``cuda`` where it reserves a GPU."""
         options: dict[str, Any] = {"threads": self.threads or max(1, int(self.cpus_per_replica))}
-        if self.gpus_per_replica > 0 and "device" in format_of_runtime(self.runtime).runner_options:
-            options["device"] = "cuda"
+        device = gpu_device(self.runtime, self.gpus_per_replica)
+        if device is not None:
+            options["device"] = device
         return options
 
 
@@ -297,29 +297,6 @@ class SFCService:
     async def _off_loop(pool: ThreadPoolExecutor, fn: Callable[..., Any], *args: Any) -> Any:
         """``fn(*args)`` on ``pool``, so the event loop keeps taking requests meanwhile."""
         return await asyncio.get_running_loop().run_in_executor(pool, fn, *args)
-
-
-def run_batch(dep: Deployment, tensors: Sequence[torch.Tensor]) -> list[Any]:
-    """Each input's (logits, attention, model seconds, videos in its call), or the exception of its call.
-
-    Inputs of one shape are stacked into one call; a call that fails fails only its own inputs.
-    """
-    groups: dict[tuple[int, ...], list[int]] = {}
-    for i, t in enumerate(tensors):
-        groups.setdefault(tuple(t.shape), []).append(i)
-    results: list[Any] = [None] * len(tensors)
-    for members in groups.values():
-        t0 = time.perf_counter()
-        try:
-            logits, attention = dep.predict_with_attention(torch.cat([tensors[i] for i in members]))
-        except Exception as exc:  # noqa: BLE001 - becomes the error of these requests only
-            for i in members:
-                results[i] = exc
-            continue
-        seconds = time.perf_counter() - t0
-        for row, i in enumerate(members):
-            results[i] = (logits[row], attention[row], seconds, len(members))
-    return results
 
 
 def response(video: str, decoded: Decoded, logits: torch.Tensor, attention: torch.Tensor, names: Sequence[str], *,

@@ -134,3 +134,80 @@ def test_engine_ray_without_ray_says_how_to_install_it(sfc_export_ts: Path, vide
                                  "--out", str(tmp_path / "p.parquet"), "--engine", "ray"])
     assert result.exit_code == 2, result.output
     assert "pip install 'sfc-deploy[scale]'" in result.stderr and list(tmp_path.iterdir()) == []
+
+
+def test_batched_rows_equal_one_at_a_time_and_share_calls(sfc_export_ts: Path, videos: Path, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """--batch 3: the videos of each batch that decoded and share an input shape run as one model call
+    (the export fixes the time axis and size, so all do); the rows are those of one video at a time."""
+    from dataclasses import replace
+
+    from sfc_deploy.runtime.pipeline import Deployment
+
+    paths = resolve_inputs(videos)  # broken.mp4 first: the first batch has one bad video and two good ones
+    one = read_rows_of(classify(paths, sfc_export_ts, tmp_path / "one.parquet", OPTS))
+    real, calls = Deployment.predict_with_attention, []
+    monkeypatch.setattr(Deployment, "predict_with_attention",
+                        lambda self, frames: (calls.append(frames.shape[0]), real(self, frames))[1])
+    summary = classify(paths, sfc_export_ts, tmp_path / "three.parquet", replace(OPTS, batch=3))
+    assert calls == [2, 2] and (summary["succeeded"], summary["failed"]) == (4, 1)
+    three = read_rows_of(summary)
+    assert [r["path"] for r in three] == [r["path"] for r in one]
+    for a, b in zip(three, one):
+        assert a["error"] == b["error"] and a["top1"] == b["top1"] and a["peak_frames"] == b["peak_frames"]
+        assert [c["prob"] for c in a["topk"]] == pytest.approx([c["prob"] for c in b["topk"]], abs=1e-5)
+    by_name = {Path(r["path"]).name: r for r in three}
+    assert by_name["v0.mp4"]["model_s"] == by_name["v1.mp4"]["model_s"] > 0  # one call's seconds, shared out
+
+
+def read_rows_of(summary: dict) -> list[dict]:
+    return read_rows(Path(summary["out"]))
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="checks the refusal on a machine without CUDA")
+def test_device_cuda_without_a_gpu_is_one_line(sfc_export_ts: Path, videos: Path, tmp_path: Path) -> None:
+    result = runner.invoke(app, ["classify", str(videos), "--export", str(sfc_export_ts), "--runtime", "torchscript",
+                                 "--out", str(tmp_path / "p.parquet"), "--device", "cuda"])
+    assert result.exit_code != 0
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "no CUDA device is visible" in lines[0] and "--device cpu" in lines[0], result.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(("args", "fragment"), [
+    (["--device", "cpu", "--engine", "ray"], "give --gpus-per-worker instead"),
+    (["--batch", "0"], "--batch"),
+])
+def test_classify_device_and_batch_options_that_do_not_apply(sfc_export_ts: Path, videos: Path, tmp_path: Path,
+                                                             args, fragment) -> None:
+    result = runner.invoke(app, ["classify", str(videos), "--export", str(sfc_export_ts), "--runtime", "torchscript",
+                                 "--out", str(tmp_path / "p.parquet"), *args])
+    assert result.exit_code == 2 and fragment in result.stderr, result.output
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_device_cpu_rows_equal_the_default(sfc_export_ts: Path, videos: Path, tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    paths = resolve_inputs(videos)
+    default = read_rows_of(classify(paths, sfc_export_ts, tmp_path / "a.parquet", OPTS))
+    cpu = read_rows_of(classify(paths, sfc_export_ts, tmp_path / "b.parquet", replace(OPTS, device="cpu")))
+    assert [(r["top1"], r["top1_prob"], r["peak_frames"]) for r in cpu] == [
+        (r["top1"], r["top1_prob"], r["peak_frames"]) for r in default]
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs a CUDA device")
+def test_classify_on_cuda_in_batches_matches_the_cpu(sfc_export_ts: Path, videos: Path, tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+    from dataclasses import replace
+
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)  # fp32 means fp32 on the GPU too
+    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
+    paths = resolve_inputs(videos)
+    cpu = read_rows_of(classify(paths, sfc_export_ts, tmp_path / "cpu.parquet", OPTS))
+    gpu = read_rows_of(classify(paths, sfc_export_ts, tmp_path / "gpu.parquet", replace(OPTS, device="cuda:0", batch=4)))
+    for a, b in zip(gpu, cpu):
+        assert a["path"] == b["path"] and bool(a["error"]) == bool(b["error"]) and a["top1"] == b["top1"]
+        assert [c["prob"] for c in a["topk"]] == pytest.approx([c["prob"] for c in b["topk"]], abs=1e-4)

@@ -43,9 +43,12 @@ def _same_rows(a: list[dict], b: list[dict]) -> None:
 
 
 def test_ray_engine_gives_the_local_engines_rows(local_ray, sfc_export_ts: Path, videos: Path, tmp_path: Path) -> None:
+    """... also when each actor takes its videos two at a time (--batch 2: same-shape videos in one call)."""
+    from dataclasses import replace
+
     paths = resolve_inputs(videos)
     local = classify(paths, sfc_export_ts, tmp_path / "local.parquet", OPTS)
-    remote = classify(paths, sfc_export_ts, tmp_path / "ray.parquet", OPTS, engine="ray", ray=RAY)
+    remote = classify(paths, sfc_export_ts, tmp_path / "ray.parquet", replace(OPTS, batch=2), engine="ray", ray=RAY)
     assert (remote["engine"], remote["succeeded"], remote["failed"]) == ("ray", 4, 1) and local["failed"] == 1
     _same_rows(read_rows(tmp_path / "ray.parquet"), read_rows(tmp_path / "local.parquet"))
     broken = next(r for r in read_rows(tmp_path / "ray.parquet") if r["path"].endswith("broken.mp4"))

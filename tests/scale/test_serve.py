@@ -294,3 +294,12 @@ def test_cli_serves_until_sigterm(sfc_export_ts: Path, videos: Path, tmp_path: P
     assert proc.returncode == 0, err.read_text()
     assert any("stopped (SIGTERM): Serve and Ray shut down" in line for line in lines), lines
     assert not port_open(port)
+
+
+def test_a_replica_or_actor_that_reserves_a_gpu_runs_there() -> None:
+    """Ray makes a reserved GPU the only one its replica or actor sees: "cuda" (never placed without one)."""
+    from sfc_deploy.scale.rows import gpu_device
+
+    assert ServeOptions(runtime="torchscript", gpus_per_replica=1).runner_options()["device"] == "cuda"
+    assert "device" not in ServeOptions(runtime="torchscript").runner_options()
+    assert gpu_device("pytorch", 0.5) == "cuda" and gpu_device("onnxruntime", 0) is None
