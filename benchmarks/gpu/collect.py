@@ -5,7 +5,8 @@
 
 The summary names the GPU, driver, CUDA and torch versions, every step's exit status and seconds,
 the gpu tests' counts, and per bench run: videos/s of SFC and 30-crop, the speed-up, peak GPU memory
-of each and its ratio, and the share of the measured matmul peak. Nothing here measures anything:
+of each and its ratio, and the share of the measured matmul peak; end to end on real files, and
+classify one video per call against --batch N. Nothing here measures anything:
 it only reads the files the steps wrote, so a missing file shows as a missing row, never a number.
 """
 
@@ -103,6 +104,7 @@ def gather(work: Path) -> dict:
     env = _json(work / "environment.json") or {}
     benches = {p.stem.removeprefix("bench-"): _json(p) for p in sorted(work.glob("bench-*.json"))}
     trains = {p.stem.removeprefix("train-"): _json(p) for p in sorted(work.glob("train-*.json"))}
+    classify = _json(work / "classify.json")
     return {
         "schema": "sfc-deploy-gpu-check/1",
         "environment": env,
@@ -110,6 +112,7 @@ def gather(work: Path) -> dict:
         "gpu_tests": _tests(work),
         "bench": [_bench_row(k, v) for k, v in benches.items() if isinstance(v, dict)],
         "training": {k: v for k, v in trains.items() if v is not None},
+        "classify": classify if isinstance(classify, dict) else None,
     }
 
 
@@ -162,6 +165,16 @@ def markdown(results: dict) -> str:
                 f"| {_fmt(_pct(b['sfc_overlap_efficiency']), '.0f')}% / {_fmt(_pct(b['dense_overlap_efficiency']), '.0f')}% "
                 f"| {_fmt(b['sfc_decode_s_per_video'], '.3f')} / {_fmt(b['dense_decode_s_per_video'], '.3f')} "
                 f"| {_fmt(b['decode_workers'], 'd')} |")
+    c = results.get("classify")
+    if c:
+        one, many = c["runs"]["1"], c["runs"][str(c["batch"])]
+        lines += ["", f"classify end to end ({c['videos']} mp4 files, {c['workers']} decoding threads, {c['runtime']} "
+                      f"{c['precision']} on {c['device']}): {_fmt(one['videos_per_s'])} videos/s one video per call, "
+                      f"{_fmt(many['videos_per_s'])} with --batch {c['batch']} ({_fmt(c['batch_speedup'], '.2f')}x); "
+                      f"model {_fmt(one['model_s'], '.2f')} / {_fmt(many['model_s'], '.2f')} s, decode "
+                      f"{_fmt(one['decode_s'], '.2f')} / {_fmt(many['decode_s'], '.2f')} s in all; top-1 agreement "
+                      f"{_fmt(_pct(c['top1_agreement']), '.0f')}%, largest top-1 probability difference "
+                      f"{_fmt(c['max_top1_prob_diff'], '.2g')}"]
     for name, record in results["training"].items():
         lines += ["", f"training {name}: " + json.dumps(record, sort_keys=True)[:600]]
     return "\n".join(lines) + "\n"

@@ -3,7 +3,7 @@
 #
 #   benchmarks/gpu/run.sh          on a machine with an NVIDIA GPU (target: < 9 minutes on one H100/H200)
 #   benchmarks/gpu/run.sh --dry    on a CPU, a tiny model: the steps a CPU can take (as-trained and end-to-end
-#                                  benches, AMP steps, the collector), in ~70 s (CI runs it)
+#                                  benches, classify in batches, AMP steps, the collector), in ~70 s (CI runs it)
 #   ONLY='bench-aoti|aoti_export' benchmarks/gpu/run.sh      only the steps whose names match (a rerun)
 #   BUDGET=400 (seconds, default 480): every step's limit is cut to what is left of it
 #
@@ -70,12 +70,14 @@ if [ $DRY = 1 ]; then
   BENCH=(--videos 1 --warmup 1 --repeats 1 --batch-size 30 --sfc-batch 1,2 --trial-passes 1 --threads 1)
   BEST=(--sfc-batch 2)
   E2E_PER_CLASS=1; VSIZE=32x40; SYNTH_WORKERS=1; E2E=(--videos 2 --sfc-batch 1 --dense-videos 1 --workers 1 --prefetch 2)
+  CLASSIFY=(--batch 2 --workers 1 --prefetch 2 --threads 1)
   TRAIN=(--backbone slow8x8_tiny --frames 16 --size 32x40 --steps 4)
 else
   DEVICE=cuda; PREC=fp16; BACKBONE=slow8x8; RAW=288; T=36; SIZE=256x312; H=256; W=312  # the paper's settings
   BENCH=(--videos 8 --warmup 2 --repeats 1 --batch-size 30,15 --dense-videos 1,4 --sfc-batch 1,8,32 --trial-passes 2 --threads 4)
   BEST=(--batch-size 30 --dense-videos 4 --sfc-batch 32)  # what the sweeps chose on the H200 (benchmarks/gpu/README.md)
   E2E_PER_CLASS=8; VSIZE=256x340; SYNTH_WORKERS=12; E2E=(--videos 16 --sfc-batch 1 --dense-videos 1 --workers 8 --prefetch 16)  # 4:3 at short side 256
+  CLASSIFY=(--batch 8 --workers 8 --prefetch 16 --threads 4)
   TRAIN=(--backbone slow8x8 --frames 36 --size 224x273 --batch-size 8 --steps 10)  # the paper's training crop
 fi
 echo "mode: $([ $DRY = 1 ] && echo dry || echo gpu); device $DEVICE, $PREC, $BACKBONE, $RAW raw frames at $SIZE; out $OUT"
@@ -137,6 +139,9 @@ step e2e_videos 60 "${SFC[@]}" synth "$WORK/videos" --classes 2 --train-per-clas
 VIDEOS=()
 for f in "$WORK"/videos/videos/test/*/*.mp4; do [ -f "$f" ] && VIDEOS+=(--video "$f"); done
 [ ${#VIDEOS[@]} -gt 0 ] && bench pytorch-e2e "$WORK/weights" pytorch "${VIDEOS[@]}" "${E2E[@]}"
+# the same files through `classify` (the local engine), one video per model call against --batch N
+[ -f "$WORK/videos/test.csv" ] && step classify-batch 90 "$PY" benchmarks/gpu/classify_steps.py --export "$WORK/weights" \
+  --input "$WORK/videos/test.csv" --device $DEVICE --precision $PREC "${CLASSIFY[@]}" --json "$WORK/classify.json"
 
 # 6. a few SFC training steps with mixed precision ---------------------------------------------------------
 for amp in $([ $DRY = 1 ] && echo bf16 || echo bf16 fp16); do

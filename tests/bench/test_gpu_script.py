@@ -27,7 +27,8 @@ def test_dry_run_writes_a_summary_of_passing_steps(tmp_path: Path) -> None:
     results = json.loads((tmp_path / "out" / "results.json").read_text())
     steps = {s["step"]: s["status"] for s in results["steps"]}
     assert steps == {"environment": "ok", "export_weights": "ok", "bench-pytorch-as-trained": "ok",
-                     "e2e_videos": "ok", "bench-pytorch-e2e": "ok", "train-amp-bf16": "ok"}, steps
+                     "e2e_videos": "ok", "bench-pytorch-e2e": "ok", "classify-batch": "ok",
+                     "train-amp-bf16": "ok"}, steps
     benches = {b["run"]: b for b in results["bench"]}
     assert set(benches) == {"pytorch-as-trained", "pytorch-e2e"}
     for name, bench in benches.items():
@@ -40,11 +41,15 @@ def test_dry_run_writes_a_summary_of_passing_steps(tmp_path: Path) -> None:
     assert e2e["sfc_e2e_videos_per_s"] > 0 and e2e["dense_e2e_videos_per_s"] > 0 and e2e["decode_workers"] == 1
     assert e2e["e2e_speedup"] == e2e["sfc_e2e_videos_per_s"] / e2e["dense_e2e_videos_per_s"]
     assert benches["pytorch-as-trained"]["e2e_speedup"] is None
+    classified = results["classify"]  # the same two files through classify, one per call and two per call
+    assert classified["batch"] == 2 and classified["videos"] == 2 and classified["top1_agreement"] == 1.0
+    assert all(r["succeeded"] == 2 and r["videos_per_s"] > 0 for r in classified["runs"].values())
     training = results["training"]["amp-bf16"]
     assert training["finite"] and training["loss_fell"] and training["amp"] == "bf16"
     summary = (tmp_path / "out" / "summary.md").read_text()
     assert "| bench-pytorch-e2e | ok (exit 0) |" in summary and "| pytorch-as-trained | pytorch | fp32 |" in summary
     assert "| run (real mp4 files) |" in summary and "\n| pytorch-e2e | " in summary
+    assert "classify end to end (2 mp4 files, 1 decoding threads, pytorch fp32 on cpu)" in summary
     with tarfile.open(tmp_path / "out" / "run.tar.gz") as tar:
         names = set(tar.getnames())
     assert {"./bench-pytorch-as-trained.md", "./logs/train-amp-bf16.log"} <= names
