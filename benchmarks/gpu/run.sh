@@ -3,7 +3,7 @@
 #
 #   benchmarks/gpu/run.sh          on a machine with an NVIDIA GPU (target: < 9 minutes on one H100/H200)
 #   benchmarks/gpu/run.sh --dry    on a CPU, a tiny model: the steps a CPU can take (as-trained and end-to-end
-#                                  benches, classify in batches, AMP steps, the collector), in ~70 s (CI runs it)
+#                                  benches, classify in batches, AMP steps, the collector), in ~60 s (CI runs it)
 #   ONLY='bench-aoti|aoti_export' benchmarks/gpu/run.sh      only the steps whose names match (a rerun)
 #   BUDGET=400 (seconds, default 480): every step's limit is cut to what is left of it
 #

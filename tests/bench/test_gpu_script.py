@@ -18,8 +18,8 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def test_dry_run_writes_a_summary_of_passing_steps(tmp_path: Path) -> None:
-    """70 s on 2 cores (two benches of a tiny model, each in fresh processes): CI runs it, so a GPU
-    session never finds the script broken."""
+    """About 60 s on 2 cores (two benches of a tiny model, each in fresh processes, and classify jobs):
+    CI runs it, so a GPU session never finds the script broken."""
     env = {**os.environ, "OUT": str(tmp_path / "out"), "PYTHON": sys.executable}
     proc = subprocess.run(["bash", str(REPO / "benchmarks/gpu/run.sh"), "--dry"], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=420, check=False)
