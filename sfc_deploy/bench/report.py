@@ -309,7 +309,7 @@ def gpu_line(report: dict) -> str:
     g = report.get("gpu") or {}
     return (f"GPU {g.get('name', '?')} ({g.get('memory_gb', '?')} GB, sm {g.get('compute_capability', '?')}), driver "
             f"{g.get('driver') or 'unknown'}, CUDA {g.get('cuda')}, cuDNN {g.get('cudnn')}, torch {g.get('torch')}; "
-            f"{report['runtime']} {report['precision']}{serving_variant(report)}")
+            f"{report['runtime']} {report['precision']}")  # how it was served: context_line, printed beside it
 
 
 def serving_variant(report: dict) -> str:

@@ -42,16 +42,14 @@ def classify_cmd(
     timestamps, decode and model seconds, error). Exit 0 when the job ran, even if some rows carry
     an error; the summary says how many.
     """
-    from sfc_deploy.scale.classify import ENGINES, ClassifyOptions, RayOptions, classify
+    from sfc_deploy.scale.classify import ENGINES, ClassifyOptions, RayOptions, check_engine_device, classify
     from sfc_deploy.scale.sources import resolve_inputs
 
     if engine not in ENGINES:
         raise ConfigError(f"unknown --engine {engine!r}; expected one of {', '.join(ENGINES)}")
     if engine == "local" and (address or cpus_per_worker != 1.0 or gpus_per_worker):
         raise ConfigError("--address, --cpus-per-worker and --gpus-per-worker apply to --engine ray only; add --engine ray")
-    if engine == "ray" and device is not None:
-        raise ConfigError("--device places the local engine's model; Ray actors run on the GPU they reserve: "
-                          "give --gpus-per-worker instead")
+    check_engine_device(engine, device)  # before --device is resolved: its error is the one that applies
     seg = segments_pair(segments, segment_frames)
     check_output_file(out, option="--out", suffix=".parquet")
     if jsonl is not None:

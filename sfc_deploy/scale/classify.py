@@ -29,7 +29,7 @@ from sfc_deploy.data.prefetch import Prefetcher
 from sfc_deploy.errors import ConfigError, SfcError
 from sfc_deploy.runtime.pipeline import Deployment, load
 from sfc_deploy.scale.rows import (
-    COLUMNS, ClassifyOptions, RayOptions, class_names, classify_one, decode, make_rows,
+    COLUMNS, ClassifyOptions, RayOptions, check_engine_device, class_names, classify_one, decode, make_rows,
 )
 
 Progress = Callable[[int, int], None]
@@ -89,9 +89,7 @@ def classify(
     options.check()
     if engine not in ENGINES:
         raise ConfigError(f"unknown engine {engine!r}; expected one of {', '.join(ENGINES)}")
-    if engine == "ray" and options.device is not None:
-        raise ConfigError("--device places the local engine's model; Ray actors run on the GPU they reserve: "
-                          "give --gpus-per-worker instead")
+    check_engine_device(engine, options.device)
     ray = ray or RayOptions()
     ray.check()
     out = Path(out)
@@ -206,4 +204,4 @@ def top1_of(rows: list[dict[str, Any]]) -> dict[str, str | None]:
     return {r["path"]: (r["top1"] if not r["error"] else None) for r in rows}
 
 
-__all__ = ["COLUMNS", "ENGINES", "ClassifyOptions", "RayOptions", "classify", "classify_one", "journal_path", "read_rows", "top1_of"]
+__all__ = ["COLUMNS", "ENGINES", "ClassifyOptions", "RayOptions", "check_engine_device", "classify", "classify_one", "journal_path", "read_rows", "top1_of"]

@@ -104,6 +104,13 @@ class RayOptions:
             )
 
 
+def check_engine_device(engine: str, device: str | None) -> None:
+    """``--device`` places the local engine's model; a Ray actor runs where Ray places it."""
+    if engine == "ray" and device is not None:
+        raise ConfigError("--device places the local engine's model; Ray actors run on the GPU they reserve: "
+                          "give --gpus-per-worker instead")
+
+
 def gpu_device(runtime: str, gpus: float) -> str | None:
     """The device of a Ray actor or replica that reserves ``gpus``: "cuda" (Ray makes its GPU the only
     one visible) when it reserves one and ``runtime`` takes a device; None (the runtime's own) otherwise."""
