@@ -30,7 +30,7 @@ from torch import nn
 from sfc_deploy.ops import topk_temporal_indices  # also registers torch.ops.sfc.topk_temporal_pool
 from sfc_deploy.errors import ConfigError
 from sfc_deploy.models.resnet3d import Bottleneck
-from sfc_deploy.models.sfc_stream import HeadChunks, StreamPieces, conv_valid_time, stream_sfc, time_halo
+from sfc_deploy.models.sfc_stream import HeadChunks, StreamPieces, attend, conv_valid_time, stream_sfc, time_halo
 
 POOLS = ("topk", "avg", "max")
 KQV = {
@@ -207,10 +207,7 @@ class SFC(nn.Module):
 
     def forward(self, f_head: torch.Tensor, return_attention: bool = False):
         m, value = self.attention(f_head)
-        n, c, t, h, w = value.shape
-        # (N, 1, k, T) @ (N, C, T, H*W) -> (N, C, k, H*W): no transpose of the large value tensor.
-        out = torch.matmul(m.to(value.dtype).unsqueeze(1), value.reshape(n, c, t, h * w))
-        out = out.reshape(n, c, -1, h, w)
+        out = attend(m, value)
         return (out, m) if return_attention else out
 
     def forward_streamed(self, f_head: HeadChunks, *, chunk: int, return_attention: bool = False):

@@ -166,3 +166,31 @@ def test_pytorch_deployment_streams_head_and_sfc_together(sfc_tiny) -> None:
     with Deployment.from_model(model) as dep:  # no head_chunk: the whole-video path
         assert not dep.sfc_pipeline().streams_sfc
 
+
+
+def _copied_elements(fn) -> tuple[torch.Tensor, int]:
+    """fn()'s result and the largest tensor (in elements) any aten::copy_ wrote while it ran."""
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], record_shapes=True) as prof:
+        out = fn()
+    sizes = [math.prod(e.input_shapes[0]) for e in prof.events() if e.name == "aten::copy_" and e.input_shapes]
+    return out, max(sizes, default=0)
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_attention_is_applied_without_copying_the_value_in_either_layout(channels_last: bool) -> None:
+    # channels-last-3d is the PyTorch runtime's CPU layout: M applied as C batches of (T, H*W) matrices
+    # copied every batch out of NTHWC memory (512 copies, 9% of slow8x8's SFC on the CPU)
+    sfc = _sfc(tau=2)
+    torch.manual_seed(2)
+    f = torch.randn(2, 8, 12, 6, 7)
+    if channels_last:
+        f = f.contiguous(memory_format=torch.channels_last_3d)
+    with torch.no_grad():
+        m, value = sfc.attention(f)
+        ref = torch.einsum("nkt,ncthw->nckhw", m.double(), value.double())
+        whole, whole_copied = _copied_elements(lambda: sfc(f))
+        streamed, streamed_copied = _copied_elements(lambda: sfc.forward_streamed(f, chunk=5))
+    for out, copied in ((whole, whole_copied), (streamed, streamed_copied)):
+        assert compare(out, ref.float(), "fp32")["passed"]
+        assert out.is_contiguous(memory_format=torch.channels_last_3d) == channels_last  # the value's layout kept
+    assert whole_copied < value.numel()  # the matrix product read the value where it lies

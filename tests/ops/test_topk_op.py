@@ -58,3 +58,19 @@ def test_torch_export_keeps_one_custom_node_with_dynamic_time():
     assert torch.ops.sfc.topk_temporal_pool.default in targets
     y = torch.randn(1, 2, 14, 3, 3)
     np.testing.assert_array_equal(ep.module()(y).numpy(), 2 * topk_temporal_pool_reference(y.numpy(), 7))
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last_3d", "time_slice"])
+def test_every_memory_layout_gives_the_reference_bit_for_bit_in_the_fakes_strides(layout):
+    # ReLU-like features: many tied zeros, of both signs; the op sorts rows copied time-last
+    g = torch.Generator().manual_seed(3)
+    x = torch.randint(-2, 4, (2, 6, 14, 3, 4), generator=g).float().clamp(min=0)
+    x[:, ::2] *= -1  # -0.0 where the value was 0
+    if layout == "channels_last_3d":
+        x = x.contiguous(memory_format=torch.channels_last_3d)
+    elif layout == "time_slice":
+        x = x[:, :, 1:12]
+    ref = topk_temporal_pool_reference(x.numpy(), 5)
+    for out in (_op(x, 5), torch.gather(x, 2, topk_temporal_indices(x, 5))):
+        np.testing.assert_array_equal(out.numpy().view(np.int32), ref.view(np.int32))
+        assert out.is_contiguous()  # the strides register_fake promises compiled graphs
