@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import tarfile
 import tempfile
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
+
+from sfc_deploy.common.atomic import atomic_write_text
 
 HERE = Path(__file__).resolve().parent
 
@@ -181,16 +182,10 @@ def markdown(results: dict) -> str:
 
 
 def write(results: dict, json_path: Path, markdown_path: Path) -> None:
-    """Each file whole or not at all: steps that run side by side each call the collector. (Not
-    sfc_deploy.common.atomic: importing the package imports torch, 2 s on every call after every step.)"""
-    json_path.parent.mkdir(parents=True, exist_ok=True)
-    for path, text in ((json_path, json.dumps(results, indent=2, sort_keys=True) + "\n"), (markdown_path, markdown(results))):
-        tmp = path.with_name(f".{path.name}.{os.getpid()}")
-        try:
-            tmp.write_text(text)
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
+    """Each file whole or not at all: steps that run side by side each call the collector (the
+    package's atomic write; importing it does not import torch)."""
+    atomic_write_text(json_path, json.dumps(results, indent=2, sort_keys=True) + "\n")
+    atomic_write_text(markdown_path, markdown(results))
 
 
 def main(argv: list[str] | None = None) -> int:

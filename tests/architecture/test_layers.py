@@ -9,6 +9,8 @@ also finds cycles between modules of one layer.
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -148,3 +150,13 @@ def test_cycle_finder_finds_a_cycle() -> None:
 @pytest.mark.parametrize("layer", [g for group in LAYERS for g in group])
 def test_layer_exists(layer: str) -> None:
     assert (PACKAGE / layer).is_dir() or (PACKAGE / f"{layer}.py").is_file()
+
+
+def test_the_package_root_and_the_shared_helpers_import_without_torch() -> None:
+    # benchmarks/gpu/collect.py writes with sfc_deploy.common.atomic after every step of the GPU check:
+    # an import of torch there cost 2 s a call; the root's names load sfc_deploy.models on first use
+    code = ("import sys, sfc_deploy, sfc_deploy.common.atomic, sfc_deploy.errors\n"
+            "assert 'torch' not in sys.modules, sorted(m for m in sys.modules if m.startswith('torch'))[:3]\n"
+            "assert sfc_deploy.create_model.__module__ == 'sfc_deploy.models.factory' and 'torch' in sys.modules\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
