@@ -1,11 +1,15 @@
-"""PyTorch eager on the CPU before and after the inference rewrite (issue 15 item 5).
+"""PyTorch eager on the CPU before and after the inference rewrite (issue 15 item 5), and in bf16 (issue 12).
 
 The recorded eager SFC ran at 11% of the measured matmul peak where ONNX Runtime reached 55-83%.
 This script measures, in one run on this machine, the PyTorch runtime serving the model as trained
-(``inference_rewrite=False``) and as rewritten for inference (the default;
-:mod:`sfc_deploy.models.inference`), and writes ``results.json`` and ``README.md`` beside itself:
+(``inference_rewrite=False``), as rewritten for inference (the default;
+:mod:`sfc_deploy.models.inference`), and rewritten in bf16 (``bench --precision bf16``: the weights
+converted at load; oneDNN's bf16 kernels where the CPU has avx512_bf16 or AMX), and writes
+``results.json`` and ``README.md`` beside itself:
 
-* the matmul peak of this machine at the same thread count (bench's ``matmul`` worker);
+* the matmul peak of this machine at the same thread count, in fp32 and bf16 (bench's ``matmul`` worker);
+* parity first (``sfc-deploy verify -r pytorch -p fp32,bf16``): the runtime as served, in fp32 and bf16,
+  against the model as trained, per part and end to end, with the shared tolerances;
 * SFC (slow8x8, 288 raw frames -> 36 at 256x312, tau 2, head streamed in chunks of 12 as ``bench``
   does) and dense 30-crop (30 x 8x256x256, 15 crops per forward) through the bench worker, each
   strategy in a fresh process: videos/s and % of the matmul peak;
@@ -14,7 +18,7 @@ This script measures, in one run on this machine, the PyTorch runtime serving th
   ops by self time, the convolutions grouped by input shape, and the oneDNN primitives that ran
   (``torch.backends.mkldnn.verbose``: implementation name and milliseconds).
 
-    flock /tmp/sfc-heavy.lock .venv/bin/python benchmarks/eager_cpu/run.py            # ~10 min on 2 cores
+    flock /tmp/sfc-heavy.lock .venv/bin/python benchmarks/eager_cpu/run.py            # ~8 min on 2 cores (the parity check included)
     .venv/bin/python benchmarks/eager_cpu/run.py --quick --out /tmp/eager             # slow8x8_tiny smoke run
 
 Random weights (speed does not depend on them); synthetic input tensors.
@@ -33,7 +37,9 @@ from collections import defaultdict
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-VARIANTS = {"as trained": False, "rewritten": True}  # label -> inference_rewrite
+#: label -> (inference_rewrite, precision); bf16 converts the weights at load (oneDNN's bf16 kernels where
+#: the CPU has them: avx512_bf16 or AMX)
+VARIANTS = {"as trained": (False, "fp32"), "rewritten": (True, "fp32"), "rewritten, bf16": (True, "bf16")}
 TOP = 8
 
 
@@ -77,8 +83,8 @@ def profile_worker(args) -> int:
     from sfc_deploy.runtime.pipeline import load
 
     torch.set_num_threads(args.threads)
-    rewrite = VARIANTS[args.profile_worker]
-    options = {} if rewrite else {"inference_rewrite": False}
+    rewrite, precision = VARIANTS[args.profile_worker]
+    options = {"precision": precision} if rewrite else {"inference_rewrite": False, "precision": precision}
     dep = load(args.export, "pytorch", threads=args.threads, **options) if args.export else None
     if dep is None:  # --quick: the tiny model in memory
         from sfc_deploy.models import create_model, get_config
@@ -88,13 +94,13 @@ def profile_worker(args) -> int:
     head, sfc, tail, clip = (dep.runner(p).module for p in ("head", "sfc", "tail", "clip"))
     h, w = args.size
     g = torch.Generator().manual_seed(0)
-    video = torch.randn(1, 3, args.frames, h, w, generator=g)
+    video = torch.randn(1, 3, args.frames, h, w, generator=g).to(dep.dtype)
     with torch.inference_mode():
         f_head = head(video)
         f_sfc = sfc(f_head)[0]
     chunk = video[:, :, : args.chunk].contiguous()
     crop = dep.config.preprocess.crop
-    crops = torch.randn(args.profile_crops, 3, dep.config.frames, crop, crop, generator=g)
+    crops = torch.randn(args.profile_crops, 3, dep.config.frames, crop, crop, generator=g).to(dep.dtype)
     stages = {"head (one chunk)": (head, chunk), "sfc": (lambda x: sfc(x), f_head), "tail": (tail, f_sfc),
               "clip": (clip, crops)}
     result = {"variant": args.profile_worker, "stages": _profile_stages(stages, TOP)}
@@ -167,11 +173,23 @@ def measure(args) -> dict:
     sfc_gmacs = sfc_cost(model, frames=args.frames, size=tuple(args.size)).gmacs
     dense_gmacs = dense_cost(model).gmacs
     del model
-    say("matmul peak")
-    peak = run_in_fresh_process(WorkerJob(strategy="matmul", threads=args.threads, peak_seconds=2.0))
+    peaks = {}
+    for precision in sorted({p for _, p in VARIANTS.values()}):
+        say(f"matmul peak, {precision}")
+        peaks[precision] = run_in_fresh_process(WorkerJob(strategy="matmul", threads=args.threads, precision=precision,
+                                                          peak_seconds=2.0))
+    say("parity: the pytorch runtime in fp32 and bf16 against the model as trained (sfc-deploy verify)")
+    from sfc_deploy.verify import verify
+
+    started = time.perf_counter()
+    report = verify(load_manifest(export), runtimes=["pytorch"], precisions=["fp32", "bf16"], dense_clips=1,
+                    threads=args.threads).to_dict()
+    parity = {"command": f"sfc-deploy verify {export} -r pytorch -p fp32,bf16 --dense-clips 1 --threads {args.threads}",
+              "wall_s": time.perf_counter() - started, **report}
     rows, profiles = {}, {}
-    for label, rewrite in VARIANTS.items():
-        common = dict(export_dir=str(export), runtime="pytorch", precision="fp32", threads=args.threads,
+    for label, (rewrite, precision) in VARIANTS.items():
+        peak = peaks[precision]
+        common = dict(export_dir=str(export), runtime="pytorch", precision=precision, threads=args.threads,
                       warmup=1, inference_rewrite=rewrite)
         say(f"{label}: SFC")
         sfc = run_in_fresh_process(WorkerJob(strategy="sfc", videos=args.videos, head_chunk=args.chunk, **common))
@@ -185,7 +203,7 @@ def measure(args) -> dict:
                          "gmacs": gmacs, "achieved_gflops": 2 * gmacs * vps,
                          "peak_fraction": 2 * gmacs * vps / peak["gflops"], "video_mem_mb": res["video_mem_mb"],
                          "base_rss_mb": res["base_rss_mb"]}
-        rows[label] = row
+        rows[label] = {**row, "precision": precision}
         say(f"{label}: profile")
         profiles[label] = run_profile(label, args, export, HERE if not args.out else args.out)
     import torch
@@ -194,15 +212,17 @@ def measure(args) -> dict:
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "machine": machine_info(),
         "runtime": f"pytorch {torch.__version__} eager, CPU",
-        "precision": "fp32",
+        "precision": "fp32, and bf16 where a variant says so",
         "threads": args.threads,
         "load_average_before": load_before,
         "load_average_after": os.getloadavg(),
         "settings": {"backbone": args.backbone, "frames": args.frames, "size": list(args.size), "tau": 2,
                      "head_chunk": args.chunk, "dense_batch": args.dense_batch, "sfc_videos": args.videos,
                      "dense_videos": 1, "profile_crops": args.profile_crops},
-        "matmul_peak": peak,
+        "matmul_peak": peaks["fp32"],
+        "matmul_peaks": peaks,
         "results": rows,
+        "parity": parity,
         "profiles": profiles,
     }
 
@@ -216,10 +236,10 @@ def _machine_line(r: dict) -> str:
 
 
 def markdown(r: dict) -> str:
-    peak = r["matmul_peak"]
+    peaks = r.get("matmul_peaks") or {"fp32": r["matmul_peak"]}
     la, lb = r["load_average_before"], r["load_average_after"]
     lines = [
-        "# PyTorch eager on the CPU: before and after the inference rewrite",
+        "# PyTorch eager on the CPU: before and after the inference rewrite, and in bf16",
         "",
         f"Regenerate with `flock /tmp/sfc-heavy.lock .venv/bin/python benchmarks/eager_cpu/run.py` "
         f"(results in `results.json`). {r['runtime']}, {r['precision']}, {r['threads']} threads, "
@@ -227,8 +247,9 @@ def markdown(r: dict) -> str:
         f"Load average before/after the run: {la[0]:.2f} / {lb[0]:.2f} (1 min) on {r['threads']} cores: "
         f"{'the machine was shared with other jobs' if max(la[0], lb[0]) > r['threads'] * 0.75 else 'a quiet machine'}.",
         "",
-        f"Matmul peak measured in this run: {peak['gflops']:.0f} GFLOP/s ({peak['library']}; torch alone "
-        f"{peak['by_library'].get('torch', float('nan')):.0f}).",
+        "Matmul peak measured in this run: " + "; ".join(
+            f"{name} {p['gflops']:.0f} GFLOP/s ({p['library']}; torch alone {p['by_library'].get('torch', float('nan')):.0f})"
+            for name, p in peaks.items()) + ". Each variant's % of peak is of the peak in its precision.",
         "",
         "| variant | SFC videos/s | SFC % of matmul peak | dense 30-crop videos/s | dense % of peak | speed-up SFC/dense |",
         "|---|---|---|---|---|---|",
@@ -237,11 +258,28 @@ def markdown(r: dict) -> str:
         s, d = row["sfc"], row["dense"]
         lines.append(f"| {label} | {s['videos_per_s']:.4f} | {100 * s['peak_fraction']:.0f}% | {d['videos_per_s']:.4f} | "
                      f"{100 * d['peak_fraction']:.0f}% | {s['videos_per_s'] / d['videos_per_s']:.2f}x |")
-    labels = list(r["results"])
-    if len(labels) == 2:
-        a, b = (r["results"][x] for x in labels)
-        lines += ["", f"Rewritten / as trained: SFC {b['sfc']['videos_per_s'] / a['sfc']['videos_per_s']:.2f}x, "
-                      f"dense {b['dense']['videos_per_s'] / a['dense']['videos_per_s']:.2f}x videos/s."]
+    res = r["results"]
+    pairs = [("rewritten", "as trained"), ("rewritten, bf16", "rewritten")]
+    lines.append("")
+    lines += [f"{a} / {b}: SFC {res[a]['sfc']['videos_per_s'] / res[b]['sfc']['videos_per_s']:.2f}x, "
+              f"dense {res[a]['dense']['videos_per_s'] / res[b]['dense']['videos_per_s']:.2f}x videos/s." + "  "
+              for a, b in pairs if a in res and b in res]
+    parity = r.get("parity")
+    if parity:
+        passed = sum(c["passed"] for c in parity["checks"])
+        lines += ["", f"## Parity: {passed} of {len(parity['checks'])} checks passed", "",
+                  f"`{parity['command']}` ({parity['wall_s']:.0f} s): the runtime as served (the inference rewrite; "
+                  "bf16: the weights converted at load) against the fp32 model as trained, per part and end to end, "
+                  "with the tolerances of `sfc_deploy/verify/tolerances.py` (every element within "
+                  "atol x max|ref| + rtol x |ref|): "
+                  + ", ".join(f"{p} rtol {t['rtol']:g}, atol {t['atol_scaled']:g}" for p, t in parity["tolerances"].items()
+                              if p in ("fp32", "bf16")) + ".", "",
+                  "| precision | part | input | max abs | max abs / max\\|ref\\| | top-1 | result |", "|---|---|---|---|---|---|---|"]
+        for c in parity["checks"]:
+            top1 = "" if c["top1_agree"] is None else f"{100 * c['top1_agree']:.0f}%"
+            scaled = c["max_abs"] / c["max_ref"] if c["max_ref"] else float("nan")
+            lines.append(f"| {c['precision']} | {c['part']} | {c['input']} | {c['max_abs']:.2e} | {scaled:.2e} | {top1} | "
+                         f"{'pass' if c['passed'] else 'FAIL ' + (c['error'] or '')} |")
     st = r["settings"]
     lines += ["", f"SFC: {st['backbone']}, {st['frames']} frames at {st['size'][0]}x{st['size'][1]}, tau 2, head streamed "
                   f"in chunks of {st['head_chunk']} (bench's default), {st['sfc_videos']} timed video(s) after one untimed; "

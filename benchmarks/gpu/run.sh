@@ -152,6 +152,9 @@ done
 # 7. CUDA graphs (measured 2026-12-01: no change at these sizes) ---------------------------------------------
 [ $DRY = 0 ] && bench pytorch-cuda-graphs "$WORK/weights" pytorch --cuda-graphs "${BEST[@]}"
 
+# 8. bf16 inference (the weights converted at load; the same batches), beside the fp16 steps above -----------
+[ $DRY = 0 ] && bench pytorch-bf16 "$WORK/weights" pytorch "${BEST[@]}" --precision bf16
+
 echo "done in $(( $(date +%s) - T0 ))s"
 pack
 cat "$OUT/summary.md" 2>/dev/null

@@ -155,6 +155,7 @@ def _format_for(runtime: str) -> str | None:
 
 def ensure_export(opts: BenchOptions, tau: float, say: Callable[[str], None] = lambda m: None) -> Path:
     """The cached export for ``tau`` at the bench settings: reused when its manifest matches, else built."""
+    from sfc_deploy.common.precision import EXPORT_PRECISIONS
     from sfc_deploy.errors import ArtifactError
     from sfc_deploy.export.exporter import ExportOptions, export_model
     from sfc_deploy.export.manifest import load_manifest
@@ -165,7 +166,10 @@ def ensure_export(opts: BenchOptions, tau: float, say: Callable[[str], None] = l
     frames = math.ceil(opts.raw_frames / config.stride)
     fmt = _format_for(opts.runtime)
     h, w = opts.size
-    name = f"{opts.backbone}-tau{tau:.4g}-{opts.raw_frames}f-{h}x{w}-{fmt or 'weights'}-{opts.precision}"
+    # the pytorch runtime serves the reference weights converted at load; bf16, which no format writes,
+    # shares the fp32 export (its files give the pytorch runtime nothing but the weights)
+    precision = opts.precision if opts.precision in EXPORT_PRECISIONS else "fp32"
+    name = f"{opts.backbone}-tau{tau:.4g}-{opts.raw_frames}f-{h}x{w}-{fmt or 'weights'}-{precision}"
     out = cache_root(opts.cache_dir) / name
     if (out / "manifest.json").is_file():
         try:
@@ -175,7 +179,7 @@ def ensure_export(opts: BenchOptions, tau: float, say: Callable[[str], None] = l
                 and abs(m.tau - tau) < 1e-6
                 and m.input.frames == frames
                 and tuple(m.input.size) == (h, w)
-                and (fmt is None or (fmt in m.formats and opts.precision in m.precisions))
+                and (fmt is None or (fmt in m.formats and precision in m.precisions))
                 and (m.parity or {"passed": True})["passed"]
                 and (not opts.verify_export or m.parity is not None)
             )
@@ -186,13 +190,13 @@ def ensure_export(opts: BenchOptions, tau: float, say: Callable[[str], None] = l
             pass
     import torch
 
-    say(f"exporting {opts.backbone} tau={tau:g} ({fmt or 'weights'}, {opts.precision}) to {out}")
+    say(f"exporting {opts.backbone} tau={tau:g} ({fmt or 'weights'}, {precision}) to {out}")
     torch.manual_seed(opts.seed)  # every tau of a sweep gets the same backbone weights
     model = create_model(config, tau=tau, split="res3")
     manifest = export_model(
         model,
         out,
-        ExportOptions(formats=(fmt,) if fmt else (), precisions=(opts.precision,), frames=frames, size=(h, w),
+        ExportOptions(formats=(fmt,) if fmt else (), precisions=(precision,), frames=frames, size=(h, w),
                       raw_frames=opts.raw_frames),
         force=True,
         progress=say,

@@ -59,7 +59,7 @@ def register(app: typer.Typer) -> None:
     def bench(
         export_dir: Annotated[Path | None, typer.Argument(help="An export folder; default: export slow8x8 at the paper's settings into the cache.")] = None,
         runtime: Annotated[str, typer.Option("--runtime", "-r", help="onnxruntime, pytorch, torchscript, aoti, tensorrt.")] = "onnxruntime",
-        precision: Annotated[str, typer.Option("--precision", "-p", help="fp32 or fp16 (both strategies).")] = "fp32",
+        precision: Annotated[str, typer.Option("--precision", "-p", help="fp32 or fp16 (both strategies); bf16 on --runtime pytorch; int8 of an export folder on onnxruntime.")] = "fp32",
         threads: Annotated[int | None, typer.Option("--threads", "-t", help="Intra-op threads for both strategies (default: physical cores).")] = None,
         videos: Annotated[int, typer.Option("--videos", "-n", help="Timed videos per repeat and strategy.")] = 2,
         warmup: Annotated[int, typer.Option("--warmup", help="Warm-up videos (the first is the memory measurement).")] = 1,
@@ -95,13 +95,11 @@ def register(app: typer.Typer) -> None:
         """Videos/s, latency, peak memory and GMACs of SFC against 30-crop dense sampling, same weights and runtime."""
         from sfc_deploy.bench.suite import BenchOptions
         from sfc_deploy.export.formats import check_runtime
-        from sfc_deploy.common.precision import EXPORT_PRECISIONS, QUANTIZED, check_runtime_precision
+        from sfc_deploy.common.precision import QUANTIZED, check_runtime_precision
 
         check_runtime(runtime)
-        if precision not in EXPORT_PRECISIONS:
-            raise ConfigError(f"--precision {precision!r} is not one of {', '.join(EXPORT_PRECISIONS)}")
+        check_runtime_precision(precision, runtime)  # bf16: the pytorch runtime only; int8: onnxruntime only
         if precision in QUANTIZED:
-            check_runtime_precision(precision, runtime)
             if export_dir is None:  # the cache's export has no calibration videos
                 raise ConfigError(f"--precision {precision} benches an export folder: sfc-deploy export --out DIR "
                                   f"--precision fp32,{precision} --calibrate DATA, then sfc-deploy bench DIR")

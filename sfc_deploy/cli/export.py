@@ -102,7 +102,7 @@ def register(app: typer.Typer) -> None:
     def verify(
         root: Annotated[Path, typer.Argument(help="An export folder (with manifest.json).")],
         runtime: Annotated[list[str] | None, typer.Option("--runtime", "-r", help="Runtimes to check (default: every exported format).")] = None,
-        precision: Annotated[list[str] | None, typer.Option("--precision", "-p", help="Precisions to check (default: all exported).")] = None,
+        precision: Annotated[list[str] | None, typer.Option("--precision", "-p", help="Precisions to check (default: all exported); bf16 with --runtime pytorch (the weights converted at load).")] = None,
         graph: Annotated[list[str] | None, typer.Option("--graph", "-g", help="ONNX SFC graphs to check: portable, custom (default both).")] = None,
         dense_clips: Annotated[int, typer.Option("--dense-clips", min=1, max=10, help="Temporal clips x 3 crops in the dense pipeline check (10 = the full 30-crop protocol).")] = 2,
         threads: Annotated[int | None, typer.Option("--threads", min=1, help="Intra-op threads of every runtime (default: the runtime's choice).")] = None,
@@ -110,12 +110,12 @@ def register(app: typer.Typer) -> None:
         device: Annotated[str | None, typer.Option("--device", help="Where every runtime runs: " + DEVICE_HELP + " Default: each artifact where it was compiled for (AOTInductor CUDA packages on CUDA), the rest on the runtime's default.")] = None,
     ) -> None:
         """Run every artifact this machine can run against PyTorch; exit 1 when a tolerance is exceeded."""
-        from sfc_deploy.export.formats import check_runtime, parse_precisions
+        from sfc_deploy.export.formats import check_runtime, parse_runtime_precisions
         from sfc_deploy.export.manifest import load_manifest
         from sfc_deploy.verify import verify as run_verify
 
         runtimes = [check_runtime(r.lower()) for r in split_list(runtime)] if runtime else None
-        precisions = parse_precisions(precision) if precision else None
+        precisions = parse_runtime_precisions(precision) if precision else None
         manifest = load_manifest(root)
         with console.status("verifying against PyTorch") as status:
             report = run_verify(

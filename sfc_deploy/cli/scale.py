@@ -20,7 +20,7 @@ def classify_cmd(
     out: Annotated[Path, typer.Option("--out", "-o", help="Predictions file (.parquet); a rerun with the same --out resumes.")],
     jsonl: Annotated[Path | None, typer.Option("--jsonl", help="Also write the rows as JSON lines to this file.")] = None,
     runtime: Annotated[str, typer.Option(help="onnxruntime, torchscript, aoti, tensorrt or pytorch.")] = "onnxruntime",
-    precision: Annotated[str, typer.Option(help="fp32 or fp16.")] = "fp32",
+    precision: Annotated[str, typer.Option(help="fp32 or fp16; bf16 with --runtime pytorch (the weights converted at load).")] = "fp32",
     threads: Annotated[int | None, typer.Option("--threads", min=1, help="Intra-op threads of the runtime.")] = None,
     engine: Annotated[str, typer.Option("--engine", help="local (decoding threads + this process) or ray (a Ray Data actor pool).")] = "local",
     address: Annotated[str | None, typer.Option("--address", help="--engine ray: an existing Ray cluster (default: start a local one).")] = None,

@@ -41,7 +41,7 @@ def serve_cmd(
     host: Annotated[str, typer.Option("--host", help="Address to listen on (0.0.0.0: every interface).")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", min=1, max=65535, help="HTTP port.")] = 8000,
     runtime: Annotated[str, typer.Option(help="onnxruntime, torchscript, aoti, tensorrt or pytorch.")] = "onnxruntime",
-    precision: Annotated[str, typer.Option(help="fp32 or fp16.")] = "fp32",
+    precision: Annotated[str, typer.Option(help="fp32 or fp16; bf16 with --runtime pytorch (the weights converted at load).")] = "fp32",
     threads: Annotated[int | None, typer.Option("--threads", min=1, help="Intra-op threads per replica (default: its CPUs).")] = None,
     replicas: Annotated[int, typer.Option("--replicas", min=1, help="Copies of the model, each loading the export once.")] = 1,
     cpus_per_replica: Annotated[float, typer.Option("--cpus-per-replica", help="CPUs each replica reserves.")] = 1.0,

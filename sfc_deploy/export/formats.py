@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sfc_deploy.common.parsing import parse_choices
-from sfc_deploy.common.precision import EXPORT_PRECISIONS
+from sfc_deploy.common.precision import EXPORT_PRECISIONS, RUNTIME_PRECISIONS
 from sfc_deploy.errors import ConfigError
 
 #: the SFC graph variants a user chooses between (``--graph``); ONNX formats have both
@@ -157,6 +157,12 @@ def parse_formats(values: Iterable[str] | str) -> list[str]:
 def parse_precisions(values: Iterable[str] | str) -> list[str]:
     """'fp32,fp16' or ['fp32', 'int8'] -> validated list, order kept, duplicates dropped."""
     return parse_choices(values, tuple(EXPORT_PRECISIONS), "precision")
+
+
+def parse_runtime_precisions(values: Iterable[str] | str) -> list[str]:
+    """As :func:`parse_precisions`, also taking the precisions no file is written in (bf16: the pytorch
+    runtime converts the weights at load), for commands that serve an export rather than write one."""
+    return parse_choices(values, tuple(RUNTIME_PRECISIONS), "precision")
 
 
 def check_runtime(runtime: str) -> str:

@@ -64,12 +64,12 @@ import torch
 import torch.nn.functional as F
 
 from sfc_deploy.common.device import is_cuda, resolve_device
-from sfc_deploy.common.precision import QUANTIZED, QUANTIZED_RUNTIME, get_precision
+from sfc_deploy.common.precision import EXPORT_PRECISIONS, QUANTIZED, QUANTIZED_RUNTIME, WEIGHTS_RUNTIME, get_precision
 from sfc_deploy.data.samplers import sample_tensor
 from sfc_deploy.data.synth import MOTIONS, VideoSpec, render_video
 from sfc_deploy.data.video import normalize
 from sfc_deploy.errors import ArtifactError, BackendUnavailableError, ConfigError
-from sfc_deploy.export.formats import FORMATS, SFC_GRAPHS, check_graph, check_runtime, format_of_runtime, parse_precisions
+from sfc_deploy.export.formats import FORMATS, SFC_GRAPHS, check_graph, check_runtime, format_of_runtime, parse_runtime_precisions
 from sfc_deploy.export.parts import PARTS
 from sfc_deploy.export.manifest import Manifest
 from sfc_deploy.export.weights import model_from_manifest
@@ -173,7 +173,11 @@ def verify(
     """
     say = progress or (lambda _msg: None)
     runtimes = [check_runtime(r) for r in runtimes] if runtimes else [FORMATS[f].runtime for f in manifest.formats]
-    precisions = parse_precisions(precisions) if precisions else list(manifest.precisions)
+    precisions = parse_runtime_precisions(precisions) if precisions else list(manifest.precisions)
+    unwritten = [p for p in precisions if p not in EXPORT_PRECISIONS]  # bf16: the pytorch runtime's own
+    if unwritten and WEIGHTS_RUNTIME not in runtimes:
+        raise ConfigError(f"precision {unwritten[0]} has no files to check: the {WEIGHTS_RUNTIME} runtime serves it from the "
+                          f"weights (converted at load); add --runtime {WEIGHTS_RUNTIME}")
     graphs = [check_graph(g) for g in (graphs or SFC_GRAPHS)]
     if "portable" not in graphs and not any(format_of_runtime(r).has_graph("custom") for r in runtimes):
         raise ConfigError(
@@ -194,6 +198,8 @@ def verify(
         for precision in precisions:
             if precision in QUANTIZED and runtime != QUANTIZED_RUNTIME:
                 continue  # written for ONNX Runtime only: nothing of this runtime to check
+            if precision not in EXPORT_PRECISIONS and precision not in QUANTIZED and runtime != WEIGHTS_RUNTIME:
+                continue  # bf16: served by the pytorch runtime only, from the weights
             for graph in [g for g in SFC_GRAPHS if g in graphs and fmt.has_graph(g)] or ["portable"]:
                 label = graph if fmt.has_graph("custom") else "default"
                 say(f"verifying {runtime} {precision} ({label} SFC graph)")
@@ -280,7 +286,9 @@ class _Reference:
             self.short_logits = model(self.short_video)
             self.dense = self.clip_logits = None
             if "clip" in manifest.parts:
-                with Deployment.from_model(model) as dep:  # the same dense path as every runtime's
+                # the same dense path as every runtime's, on the model as trained (not the pytorch
+                # runtime's inference rewrite, which is itself checked against this reference)
+                with Deployment.from_model(model, inference_rewrite=False) as dep:
                     self.dense = dep.predict_clips(self.dense_crops)
                 self.clip_logits = model.backbone(self.dense_crops[:batch])  # per-crop logits, for the clip model alone
         self.manifest = manifest

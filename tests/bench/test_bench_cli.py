@@ -27,7 +27,7 @@ def _bench(*args: str):
     ("args", "message"),
     [
         (["--runtime", "tensorflow"], "unknown runtime 'tensorflow'"),
-        (["--precision", "int4"], "--precision 'int4'"),
+        (["--precision", "int4"], "unknown precision 'int4'"),
         (["--batch-size", "30,ten"], "--batch-size takes comma-separated integers"),
         (["--batch-size", "31"], "--batch-size values must be 1..30"),
         (["--videos", "0"], "--videos must be >= 1"),

@@ -57,6 +57,9 @@ def test_device_cuda_without_cuda_fails_before_any_worker(runtime, tiny_export, 
         (["--device", "gpu"], "--device 'gpu' is not a device"),
         (["--as-trained"], "--as-trained turns off the pytorch runtime's inference rewrite; runtime onnxruntime"),
         (["--as-trained", "--runtime", "aoti"], "drop --as-trained or use --runtime pytorch"),
+        (["--precision", "bf16"], "precision bf16 is served by the pytorch runtime only"),
+        (["--precision", "bf16", "--runtime", "torchscript"], "use --runtime pytorch or --precision fp16"),
+        (["--precision", "fp8"], "unknown precision 'fp8'"),
     ],
 )
 def test_device_options_fail_in_one_line(args, message, tmp_path):
@@ -245,3 +248,11 @@ def test_gpu_report_renders_from_worker_results(tiny_export, tmp_path):
     assert f"| {(BUDGETS_MB['16gb'] - 100) // 50} | {(BUDGETS_MB['80gb'] - 100) // 50} |" in md  # SFC row
     assert md.count("| dense | ") == 2 and md.count("| SFC | ") == 2  # the sweep table: two settings each
     assert write_plot(report, tmp_path / "r.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_bf16_worker_serves_the_weights_in_bf16(tiny_export):
+    """bench --precision bf16 (pytorch runtime): the worker converts the exported weights at load (no
+    bf16 file exists) and times them."""
+    sfc = run_in_fresh_process(WorkerJob(strategy="sfc", export_dir=str(tiny_export), runtime="pytorch",
+                                         precision="bf16", threads=1, videos=1, head_chunk=4))
+    assert sfc["precision"] == "bf16" and len(sfc["latencies_s"]) >= 1 and min(sfc["latencies_s"]) > 0

@@ -136,5 +136,19 @@ def test_bad_verify_options_are_refused(sfc_export_ts: Path) -> None:
         verify(manifest, graphs=["fast"])
     with pytest.raises(ConfigError, match="unknown runtime 'tvm'"):
         verify(manifest, runtimes=["tvm"])
-    with pytest.raises(ConfigError, match="unknown precision 'bf16'"):
-        verify(manifest, precisions=["bf16"])
+    with pytest.raises(ConfigError, match="unknown precision 'fp8'"):
+        verify(manifest, precisions=["fp8"])
+    with pytest.raises(ConfigError, match="precision bf16 has no files to check.*add --runtime pytorch"):
+        verify(manifest, precisions=["bf16"])  # the exported runtimes only: nothing serves bf16
+
+
+def test_the_pytorch_runtime_is_checked_in_bf16_and_against_the_model_as_trained(sfc_export_ts: Path) -> None:
+    """``verify -r pytorch -p fp32,bf16``: the runtime's inference rewrite and its bf16 weights (converted
+    at load, no file) against the reference, which is the model as trained on every path, dense included."""
+    report = verify(load_manifest(sfc_export_ts), runtimes=["pytorch"], precisions=["fp32", "bf16"], dense_clips=1).to_dict()
+    assert report["passed"] and not report["not_run"]
+    seen = {(c["precision"], c["part"]) for c in report["checks"]}
+    assert {(p, part) for p in ("fp32", "bf16") for part in ("head", "sfc", "tail", "sfc_pipeline", "dense_pipeline")} <= seen
+    dense = {c["precision"]: c for c in report["checks"] if c["part"] == "dense_pipeline"}
+    assert dense["fp32"]["max_abs"] > 0  # BatchNorm folded vs as trained: rounding differs, the reference is not the served model
+    assert all(c["top1_agree"] == 1.0 for c in report["checks"] if c["part"] in ("sfc_pipeline", "dense_pipeline"))
