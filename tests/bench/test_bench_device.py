@@ -256,3 +256,17 @@ def test_bf16_worker_serves_the_weights_in_bf16(tiny_export):
     sfc = run_in_fresh_process(WorkerJob(strategy="sfc", export_dir=str(tiny_export), runtime="pytorch",
                                          precision="bf16", threads=1, videos=1, head_chunk=4))
     assert sfc["precision"] == "bf16" and len(sfc["latencies_s"]) >= 1 and min(sfc["latencies_s"]) > 0
+
+
+@pytest.mark.gpu
+@needs_cuda
+def test_tiny_bench_on_cuda_bf16(tiny_export):
+    """bench -p bf16 on CUDA: the weights converted at load, the matmul peak measured in bf16."""
+    from sfc_deploy.bench.suite import run_bench
+
+    report = run_bench(BenchOptions(export_dir=tiny_export, runtime="pytorch", precision="bf16", device="cuda:0",
+                                    threads=1, videos=2, warmup=1, repeats=1, batch_sizes=(30,), head_chunk=None,
+                                    peak_seconds=0.2, trial_passes=1))
+    assert report["precision"] == "bf16" and report["matmul"]["precision"] == "bf16"
+    for name in ("sfc", "dense"):
+        assert all(math.isfinite(x) and x > 0 for x in report[name]["latencies_s"])
