@@ -198,7 +198,7 @@ def verify(
         for precision in precisions:
             if precision in QUANTIZED and runtime != QUANTIZED_RUNTIME:
                 continue  # written for ONNX Runtime only: nothing of this runtime to check
-            if precision not in EXPORT_PRECISIONS and precision not in QUANTIZED and runtime != WEIGHTS_RUNTIME:
+            if precision not in EXPORT_PRECISIONS and runtime != WEIGHTS_RUNTIME:
                 continue  # bf16: served by the pytorch runtime only, from the weights
             for graph in [g for g in SFC_GRAPHS if g in graphs and fmt.has_graph(g)] or ["portable"]:
                 label = graph if fmt.has_graph("custom") else "default"

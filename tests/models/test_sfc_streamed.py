@@ -194,3 +194,14 @@ def test_attention_is_applied_without_copying_the_value_in_either_layout(channel
         assert compare(out, ref.float(), "fp32")["passed"]
         assert out.is_contiguous(memory_format=torch.channels_last_3d) == channels_last  # the value's layout kept
     assert whole_copied < value.numel()  # the matrix product read the value where it lies
+
+
+def test_head_chunks_of_mixed_layouts_give_the_same_output() -> None:
+    sfc = _sfc(tau=2, kqv="head")  # the value is the head chunks themselves, as they come
+    torch.manual_seed(3)
+    f = torch.randn(2, 8, 12, 6, 7)
+    last = f.contiguous(memory_format=torch.channels_last_3d)
+    with torch.no_grad():
+        ref = sfc(f, return_attention=True)
+        for chunks in ([last[:, :, :5], f[:, :, 5:]], [f[:, :, :5], last[:, :, 5:]]):
+            _assert_same(sfc.forward_streamed(chunks, chunk=5, return_attention=True), ref)
