@@ -86,7 +86,7 @@ class Bottleneck(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         identity = x if self.downsample is None else self.downsample(x)
-        return self.relu(self.conv3(self.conv2(self.conv1(x))) + identity)
+        return self.relu(self.conv3(self.conv2(self.conv1(x))).add_(identity))  # in place: resnet3d.Bottleneck
 
 
 class R2Plus1D(StagedBackbone):

@@ -78,3 +78,32 @@ def test_dense_baseline_averages_thirty_crops():
             for left in (0, 20, 40):
                 crops.append(model(frames[..., :, left : left + 256]))
     torch.testing.assert_close(out, torch.stack(crops).mean(0), rtol=1e-5, atol=1e-5)
+
+
+def test_bottleneck_adds_its_residual_in_place_with_the_same_values_and_gradients():
+    """The sum lands in bn_c's output (benchmarks/eager_cpu/residual_add_ab.md): no fresh tensor per
+    block, and the same forward and backward as relu(bn_c(...) + identity)."""
+    from sfc_deploy.models.resnet3d import Bottleneck
+
+    torch.manual_seed(0)
+    block = Bottleneck(8, 4, 16, spatial_stride=2, temporal_kernel=3).train()
+    x = torch.randn(2, 8, 4, 6, 6, requires_grad=True)
+
+    def out_of_place(b, inp):  # written out, not through branches(): the test does not trust the code it checks
+        y = b.relu(b.bn_a(b.conv_a(inp)))
+        y = b.relu(b.bn_b(b.conv_b(y)))
+        return torch.relu(b.bn_c(b.conv_c(y)) + b.shortcut_bn(b.shortcut_conv(inp)))
+
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        got = block(x)
+    names = {e.name for e in prof.events()}
+    assert "aten::add_" in names and "aten::add" not in names
+    got.square().sum().backward()
+    grads = [p.grad.clone() for p in (x, *block.parameters())]
+    x.grad = None
+    block.zero_grad()
+    want = out_of_place(block, x)  # the BatchNorm statistics move twice; each pass uses its own batch's
+    want.square().sum().backward()
+    torch.testing.assert_close(got, want)
+    for g, p in zip(grads, (x, *block.parameters())):
+        torch.testing.assert_close(g, p.grad)
