@@ -84,7 +84,7 @@ def profile_worker(args) -> int:
 
     torch.set_num_threads(args.threads)
     rewrite, precision = VARIANTS[args.profile_worker]
-    options = {"precision": precision} if rewrite else {"inference_rewrite": False, "precision": precision}
+    options = {"precision": precision, "inference_rewrite": rewrite}
     dep = load(args.export, "pytorch", threads=args.threads, **options) if args.export else None
     if dep is None:  # --quick: the tiny model in memory
         from sfc_deploy.models import create_model, get_config

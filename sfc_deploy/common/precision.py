@@ -58,24 +58,29 @@ def get_precision(name: str) -> Precision:
     return RUNTIME_PRECISIONS[name]
 
 
-def check_runtime_precision(name: str, runtime: str) -> Precision:
-    """``name`` if ``runtime`` can serve it: bf16 only on the PyTorch runtime, int8 only on ONNX Runtime,
-    one line otherwise."""
-    precision = get_precision(name)
+def serves_precision(runtime: str, name: str) -> bool:
+    """Whether ``runtime`` serves precision ``name``: int8 on ONNX Runtime only, bf16 (no file is written
+    in it) on the PyTorch runtime only, fp32 and fp16 everywhere."""
     if name in QUANTIZED:
-        if runtime != QUANTIZED_RUNTIME:
-            raise ConfigError(
-                f"precision {name} is served by the {QUANTIZED_RUNTIME} runtime only (ONNX Runtime static "
-                f"quantisation), not {runtime}; use --runtime {QUANTIZED_RUNTIME}, or --precision fp32 or fp16"
-            )
+        return runtime == QUANTIZED_RUNTIME
+    return name in PRECISIONS or runtime == WEIGHTS_RUNTIME
+
+
+def check_runtime_precision(name: str, runtime: str) -> Precision:
+    """``name`` if ``runtime`` can serve it (:func:`serves_precision`), one line otherwise."""
+    precision = get_precision(name)
+    if serves_precision(runtime, name):
         return precision
-    if name not in PRECISIONS and runtime != WEIGHTS_RUNTIME:
+    if name in QUANTIZED:
         raise ConfigError(
-            f"precision {name} is served by the {WEIGHTS_RUNTIME} runtime only (exports are written in "
-            f"{', '.join(PRECISIONS)}; ONNX/TensorRT bf16 is not supported); use --runtime {WEIGHTS_RUNTIME} "
-            f"or --precision fp16"
+            f"precision {name} is served by the {QUANTIZED_RUNTIME} runtime only (ONNX Runtime static "
+            f"quantisation), not {runtime}; use --runtime {QUANTIZED_RUNTIME}, or --precision fp32 or fp16"
         )
-    return precision
+    raise ConfigError(
+        f"precision {name} is served by the {WEIGHTS_RUNTIME} runtime only (exports are written in "
+        f"{', '.join(PRECISIONS)}; ONNX/TensorRT bf16 is not supported); use --runtime {WEIGHTS_RUNTIME} "
+        f"or --precision fp16"
+    )
 
 
 def torch_dtype(precision: str) -> torch.dtype:

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sfc_deploy.ops import topk_temporal_indices  # also registers torch.ops.sfc.topk_temporal_pool
+from sfc_deploy.ops import topk_temporal_select  # also registers torch.ops.sfc.topk_temporal_pool
 from sfc_deploy.errors import ConfigError
 from sfc_deploy.models.resnet3d import Bottleneck
 from sfc_deploy.models.sfc_stream import HeadChunks, StreamPieces, attend, conv_valid_time, stream_sfc, time_halo
@@ -125,7 +125,7 @@ def pool_time(x: torch.Tensor, k: int, pool: str, *, topk_impl: str = "op") -> t
     so a runtime serving SFC's other steps as graphs runs it here too."""
     if pool == "topk":
         if topk_impl == "aten":
-            return torch.gather(x, 2, topk_temporal_indices(x, k))
+            return topk_temporal_select(x, k)
         return torch.ops.sfc.topk_temporal_pool(x, k)
     size = (k, x.shape[3], x.shape[4])
     return F.adaptive_avg_pool3d(x, size) if pool == "avg" else F.adaptive_max_pool3d(x, size)

@@ -10,6 +10,7 @@ from sfc_deploy.ops.topk_temporal_pool import (
     topk_temporal_pool,
     topk_temporal_pool_aten,
     topk_temporal_pool_reference,
+    topk_temporal_select,
 )
 from sfc_deploy.ops.cuda_dispatch import (  # noqa: E402  (after the op it registers a kernel for)
     cuda_implementation,
@@ -25,6 +26,7 @@ __all__ = [
     "topk_temporal_pool",
     "topk_temporal_pool_aten",
     "topk_temporal_pool_reference",
+    "topk_temporal_select",
     "use_aten",
     "use_cuda_kernel",
 ]

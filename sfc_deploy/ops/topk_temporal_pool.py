@@ -51,13 +51,20 @@ def _check_k(x: torch.Tensor, k: int) -> None:
     torch._check(k <= x.shape[AXIS], lambda: f"k={k} exceeds the time axis ({x.shape[AXIS]})")
 
 
-def topk_temporal_pool_aten(x: torch.Tensor, k: int) -> torch.Tensor:
-    """The op's aten implementation (every device): stable sort, gather. The CUDA kernel's
-    registration (:mod:`sfc_deploy.ops.cuda_dispatch`) falls back to it for other dtypes."""
-    _check_k(x, k)
+def topk_temporal_select(x: torch.Tensor, k: int) -> torch.Tensor:
+    """The op's selection in plain aten ops (stable sort, gather), without its checks on k: what a graph
+    traced for a runtime that cannot call the op runs (TorchScript, AOTInductor from C++), where the
+    checks would become guards on a symbolic time axis."""
     rows = _time_last(x)
     # contiguous, as the op's fake implementation says (compiled graphs rely on the strides)
     return torch.gather(rows, -1, _indices_time_last(rows, k)).movedim(-1, AXIS).contiguous()
+
+
+def topk_temporal_pool_aten(x: torch.Tensor, k: int) -> torch.Tensor:
+    """The op's aten implementation (every device): k checked, then :func:`topk_temporal_select`. The
+    CUDA kernel's registration (:mod:`sfc_deploy.ops.cuda_dispatch`) falls back to it for other dtypes."""
+    _check_k(x, k)
+    return topk_temporal_select(x, k)
 
 
 @torch.library.custom_op("sfc::topk_temporal_pool", mutates_args=())

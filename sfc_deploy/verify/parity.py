@@ -64,7 +64,7 @@ import torch
 import torch.nn.functional as F
 
 from sfc_deploy.common.device import is_cuda, resolve_device
-from sfc_deploy.common.precision import EXPORT_PRECISIONS, QUANTIZED, QUANTIZED_RUNTIME, WEIGHTS_RUNTIME, get_precision
+from sfc_deploy.common.precision import EXPORT_PRECISIONS, QUANTIZED, WEIGHTS_RUNTIME, get_precision, serves_precision
 from sfc_deploy.data.samplers import sample_tensor
 from sfc_deploy.data.synth import MOTIONS, VideoSpec, render_video
 from sfc_deploy.data.video import normalize
@@ -196,10 +196,8 @@ def verify(
     for runtime in runtimes:
         fmt = format_of_runtime(runtime)
         for precision in precisions:
-            if precision in QUANTIZED and runtime != QUANTIZED_RUNTIME:
-                continue  # written for ONNX Runtime only: nothing of this runtime to check
-            if precision not in EXPORT_PRECISIONS and runtime != WEIGHTS_RUNTIME:
-                continue  # bf16: served by the pytorch runtime only, from the weights
+            if not serves_precision(runtime, precision):
+                continue  # int8: written for ONNX Runtime only; bf16: the pytorch runtime's, from the weights
             for graph in [g for g in SFC_GRAPHS if g in graphs and fmt.has_graph(g)] or ["portable"]:
                 label = graph if fmt.has_graph("custom") else "default"
                 say(f"verifying {runtime} {precision} ({label} SFC graph)")
