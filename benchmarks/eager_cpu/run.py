@@ -44,41 +44,12 @@ TOP = 8
 
 
 # --- the profile of one variant, in a process of its own -------------------------------------------
-def _profile_stages(stages: dict, top: int) -> dict:
-    import torch
-    from torch.profiler import ProfilerActivity, profile
-
-    out = {}
-    with torch.inference_mode():
-        for stage, (fn, x) in stages.items():
-            fn(x)  # warm-up: allocations, oneDNN primitive cache
-            t0 = time.perf_counter()
-            fn(x)
-            wall = time.perf_counter() - t0
-            with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
-                fn(x)
-            events = prof.key_averages()
-            total = sum(e.self_cpu_time_total for e in events) or 1.0
-            ops = sorted(events, key=lambda e: e.self_cpu_time_total, reverse=True)[:top]
-            convs = [e for e in prof.key_averages(group_by_input_shape=True)
-                     if e.key in ("aten::mkldnn_convolution", "aten::slow_conv3d_forward", "aten::_slow_conv2d_forward",
-                                  "aten::convolution_overrideable", "aten::slow_conv_dilated3d")]
-            convs = sorted(convs, key=lambda e: e.self_cpu_time_total, reverse=True)[:top]
-            out[stage] = {
-                "wall_s": wall,
-                "input": list(x.shape),
-                "top_ops": [{"op": e.key, "self_ms": e.self_cpu_time_total / 1e3, "share": e.self_cpu_time_total / total,
-                             "calls": e.count} for e in ops],
-                "top_convolutions": [{"op": e.key, "input_shapes": str(e.input_shapes[:2]), "self_ms": e.self_cpu_time_total / 1e3,
-                                      "share": e.self_cpu_time_total / total, "calls": e.count} for e in convs],
-            }
-    return out
-
-
 def profile_worker(args) -> int:
-    """``run.py --profile-worker VARIANT OUT.json``: profile the PyTorch runtime's served model."""
+    """``run.py --profile-worker VARIANT OUT.json``: profile the PyTorch runtime's served model, stage by
+    stage (:mod:`sfc_deploy.bench.stages`: one warm-up pass, one timed, one profiled)."""
     import torch
 
+    from sfc_deploy.bench.stages import profile_stage, served_stages, time_stage
     from sfc_deploy.runtime import Deployment
     from sfc_deploy.runtime.pipeline import load
 
@@ -91,25 +62,18 @@ def profile_worker(args) -> int:
 
         torch.manual_seed(0)
         dep = Deployment.from_model(create_model(get_config(args.backbone), tau=2.0), threads=args.threads, **options)
-    head, sfc, tail, clip = (dep.runner(p).module for p in ("head", "sfc", "tail", "clip"))
-    h, w = args.size
-    g = torch.Generator().manual_seed(0)
-    video = torch.randn(1, 3, args.frames, h, w, generator=g).to(dep.dtype)
-    with torch.inference_mode():
-        f_head = head(video)
-        f_sfc = sfc(f_head)[0]
-    chunk = video[:, :, : args.chunk].contiguous()
-    crop = dep.config.preprocess.crop
-    crops = torch.randn(args.profile_crops, 3, dep.config.frames, crop, crop, generator=g).to(dep.dtype)
-    stages = {"head (one chunk)": (head, chunk), "sfc": (lambda x: sfc(x), f_head), "tail": (tail, f_sfc),
-              "clip": (clip, crops)}
-    result = {"variant": args.profile_worker, "stages": _profile_stages(stages, TOP)}
+    stages = served_stages(dep, frames=args.frames, size=args.size, chunk=args.chunk, crops=args.profile_crops)
+    labels = {"head": "head (one chunk)"}
+    result = {"variant": args.profile_worker, "stages": {
+        labels.get(name, name): {"wall_s": time_stage(stage, "cpu", warmup=1, repeats=1)[0],
+                                 **profile_stage(stage, "cpu", top=TOP)}
+        for name, stage in stages.items()}}
     # which oneDNN implementation each convolution runs (printed by oneDNN on this process's stdout)
     sys.stdout.flush()
     with torch.inference_mode(), torch.backends.mkldnn.verbose(torch.backends.mkldnn.VERBOSE_ON):
-        for stage, (fn, x) in stages.items():
-            print(f"@@stage {stage}", flush=True)
-            fn(x)
+        for name, stage in stages.items():
+            print(f"@@stage {labels.get(name, name)}", flush=True)
+            stage.fn(stage.example)
             sys.stdout.flush()
     Path(args.profile_out).write_text(json.dumps(result))
     return 0
@@ -292,10 +256,11 @@ def markdown(r: dict) -> str:
         for stage, p in prof["stages"].items():
             lines += [f"**{stage}** (input {tuple(p['input'])}, {p['wall_s']:.2f} s unprofiled)", "",
                       "| op | self ms | share | calls |", "|---|---|---|---|"]
-            lines += [f"| {o['op']} | {o['self_ms']:.1f} | {100 * o['share']:.1f}% | {o['calls']} |" for o in p["top_ops"]]
+            lines += [f"| {o.get('name', o.get('op'))} | {o['self_ms']:.1f} | {100 * o['share']:.1f}% | {o['calls']} |"
+                      for o in p["top_ops"]]
             lines += ["", "| convolution (input shapes) | self ms | share | calls |", "|---|---|---|---|"]
-            lines += [f"| {c['op']} {c['input_shapes']} | {c['self_ms']:.1f} | {100 * c['share']:.1f}% | {c['calls']} |"
-                      for c in p["top_convolutions"][:5]]
+            lines += [f"| {c.get('name', c.get('op'))} {c['input_shapes']} | {c['self_ms']:.1f} | {100 * c['share']:.1f}% | "
+                      f"{c['calls']} |" for c in p["top_convolutions"][:5]]
             dnn = prof["onednn"].get(stage, {})
             if dnn:
                 lines += ["", "oneDNN primitives: " + "; ".join(f"{k} x{v['calls']} ({v['ms']:.0f} ms)"

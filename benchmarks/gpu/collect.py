@@ -6,7 +6,8 @@
 The summary names the GPU, driver, CUDA and torch versions, every step's exit status and seconds,
 the gpu tests' counts, and per bench run: videos/s of SFC and 30-crop, the speed-up, peak GPU memory
 of each and its ratio, and the share of the measured matmul peak; end to end on real files, and
-classify one video per call against --batch N. Nothing here measures anything:
+classify one video per call against --batch N, and the stage profile (ms per video and % of the
+matmul peak per stage, the share in layout copies). Nothing here measures anything:
 it only reads the files the steps wrote, so a missing file shows as a missing row, never a number.
 """
 
@@ -106,6 +107,7 @@ def gather(work: Path) -> dict:
     benches = {p.stem.removeprefix("bench-"): _json(p) for p in sorted(work.glob("bench-*.json"))}
     trains = {p.stem.removeprefix("train-"): _json(p) for p in sorted(work.glob("train-*.json"))}
     classify = _json(work / "classify.json")
+    stages = _json(work / "profile-stages.json")
     return {
         "schema": "sfc-deploy-gpu-check/1",
         "environment": env,
@@ -114,7 +116,28 @@ def gather(work: Path) -> dict:
         "bench": [_bench_row(k, v) for k, v in benches.items() if isinstance(v, dict)],
         "training": {k: v for k, v in trains.items() if v is not None},
         "classify": classify if isinstance(classify, dict) else None,
+        "stages": _stages(stages) if isinstance(stages, dict) else None,
     }
+
+
+def _stages(record: dict) -> dict:
+    """profile_stages.py's record without its per-pass seconds and op lists (they stay in the archive)."""
+    variants = {}
+    for label, v in (record.get("variants") or {}).items():
+        if "error" in v:
+            variants[label] = {"error": v["error"]}
+            continue
+        variants[label] = {
+            **{k: v.get(k) for k in ("sfc_ms_per_video", "dense_ms_per_video", "sfc_videos_per_s", "dense_videos_per_s",
+                                     "speedup")},
+            "stages": {name: {**{k: s.get(k) for k in ("input", "median_ms", "ms_per_video", "tflops", "peak_fraction")},
+                              "shares": (s.get("profile") or {}).get("shares"),
+                              "top_kernels": [k["name"][:120] for k in ((s.get("profile") or {}).get("top_kernels") or [])[:3]]}
+                       for name, s in (v.get("stages") or {}).items()},
+        }
+    return {"device_name": record.get("device_name"), "precision": record.get("precision"),
+            "sfc_batch": record.get("sfc_batch"), "crops": record.get("crops"), "peak_gflops": record.get("peak_gflops"),
+            "variants": variants}
 
 
 def _fmt(value: Any, spec: str = ".1f") -> str:
@@ -176,6 +199,25 @@ def markdown(results: dict) -> str:
                       f"{_fmt(one['decode_s'], '.2f')} / {_fmt(many['decode_s'], '.2f')} s in all; top-1 agreement "
                       f"{_fmt(_pct(c['top1_agreement']), '.0f')}%, largest top-1 probability difference "
                       f"{_fmt(c['max_top1_prob_diff'], '.2g')}"]
+    st = results.get("stages")
+    if st:
+        lines += ["", f"stages ({st['precision']}, SFC {st['sfc_batch']} videos per pass, 30-crop {st['crops']} crops per pass; "
+                      "sums of the stages' medians, without the streaming driver: compare within this table): ms per video, "
+                      "% of the matmul peak, share of layout copies in one profiled pass", "",
+                  "| variant | head | sfc | tail | 30-crop clip | SFC / 30-crop videos/s | speed-up |",
+                  "| --- | --- | --- | --- | --- | --- | --- |"]
+        for label, v in st["variants"].items():
+            if "error" in v:
+                lines.append(f"| {label} | failed: {v['error']} | | | | | |")
+                continue
+            cells = []
+            for name in ("head", "sfc", "tail", "clip"):
+                s = v["stages"].get(name) or {}
+                copies = (s.get("shares") or {}).get("layout copies")
+                cells.append(f"{_fmt(s.get('ms_per_video'), '.2f')} ms, {_fmt(_pct(s.get('peak_fraction')))}%, "
+                             f"copies {_fmt(_pct(copies), '.0f')}%")
+            lines.append(f"| {label} | " + " | ".join(cells) + f" | {_fmt(v['sfc_videos_per_s'])} / "
+                         f"{_fmt(v['dense_videos_per_s'])} | {_fmt(v['speedup'], '.2f')}x |")
     for name, record in results["training"].items():
         lines += ["", f"training {name}: " + json.dumps(record, sort_keys=True)[:600]]
     return "\n".join(lines) + "\n"

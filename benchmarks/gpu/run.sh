@@ -3,14 +3,16 @@
 #
 #   benchmarks/gpu/run.sh          on a machine with an NVIDIA GPU (target: < 9 minutes on one H100/H200)
 #   benchmarks/gpu/run.sh --dry    on a CPU, a tiny model: the steps a CPU can take (as-trained and end-to-end
-#                                  benches, classify in batches, AMP steps, the collector), in ~60 s (CI runs it)
+#                                  benches, the stage profile, classify in batches, AMP steps, the collector), in
+#                                  ~70 s (CI runs it)
 #   ONLY='bench-aoti|aoti_export' benchmarks/gpu/run.sh      only the steps whose names match (a rerun)
 #   BUDGET=400 (seconds, default 480): every step's limit is cut to what is left of it
 #
 # Order: what no GPU run has measured yet comes first (PyTorch served with the inference rewrite, in both
 # layouts; the gpu tests, with the AOTInductor export compiling beside them; the AOTInductor bench), then
-# the attribution against the 2026-12-01 runs (--as-trained), end to end on real mp4 files, and what those
-# runs already measured (AMP training steps, CUDA graphs), so a budget cut short loses the known figures first.
+# the attribution against the 2026-12-01 runs (--as-trained) and the stage profile, end to end on real mp4 files,
+# bf16, and what those runs already measured (AMP training steps, CUDA graphs), so a budget cut short loses the
+# known figures first.
 #
 # Writes everything under $OUT (default ./out/gpu): summary.md, results.json (gathered by collect.py) and
 # run.tar.gz (every log, bench JSON and test report), re-packed after each step so that a run stopped at
@@ -72,6 +74,7 @@ if [ $DRY = 1 ]; then
   E2E_PER_CLASS=1; VSIZE=32x40; SYNTH_WORKERS=1; E2E=(--videos 2 --sfc-batch 1 --dense-videos 1 --workers 1 --prefetch 2)
   CLASSIFY=(--batch 2 --workers 1 --prefetch 2 --threads 1)
   TRAIN=(--backbone slow8x8_tiny --frames 16 --size 32x40 --steps 4)
+  PROFILE=(--frames $T --size $SIZE --chunk 4 --sfc-batch 2 --crops 6 --repeats 2 --threads 1)
 else
   DEVICE=cuda; PREC=fp16; BACKBONE=slow8x8; RAW=288; T=36; SIZE=256x312; H=256; W=312  # the paper's settings
   BENCH=(--videos 8 --warmup 2 --repeats 1 --batch-size 30,15 --dense-videos 1,4 --sfc-batch 1,8,32 --trial-passes 2 --threads 4)
@@ -79,6 +82,7 @@ else
   E2E_PER_CLASS=8; VSIZE=256x340; SYNTH_WORKERS=12; E2E=(--videos 16 --sfc-batch 1 --dense-videos 1 --workers 8 --prefetch 16)  # 4:3 at short side 256
   CLASSIFY=(--batch 8 --workers 8 --prefetch 16 --threads 4)
   TRAIN=(--backbone slow8x8 --frames 36 --size 224x273 --batch-size 8 --steps 10)  # the paper's training crop
+  PROFILE=(--frames $T --size $SIZE --chunk 12 --sfc-batch 32 --crops 120 --repeats 5 --threads 4)  # BEST's batches
 fi
 echo "mode: $([ $DRY = 1 ] && echo dry || echo gpu); device $DEVICE, $PREC, $BACKBONE, $RAW raw frames at $SIZE; out $OUT"
 
@@ -131,6 +135,10 @@ fi
 
 # 4. attribution: the model served as trained, the 2026-12-01 runs' setting (their batch choices, no sweep) --------
 bench pytorch-as-trained "$WORK/weights" pytorch --as-trained "${BEST[@]}"
+# ... and stage by stage (head, SFC, tail, clip model): time, % of the matmul peak, top kernels and the share in
+#     layout copies, served in the runtime's layout, in channels-last and as trained
+step profile-stages 120 "$PY" benchmarks/gpu/profile_stages.py --export "$WORK/weights" --device $DEVICE --precision $PREC \
+  "${PROFILE[@]}" --json "$WORK/profile-stages.json" --markdown "$WORK/profile-stages.md"
 
 # 5. end to end on real mp4 files (PyAV, from ./.whl on the device): decoding threads on the CPU working ahead
 #    of the model, one video per pass, the overlap efficiency beside the model-only videos/s -------------------
@@ -143,17 +151,17 @@ for f in "$WORK"/videos/videos/test/*/*.mp4; do [ -f "$f" ] && VIDEOS+=(--video 
 [ -f "$WORK/videos/test.csv" ] && step classify-batch 90 "$PY" benchmarks/gpu/classify_steps.py --export "$WORK/weights" \
   --input "$WORK/videos/test.csv" --device $DEVICE --precision $PREC "${CLASSIFY[@]}" --json "$WORK/classify.json"
 
-# 6. a few SFC training steps with mixed precision ---------------------------------------------------------
+# 6. bf16 inference (the weights converted at load; the same batches), beside the fp16 steps above -----------
+[ $DRY = 0 ] && bench pytorch-bf16 "$WORK/weights" pytorch "${BEST[@]}" --precision bf16
+
+# 7. a few SFC training steps with mixed precision ---------------------------------------------------------
 for amp in $([ $DRY = 1 ] && echo bf16 || echo bf16 fp16); do
   step "train-amp-$amp" 90 "$PY" benchmarks/gpu/train_steps.py --device $DEVICE --amp $amp "${TRAIN[@]}" \
     --json "$WORK/train-amp-$amp.json"
 done
 
-# 7. CUDA graphs (measured 2026-12-01: no change at these sizes) ---------------------------------------------
+# 8. CUDA graphs (measured 2026-12-01: no change at these sizes) ---------------------------------------------
 [ $DRY = 0 ] && bench pytorch-cuda-graphs "$WORK/weights" pytorch --cuda-graphs "${BEST[@]}"
-
-# 8. bf16 inference (the weights converted at load; the same batches), beside the fp16 steps above -----------
-[ $DRY = 0 ] && bench pytorch-bf16 "$WORK/weights" pytorch "${BEST[@]}" --precision bf16
 
 echo "done in $(( $(date +%s) - T0 ))s"
 pack

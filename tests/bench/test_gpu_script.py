@@ -18,7 +18,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def test_dry_run_writes_a_summary_of_passing_steps(tmp_path: Path) -> None:
-    """About 60 s on 2 cores (two benches of a tiny model, each in fresh processes, and classify jobs):
+    """About 70 s on 2 cores (two benches of a tiny model, each in fresh processes, the stage profile and classify jobs):
     CI runs it, so a GPU session never finds the script broken."""
     env = {**os.environ, "OUT": str(tmp_path / "out"), "PYTHON": sys.executable}
     proc = subprocess.run(["bash", str(REPO / "benchmarks/gpu/run.sh"), "--dry"], cwd=REPO, env=env,
@@ -27,7 +27,7 @@ def test_dry_run_writes_a_summary_of_passing_steps(tmp_path: Path) -> None:
     results = json.loads((tmp_path / "out" / "results.json").read_text())
     steps = {s["step"]: s["status"] for s in results["steps"]}
     assert steps == {"environment": "ok", "export_weights": "ok", "bench-pytorch-as-trained": "ok",
-                     "e2e_videos": "ok", "bench-pytorch-e2e": "ok", "classify-batch": "ok",
+                     "profile-stages": "ok", "e2e_videos": "ok", "bench-pytorch-e2e": "ok", "classify-batch": "ok",
                      "train-amp-bf16": "ok"}, steps
     benches = {b["run"]: b for b in results["bench"]}
     assert set(benches) == {"pytorch-as-trained", "pytorch-e2e"}
@@ -44,12 +44,19 @@ def test_dry_run_writes_a_summary_of_passing_steps(tmp_path: Path) -> None:
     classified = results["classify"]  # the same two files through classify, one per call and two per call
     assert classified["batch"] == 2 and classified["videos"] == 2 and classified["top1_agreement"] == 1.0
     assert all(r["succeeded"] == 2 and r["videos_per_s"] > 0 for r in classified["runs"].values())
+    stages = results["stages"]  # the stage profile, each variant on the same weights
+    assert set(stages["variants"]) == {"served", "channels-last", "as-trained"} and stages["sfc_batch"] == 2
+    for variant in stages["variants"].values():
+        assert set(variant["stages"]) == {"head", "sfc", "tail", "clip"}
+        assert variant["sfc_ms_per_video"] == sum(variant["stages"][s]["ms_per_video"] for s in ("head", "sfc", "tail"))
+        assert all(abs(sum(s["shares"].values()) - 1) < 1e-6 for s in variant["stages"].values())
     training = results["training"]["amp-bf16"]
     assert training["finite"] and training["loss_fell"] and training["amp"] == "bf16"
     summary = (tmp_path / "out" / "summary.md").read_text()
     assert "| bench-pytorch-e2e | ok (exit 0) |" in summary and "| pytorch-as-trained | pytorch | fp32 |" in summary
     assert "| run (real mp4 files) |" in summary and "\n| pytorch-e2e | " in summary
     assert "classify end to end (2 mp4 files, 1 decoding threads, pytorch fp32 on cpu)" in summary
+    assert "\n| as-trained | " in summary and "copies" in summary
     with tarfile.open(tmp_path / "out" / "run.tar.gz") as tar:
         names = set(tar.getnames())
     assert {"./bench-pytorch-as-trained.md", "./logs/train-amp-bf16.log"} <= names
