@@ -86,6 +86,7 @@ def _bench_row(name: str, report: dict) -> dict:
         "gpu_peak_ratio": report.get("gpu_peak_ratio"),
         "gpu_memory_ratio": report.get("gpu_memory_ratio", report.get("memory_ratio")),
         "sfc_peak_fraction": sfc.get("peak_fraction"),
+        "sfc_topk": (sfc.get("topk_cuda") or {}).get("impl"),  # the SFC op's CUDA implementation (pytorch runtime)
         "dense_peak_fraction": dense.get("peak_fraction"),
         "matmul_peak_gflops": report.get("matmul_peak_gflops"),
         "sfc_videos_per_80gb": gpu_sfc.get("videos_per_80gb"),
@@ -168,15 +169,15 @@ def markdown(results: dict) -> str:
                       f"{tests['skipped']} skipped" + (f" (failed: {', '.join(tests['failed'])})" if tests["failed"] else "")]
     if results["bench"]:
         lines += ["", "| run | runtime | precision | SFC videos/s (batch) | 30-crop videos/s (batch) | speed-up | "
-                      "SFC / 30-crop GPU MB per video | memory ratio | SFC % of matmul peak | SFC p50/p99 ms |",
-                  "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+                      "SFC / 30-crop GPU MB per video | memory ratio | SFC % of matmul peak | SFC p50/p99 ms | SFC TopK |",
+                  "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
         for b in results["bench"]:
             pct = _pct(b["sfc_peak_fraction"])
             lines.append(
                 f"| {b['run']} | {b['runtime']} | {b['precision']} | {_fmt(b['sfc_videos_per_s'])} ({_fmt(b['sfc_batch'], 'd')}) "
                 f"| {_fmt(b['dense_videos_per_s'])} ({_fmt(b['dense_batch'], 'd')}) | {_fmt(b['speedup'], '.2f')}x "
                 f"| {_fmt(b['sfc_video_gpu_mb'], '.0f')} / {_fmt(b['dense_video_gpu_mb'], '.0f')} "
-                f"| {_fmt(b['gpu_memory_ratio'], '.2f')}x | {_fmt(pct)}% | {_fmt(b['sfc_latency_ms'])} |")
+                f"| {_fmt(b['gpu_memory_ratio'], '.2f')}x | {_fmt(pct)}% | {_fmt(b['sfc_latency_ms'])} | {_fmt(b.get('sfc_topk'))} |")
     e2e = [b for b in results["bench"] if b.get("e2e_speedup") is not None]
     if e2e:
         lines += ["", "| run (real mp4 files) | SFC videos/s end to end (model only) | 30-crop videos/s end to end (model only) | "

@@ -145,7 +145,7 @@ def summarize(run: dict, cost: dict, matmul_gflops: float) -> dict:
         "top1": run.get("top1"),
         "pid": run.get("pid"),
         **{k: run[k] for k in ("videos_per_pass", "batch_sweep", "gpu_memory", "cuda_graphs", "cuda_graph_max_abs_diff", "cuda_graph_parity",
-                               "memory_format", "timer") if k in run},
+                               "memory_format", "timer", "topk_cuda") if k in run},
         **(end_to_end(run, vps) if "e2e" in run else {}),
     }
 
@@ -309,7 +309,8 @@ def gpu_line(report: dict) -> str:
     g = report.get("gpu") or {}
     return (f"GPU {g.get('name', '?')} ({g.get('memory_gb', '?')} GB, sm {g.get('compute_capability', '?')}), driver "
             f"{g.get('driver') or 'unknown'}, CUDA {g.get('cuda')}, cuDNN {g.get('cudnn')}, torch {g.get('torch')}; "
-            f"{report['runtime']} {report['precision']}")  # how it was served: context_line, printed beside it
+            f"{report['runtime']} {report['precision']}"  # how it was served: context_line, printed beside it
+            + (f"; SFC's TopK op on {topk['impl']}" if (topk := report["sfc"].get("topk_cuda")) else ""))
 
 
 def serving_variant(report: dict) -> str:

@@ -401,6 +401,10 @@ def run_job(job: WorkerJob, emit: Callable[[dict], None] = lambda e: None) -> di
                                              total=gpu.total_memory(job.device)),
             timer="cuda events", cudnn_benchmark=True, cuda_graphs=job.cuda_graphs,
         )
+        if job.strategy == "sfc" and job.runtime == "pytorch":  # the other runtimes' files hold aten TopK ops
+            from sfc_deploy.ops import cuda_implementation_record
+
+            result["topk_cuda"] = cuda_implementation_record(dep.dtype)  # bf16: aten, the kernel takes fp32/fp16
     if job.channels_last:
         result["memory_format"] = "channels_last_3d"
     if job.memory_only:

@@ -19,7 +19,8 @@ model on 2 cores; ``ExportOptions.sfc_pieces`` (``export --no-sfc-pieces``) leav
 
 A package is compiled for one device type: ``device="cuda:N"`` moves the part and its example
 input there, so Inductor emits Triton/CUDA kernels and the package runs on CUDA only (the exporter
-records the device in the manifest and the runner refuses a mismatch). The TopK stays aten inside
+records the device in the manifest and the runner refuses a mismatch), with its weights in torch's
+caching allocator (:func:`inductor_configs`). The TopK stays aten inside
 a CUDA package too: the project's CUDA kernel is a Python-registered implementation of
 ``torch.ops.sfc.topk_temporal_pool``, which a package loaded from C++ could not call.
 """
@@ -35,6 +36,19 @@ from sfc_deploy.common.atomic import atomic_write
 from sfc_deploy.export.parts import Part
 
 
+def inductor_configs(device: str) -> dict[str, object]:
+    """Inductor settings for a package compiled for ``device``.
+
+    On CUDA the package takes its weights from torch's caching allocator: by default AOTInductor
+    ``cudaMalloc``s them itself, out of sight of ``torch.cuda.memory_allocated``, so ``bench`` would count
+    no weights for an AOTInductor package where it counts them for the other runtimes. Left out where
+    this torch has no such setting.
+    """
+    if torch.device(device).type == "cuda" and hasattr(torch._inductor.config.aot_inductor, "weight_use_caching_allocator"):
+        return {"aot_inductor.weight_use_caching_allocator": True}
+    return {}
+
+
 def export_aoti(part: Part, path: Path, *, variant: str = "default", metadata: dict | None = None,
                 device: str = "cpu") -> Path:
     """Export and compile ``part`` for ``device`` into an AOTInductor package at ``path`` (atomically)."""
@@ -45,6 +59,7 @@ def export_aoti(part: Part, path: Path, *, variant: str = "default", metadata: d
         program = torch.export.export(module, example, dynamic_shapes=part.dynamic or None)
 
         def package(tmp: Path) -> None:
-            torch._inductor.aoti_compile_and_package(program, package_path=str(tmp))
+            torch._inductor.aoti_compile_and_package(program, package_path=str(tmp),
+                                                     inductor_configs=inductor_configs(device) or None)
 
         return atomic_write(path, package, suffix=".pt2")  # the packager insists on a .pt2 name

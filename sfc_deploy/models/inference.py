@@ -194,12 +194,14 @@ def _foldable_bn(conv: nn.Module, bn: nn.Module) -> bool:
             and bn.running_mean is not None and bn.num_features == conv.out_channels)
 
 
-def prepare_for_inference(model: nn.Module, *, channels_last: bool = True) -> dict[str, int]:
+def prepare_for_inference(model: nn.Module, *, channels_last: bool = True, dtype: torch.dtype | None = None) -> dict[str, int]:
     """Rewrite ``model`` in place for eval-only serving (see the module doc); returns what changed.
 
     Every ``nn.Conv3d`` becomes an :class:`InferenceConv3d` (a 2D convolution where its time kernel
     allows), every BatchNorm3d registered right after a conv of its width is folded into it, every
-    single-frame MaxPool3d runs as a 2D pool. With ``channels_last`` the weights move to
+    single-frame MaxPool3d runs as a 2D pool. ``dtype`` (e.g. fp16/bf16) casts the model after the
+    folding, so each folded weight is rounded once, from the parameters as they were, not from
+    parameters and statistics already rounded to it. With ``channels_last`` the weights move to
     channels-last-3d and the activations follow. The model is put in eval mode; it must not be
     trained afterwards (the BatchNorm statistics are gone into the weights).
 
@@ -229,6 +231,8 @@ def prepare_for_inference(model: nn.Module, *, channels_last: bool = True) -> di
                 setattr(parent, name, FoldedBatchNorm(previous[1], full))
                 counts["batchnorm_folded"] += 1
             previous = (name, getattr(parent, name))
+    if dtype is not None:
+        model.to(dtype)
     for module in model.modules():
         if isinstance(module, InferenceConv3d):
             if channels_last:

@@ -142,8 +142,12 @@ def cuda_implementation() -> str:
     return _resolve()
 
 
-def cuda_implementation_record() -> dict[str, str | None]:
-    """For environment records: ``{"impl": "kernel"|"aten", "library": path|None, "reason": ...}``."""
+def cuda_implementation_record(dtype: torch.dtype | None = None) -> dict[str, str | None]:
+    """For environment records: ``{"impl": "kernel"|"aten", "library": path|None, "reason": ...}``; with
+    ``dtype``, what a CUDA tensor of that dtype runs (the kernel takes float32 and float16 only)."""
+    if dtype is not None and dtype not in _DTYPE_CODES:
+        return {"impl": ATEN, "library": None,
+                "reason": f"the CUDA kernel takes float32 and float16, not {str(dtype).removeprefix('torch.')}"}
     if not _state.registered:
         reason = _state.reason or (f"{IMPL_ENV}=aten" if _state.mode == ATEN
                                    else f"no kernel library at {default_library_path()}")

@@ -35,6 +35,11 @@ class AOTIRunner(TorchModuleRunner):
                 f"--format aoti --device {wanted.type}"
             )
 
+    def _input(self, x: torch.Tensor) -> torch.Tensor:
+        """On the package's device and contiguous: a package trusts the strides it was compiled for and
+        does not check them at run time (SFC's streamed head chunks are slices of the video)."""
+        return super()._input(x).contiguous()
+
     def _load(self):
         device = torch.device(self.device)
         index = device.index if device.type == "cuda" and device.index is not None else -1

@@ -76,14 +76,15 @@ def served_model(model: SFCModel, dtype: torch.dtype, *, device: str = "cpu",
     if (param.dtype == dtype and model.sfc.topk_impl == "op" and param.device == torch.device(device)
             and memory_format is None and not rewrite):
         return model
-    clone = copy_for_export(model, dtype, topk_impl="op").to(device)
+    # the rewrite folds BatchNorm in the model's own precision and casts after (one rounding to dtype)
+    clone = copy_for_export(model, param.dtype if rewrite else dtype, topk_impl="op").to(device)
     fmt = memory_format_of(memory_format)
     if fmt is not None:
         clone = clone.to(memory_format=fmt)
     if rewrite:
         channels_last = (fmt is torch.channels_last_3d
                          or (fmt is None and torch.device(device).type == "cpu"))  # CUDA: layout as is (not measured)
-        prepare_for_inference(clone, channels_last=channels_last)
+        prepare_for_inference(clone, channels_last=channels_last, dtype=dtype)
     clone._served_as = key
     return clone
 

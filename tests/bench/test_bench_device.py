@@ -188,6 +188,8 @@ def test_tiny_bench_on_cuda_fp16(gpu_reports, graphs):
         report["dense"]["gpu_memory"]["video_mb"] / report["sfc"]["gpu_memory"]["video_mb"])
     md = to_markdown(report)
     assert report["gpu"]["name"] in md and "videos/80GB" in md and "Batch sweep" in md
+    topk = report["sfc"]["topk_cuda"]  # the worker process's own choice (its environment's kernel library, or none)
+    assert topk["impl"] in ("kernel", "aten") and f"SFC's TopK op on {topk['impl']}" in md
 
 
 @pytest.mark.gpu
@@ -268,5 +270,6 @@ def test_tiny_bench_on_cuda_bf16(tiny_export):
                                     threads=1, videos=2, warmup=1, repeats=1, batch_sizes=(30,), head_chunk=None,
                                     peak_seconds=0.2, trial_passes=1))
     assert report["precision"] == "bf16" and report["matmul"]["precision"] == "bf16"
+    assert report["sfc"]["topk_cuda"]["impl"] == "aten"  # the kernel takes fp32/fp16: bf16 runs aten, and says so
     for name in ("sfc", "dense"):
         assert all(math.isfinite(x) and x > 0 for x in report[name]["latencies_s"])

@@ -68,3 +68,19 @@ def test_aoti_runner_validates_and_runs_a_new_time_length(aoti_export: Path, sfc
             torch.testing.assert_close(head.infer({"video": video})["f_head"], model.head(video), rtol=1e-4, atol=1e-5)
         with pytest.raises(ArtifactError, match="axis 3 must be 32"):
             head.infer({"video": torch.randn(1, 3, 5, 16, 40)})
+
+
+def test_aoti_runner_takes_slices_and_other_layouts(aoti_export: Path, sfc_tiny) -> None:
+    """A package reads its input with the strides it was compiled for and checks none at run time: the
+    runner hands it contiguous memory, so a time slice (a streamed head chunk) and a channels-last video
+    give the model's values."""
+    manifest = load_manifest(aoti_export)
+    model = sfc_tiny.model()
+    video = torch.randn(2, 3, 9, *sfc_tiny.size)
+    inputs = {"time slice": video[:, :, 2:7], "channels-last": video[:, :, :5].contiguous(memory_format=torch.channels_last_3d),
+              "batch slice": video[1:, :, :5].transpose(3, 4).contiguous().transpose(3, 4)}
+    with make_runner(manifest, manifest.find("head", "aoti"), "aoti") as head, torch.no_grad():
+        for name, x in inputs.items():
+            assert not x.is_contiguous(), name
+            torch.testing.assert_close(head.infer({"video": x})["f_head"], model.head(x.contiguous()), rtol=1e-4,
+                                       atol=1e-5, msg=name)

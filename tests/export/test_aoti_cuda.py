@@ -71,6 +71,17 @@ def test_cpu_export_options_are_unchanged() -> None:
     assert check_device(ExportOptions(formats=("onnx", "torchscript"))) == "cpu"
 
 
+def test_cuda_packages_take_their_weights_from_torchs_allocator() -> None:
+    """bench counts a model's weights with torch.cuda.memory_allocated; a CUDA package compiled with
+    AOTInductor's default cudaMalloc's its own, which that counter never sees. The setting must exist
+    in this torch (a rename in an upgrade fails here, not as a silently wrong memory figure on a GPU)."""
+    from sfc_deploy.export.aoti import inductor_configs
+
+    assert inductor_configs("cuda") == {"aot_inductor.weight_use_caching_allocator": True}
+    assert inductor_configs("cuda:1") == inductor_configs("cuda")
+    assert inductor_configs("cpu") == {}  # a CPU package's weights are host memory either way
+
+
 def test_artifact_device_round_trips_and_old_records_load() -> None:
     art = Artifact("sfc.fp16.pt2", "sfc", "aoti", "fp16", (), (), device="cuda")
     assert Artifact.from_dict(art.to_dict()) == art
@@ -229,6 +240,28 @@ def test_cuda_fp16_package_per_stage_and_end_to_end(cuda_fp16_export: Path) -> N
     assert (got.float().cpu().argmax(-1) == logits.argmax(-1)).all()
     with pytest.raises(ConfigError, match="compiled for cuda; it cannot run on cpu"):
         load(cuda_fp16_export, runtime="aoti", precision="fp16").predict(video)
+
+
+@pytest.mark.gpu
+@needs_gpu
+def test_cuda_package_weights_are_counted_by_torch(cuda_fp16_export: Path) -> None:
+    """Loading a CUDA package raises torch.cuda.memory_allocated by at least its fp16 weights (the
+    inductor_configs setting), as loading the PyTorch runtime's parts does: bench's memory rows compare."""
+    from sfc_deploy.export.weights import model_from_manifest
+
+    manifest = load_manifest(cuda_fp16_export)
+    weights = sum(p.numel() * 2 for p in model_from_manifest(manifest).backbone.parameters())  # fp16 bytes
+    torch.cuda.synchronize()
+    before = torch.cuda.memory_allocated()
+    runners = [make_runner(manifest, manifest.find(part, "aoti", "fp16"), "aoti", device="cuda:0")
+               for part in ("head", "tail")]  # the backbone's weights, split between head and tail
+    for r in runners:
+        r.activate()
+    torch.cuda.synchronize()
+    loaded = torch.cuda.memory_allocated() - before
+    for r in runners:
+        r.deactivate()
+    assert loaded >= 0.9 * weights, (loaded, weights)
 
 
 @pytest.mark.gpu

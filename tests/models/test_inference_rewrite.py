@@ -200,6 +200,29 @@ def test_bf16_within_its_tolerance(tiny) -> None:
     assert_close(got, ref, "bf16 logits", "bf16")
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_low_precision_folds_once_from_the_fp32_parameters(tiny, dtype) -> None:
+    """Served in bf16/fp16, every folded weight and bias is the fp32 fold rounded once: folding the
+    parameters and statistics after rounding them to the low precision rounds twice (and differs)."""
+    model = tiny[0]
+    served = served_model(model, dtype)
+    reference = served_model(model, torch.float32)  # the fold in fp32, not yet rounded
+    convs = {n: m for n, m in served.named_modules() if isinstance(m, InferenceConv3d)}
+    want = {n: m for n, m in reference.named_modules() if isinstance(m, InferenceConv3d)}
+    assert convs and set(convs) == set(want)
+    for name, conv in convs.items():
+        assert conv.weight.dtype == dtype
+        assert torch.equal(conv.weight, want[name].weight.to(dtype)), name
+        if want[name].bias is not None:
+            assert torch.equal(conv.bias, want[name].bias.to(dtype)), name
+        if conv.kind is not None:
+            assert conv.weight_view().dtype == dtype and conv.weight_view()._base is conv.weight  # views of the cast weight
+    # rounding first, then folding, gives other weights somewhere: the test above can tell the two apart
+    twice = copy.deepcopy(model).to(dtype).eval()
+    prepare_for_inference(twice)
+    assert any(not torch.equal(dict(twice.named_modules())[n].weight, c.weight) for n, c in convs.items())
+
+
 def test_a_rewritten_model_pickles_and_copies_after_running(tiny) -> None:
     model, video, _, _ = tiny
     served = served_model(model, torch.float32)

@@ -76,6 +76,16 @@ def test_without_gpu_the_choice_is_aten_and_says_why(restore_dispatch, tmp_path:
     np.testing.assert_array_equal(_op(x, 3).numpy(), topk_temporal_pool_reference(x.numpy(), 3))
 
 
+def test_the_record_of_a_dtype_the_kernel_does_not_take_is_aten(restore_dispatch) -> None:
+    """bf16 (and float64) CUDA tensors run aten whatever was chosen: the record for that dtype says so,
+    for float32/float16 it is the choice's."""
+    for dtype in (torch.bfloat16, torch.float64):
+        record = cuda_implementation_record(dtype)
+        assert record["impl"] == "aten" and record["library"] is None
+        assert record["reason"] == f"the CUDA kernel takes float32 and float16, not {str(dtype)[6:]}"
+    assert cuda_implementation_record(torch.float16) == cuda_implementation_record(torch.float32) == cuda_implementation_record()
+
+
 def test_use_aten_reports_aten(restore_dispatch) -> None:
     assert use_aten() == "aten"
     assert cuda_implementation() == "aten"
