@@ -164,7 +164,7 @@ def measure(args) -> dict:
             lat = res["latencies_s"]
             vps = len(lat) / sum(lat)
             row[name] = {"videos_per_s": vps, "latencies_s": lat, "first_video_s": res["first_video_s"],
-                         "gmacs": gmacs, "achieved_gflops": 2 * gmacs * vps,
+                         "gmacs": gmacs, "achieved_gflops": 2 * gmacs * vps, "timing_allocator": res.get("timing_allocator"),
                          "peak_fraction": 2 * gmacs * vps / peak["gflops"], "video_mem_mb": res["video_mem_mb"],
                          "base_rss_mb": res["base_rss_mb"]}
         rows[label] = {**row, "precision": precision}
@@ -208,8 +208,8 @@ def markdown(r: dict) -> str:
         f"Regenerate with `flock /tmp/sfc-heavy.lock .venv/bin/python benchmarks/eager_cpu/run.py` "
         f"(results in `results.json`). {r['runtime']}, {r['precision']}, {r['threads']} threads, "
         f"{_machine_line(r)}; created {r['created']}.",
-        f"Load average before/after the run: {la[0]:.2f} / {lb[0]:.2f} (1 min) on {r['threads']} cores: "
-        f"{'the machine was shared with other jobs' if max(la[0], lb[0]) > r['threads'] * 0.75 else 'a quiet machine'}.",
+        f"Load average before/after the run: {la[0]:.2f} / {lb[0]:.2f} (1 min, on {r['threads']} cores; the run's own "
+        "threads count in the second, whatever ran just before it in the first).",
         "",
         "Matmul peak measured in this run: " + "; ".join(
             f"{name} {p['gflops']:.0f} GFLOP/s ({p['library']}; torch alone {p['by_library'].get('torch', float('nan')):.0f})"
@@ -250,7 +250,11 @@ def markdown(r: dict) -> str:
                   f"dense: 30 crops of 8x256x256, {st['dense_batch']} crops per forward, 1 timed video after one untimed. "
                   f"GMACs per video: SFC {next(iter(r['results'].values()))['sfc']['gmacs']:.0f}, dense "
                   f"{next(iter(r['results'].values()))['dense']['gmacs']:.0f}. Each strategy in a fresh process "
-                  "(sfc_deploy.bench.worker).", ""]
+                  "(sfc_deploy.bench.worker): its first video reads the peak memory with glibc mapping every allocation "
+                  "over 1 MiB from the OS; the timed videos after it run with glibc's thresholds where a serving "
+                  "process's settle" + (" (mmap from 32 MiB, trim beyond 64 MiB)" if next(iter(r["results"].values()))["sfc"].get(
+                      "timing_allocator") else " (runs before 2026-12-02: the 1 MiB setting throughout, which cost "
+                                               "eager SFC about 1.3x)") + ".", ""]
     for label, prof in r["profiles"].items():
         lines += [f"## Profile: {label}", ""]
         for stage, p in prof["stages"].items():

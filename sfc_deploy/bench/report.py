@@ -204,6 +204,8 @@ def build_report(*, exports: dict, matmul: dict, dense: dict, sfc_runs: dict, le
                      "dense_batch_candidates": list(options.batch_sizes), "head_chunk": options.head_chunk,
                      "stream_sfc_from": sfc_runs[head_tau].get("stream_sfc_from"),
                      "worker_allocator_env": dense.get("allocator"), "ort_arena_shrinkage": dense.get("ort_arena_shrinkage"),
+                     # glibc's thresholds for the passes after the memory video (sfc_deploy.bench.worker.SERVING_MALLOPT)
+                     "worker_timing_allocator": dense.get("timing_allocator"),
                      "peak_reset_after_load": dense.get("peak_reset_after_load"),
                      "channels_last": options.channels_last,
                      # the pytorch runtime's rewrite for serving (sfc_deploy.models.inference); False: --as-trained

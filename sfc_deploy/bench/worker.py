@@ -60,6 +60,14 @@ INPUT_FILES = "video files (decode timed apart, then overlapped end to end)"
 #: freed blocks mapped, so peak RSS measured the allocator's history rather than the live memory:
 #: the same SFC video read 600 MB in one run and 1.8 GB in another.
 ALLOCATOR_ENV = {"MALLOC_MMAP_THRESHOLD_": str(1 << 20)}
+#: ... for the memory video only. That setting maps and zeroes fresh pages for every activation of every
+#: pass, which eager PyTorch pays per op output: its SFC ran 1.31x slower under it, its 30-crop 1.05x, ONNX
+#: Runtime (its own arena) 0.99x and 1.06x (slow8x8, 2-core CPU: benchmarks/speed/allocator_ab.md, the two
+#: settings alternating in one process). After the memory reading every worker sets
+#: glibc's thresholds to where its default dynamic ones settle in a process serving the same tensors over
+#: and over (mmap from 32 MiB, the default's ceiling; trim beyond 64 MiB), so the timed passes reuse freed
+#: memory as a serving process does. mallopt parameters (glibc's malloc.h): M_TRIM_THRESHOLD -1, M_MMAP_THRESHOLD -3.
+SERVING_MALLOPT = {-3: 32 << 20, -1: 64 << 20}
 
 
 @dataclass
@@ -162,6 +170,20 @@ def _reset_peak() -> bool:
         return True
     except OSError:
         return False
+
+
+def _serving_allocator() -> dict | None:
+    """Set glibc's thresholds to :data:`SERVING_MALLOPT` (after the memory video); what was set, or
+    None where there is no glibc."""
+    try:
+        import ctypes
+
+        mallopt = ctypes.CDLL("libc.so.6").mallopt
+    except (OSError, AttributeError):
+        return None
+    if not all(mallopt(param, value) == 1 for param, value in SERVING_MALLOPT.items()):
+        return None
+    return {"mmap_threshold": SERVING_MALLOPT[-3], "trim_threshold": SERVING_MALLOPT[-1]}
 
 
 def _release_free_heap() -> None:
@@ -370,6 +392,7 @@ def run_job(job: WorkerJob, emit: Callable[[dict], None] = lambda e: None) -> di
     emit({"event": "phase", "name": "memory video"})
     first_s = one(full_batch)
     memory_mb = _peak_rss_mb()
+    timing_allocator = _serving_allocator()  # the memory is read: from here on, the heap of a serving process
     emit({"event": "video", "kind": "warmup", "seconds": first_s})
     result = {
         "strategy": job.strategy,
@@ -387,7 +410,8 @@ def run_job(job: WorkerJob, emit: Callable[[dict], None] = lambda e: None) -> di
         "head_chunk": job.head_chunk if job.strategy == "sfc" else None,
         # with head_chunk, SFC itself streams on videos of at least this many sampled frames
         "stream_sfc_from": dep.stream_sfc_from if job.strategy == "sfc" and job.head_chunk else None,
-        "allocator": {k: os.environ.get(k) for k in ALLOCATOR_ENV},
+        "allocator": {k: os.environ.get(k) for k in ALLOCATOR_ENV},  # for the memory video
+        "timing_allocator": timing_allocator,  # glibc thresholds of the passes after it (None: not glibc)
         "ort_arena_shrinkage": bool(extra) and job.ort_cpu_arena,
         "ort_cpu_arena": job.ort_cpu_arena if job.runtime == "onnxruntime" else None,
         "peak_reset_after_load": peak_reset,

@@ -25,7 +25,7 @@ OLD_KEYS = {"strategy", "runtime", "precision", "threads", "input", "frames", "s
             "video_mem_mb", "first_video_s", "head_chunk", "allocator", "ort_arena_shrinkage", "peak_reset_after_load",
             "batch_size", "batch_trials_s", "latencies_s", "peak_rss_end_mb", "top1", "pid"}
 #: keys added since, each with its own tests: --fast-decode (issue 15), SFC streaming's threshold
-ADDED_KEYS = {"device", "fast_decode", "stream_sfc_from", "ort_cpu_arena"}
+ADDED_KEYS = {"device", "fast_decode", "stream_sfc_from", "ort_cpu_arena", "timing_allocator"}
 OLD_MATMUL_KEYS = {"strategy", "gflops", "size", "threads", "precision", "repeats", "library", "by_library", "pid"}
 
 

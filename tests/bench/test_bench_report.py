@@ -94,6 +94,8 @@ def test_each_strategy_gets_its_own_fresh_process(report):
     for r in (sfc, dense):
         assert r["peak_mem_mb"] >= r["base_mem_mb"] > 50  # a real interpreter with torch loaded
     assert report["protocol"]["worker_allocator_env"] == {"MALLOC_MMAP_THRESHOLD_": str(1 << 20)}
+    # ... for the memory video; the timed passes after it run with a serving process's glibc thresholds
+    assert report["protocol"]["worker_timing_allocator"] == {"mmap_threshold": 32 << 20, "trim_threshold": 64 << 20}
 
 
 def test_memory_only_worker_stops_after_the_memory_video(tiny_export):
