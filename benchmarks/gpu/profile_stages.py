@@ -79,8 +79,10 @@ def main() -> int:
     parser.add_argument("--chunk", type=int, default=12, help="head chunk, as bench streams it")
     parser.add_argument("--sfc-batch", type=int, default=32, help="SFC videos per pass")
     parser.add_argument("--crops", type=int, default=120, help="dense crops per clip-model pass")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed passes per stage (cuDNN autotuning, first allocations)")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=4)
+    parser.add_argument("--peak-seconds", type=float, default=1.0, help="time for the matmul peak measurement")
     parser.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated: " + ", ".join(VARIANTS))
     parser.add_argument("--json", type=Path, required=True)
     parser.add_argument("--markdown", type=Path, default=None)
@@ -95,7 +97,7 @@ def main() -> int:
         torch.cuda.set_device(torch.device(device))
         torch.backends.cudnn.benchmark = True  # as bench runs both strategies
     h, w = (int(v) for v in args.size.lower().split("x"))
-    peak = matmul_peak_gflops(threads=args.threads, precision=args.precision, seconds=1.0, device=device)
+    peak = matmul_peak_gflops(threads=args.threads, precision=args.precision, seconds=args.peak_seconds, device=device)
     record = {"device": device, "device_name": device_name(device), "precision": args.precision,
               "torch": torch.__version__, "export": str(args.export), "frames": args.frames, "size": [h, w],
               "chunk": args.chunk, "sfc_batch": args.sfc_batch, "crops": args.crops, "peak_gflops": peak["gflops"],
@@ -109,7 +111,7 @@ def main() -> int:
                        **VARIANTS[label])
             stages = served_stages(dep, frames=args.frames, size=(h, w), chunk=args.chunk, crops=args.crops,
                                    videos=args.sfc_batch)
-            result = measure_stages(stages, device, peak_gflops=peak["gflops"], repeats=args.repeats)
+            result = measure_stages(stages, device, peak_gflops=peak["gflops"], warmup=args.warmup, repeats=args.repeats)
         except Exception as exc:  # noqa: BLE001 - one variant's failure is recorded, the others still run
             failed = True
             result = {"error": f"{type(exc).__name__}: {str(exc)[:300]}"}

@@ -74,7 +74,7 @@ if [ $DRY = 1 ]; then
   E2E_PER_CLASS=1; VSIZE=32x40; SYNTH_WORKERS=1; E2E=(--videos 2 --sfc-batch 1 --dense-videos 1 --workers 1 --prefetch 2)
   CLASSIFY=(--batch 2 --workers 1 --prefetch 2 --threads 1)
   TRAIN=(--backbone slow8x8_tiny --frames 16 --size 32x40 --steps 4)
-  PROFILE=(--frames $T --size $SIZE --chunk 4 --sfc-batch 2 --crops 6 --repeats 2 --threads 1)
+  PROFILE=(--frames $T --size $SIZE --chunk 4 --sfc-batch 2 --crops 6 --warmup 1 --repeats 1 --threads 1 --peak-seconds 0.2)
 else
   DEVICE=cuda; PREC=fp16; BACKBONE=slow8x8; RAW=288; T=36; SIZE=256x312; H=256; W=312  # the paper's settings
   BENCH=(--videos 8 --warmup 2 --repeats 1 --batch-size 30,15 --dense-videos 1,4 --sfc-batch 1,8,32 --trial-passes 2 --threads 4)
