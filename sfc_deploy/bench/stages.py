@@ -27,6 +27,7 @@ import torch
 from sfc_deploy.bench.flops import count_macs
 from sfc_deploy.bench.gpu import PassTimer
 from sfc_deploy.common.device import synchronize
+from sfc_deploy.errors import ConfigError
 from sfc_deploy.models.parts import part_modules
 
 #: kernel or op names by what they do, for the shares of a profiled pass (the first match wins)
@@ -58,7 +59,8 @@ def served_stages(dep, *, frames: int, size: tuple[int, int], chunk: int, crops:
     them, as ``bench --sfc-batch`` streams it), and ``crops`` dense crops per clip-model pass.
     """
     if dep.runtime != "pytorch":
-        raise ValueError(f"stages are profiled on the pytorch runtime, not {dep.runtime}")
+        raise ConfigError(f"stages are profiled on the pytorch runtime, not {dep.runtime}; load the export with "
+                          "runtime='pytorch'")
     chunk = min(chunk, frames)
     device = dep.device or "cpu"
     runners = {p: dep.runner(p).module for p in ("head", "sfc", "tail", "clip")}

@@ -38,6 +38,16 @@ def test_stages_add_up_to_the_whole_video_cost(model, videos, chunk, crops) -> N
     assert per_video["clip"] / 1e9 == pytest.approx(dense_cost(model).gmacs, rel=1e-9)
 
 
+def test_only_the_pytorch_runtime_has_stages(sfc_export_ts) -> None:
+    from sfc_deploy.errors import ConfigError
+    from sfc_deploy.runtime import load
+
+    with load(sfc_export_ts, runtime="torchscript", threads=1) as dep, \
+            pytest.raises(ConfigError, match="profiled on the pytorch runtime, not torchscript; load the export with "
+                                             "runtime='pytorch'"):
+        served_stages(dep, frames=FRAMES, size=SIZE, chunk=4, crops=2)
+
+
 def test_served_stages_run_the_served_modules(model) -> None:
     """The head stage is the runtime's (rewritten) module, its example on the deployment's dtype."""
     with Deployment.from_model(model, threads=1, precision="bf16") as dep:
