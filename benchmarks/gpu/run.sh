@@ -69,7 +69,7 @@ step() {  # step NAME LIMIT_S CMD...: run with a time limit, log, record status 
 
 if [ $DRY = 1 ]; then
   DEVICE=cpu; PREC=fp32; BACKBONE=slow8x8_tiny; RAW=64; T=8; SIZE=32x40; H=32; W=40
-  BENCH=(--videos 1 --warmup 1 --repeats 1 --batch-size 30 --sfc-batch 1,2 --trial-passes 1 --threads 1)
+  BENCH=(--videos 1 --warmup 1 --repeats 1 --batch-size 30 --sfc-batch 1,2 --trial-passes 1 --threads 1 --peak-seconds 0.1)
   BEST=(--sfc-batch 2)
   E2E_PER_CLASS=1; VSIZE=32x40; SYNTH_WORKERS=1; E2E=(--videos 2 --sfc-batch 1 --dense-videos 1 --workers 1 --prefetch 2)
   CLASSIFY=(--batch 2 --workers 1 --prefetch 2 --threads 1)

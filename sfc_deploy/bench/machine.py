@@ -49,6 +49,7 @@ def matmul_peak_gflops(*, threads: int, precision: str = "fp32", size: int = 204
     flops = 2.0 * size**3
     best, reps = _best_time(lambda: torch.mm(a, b), seconds)
     result = {"gflops": flops / best / 1e9, "size": size, "threads": threads, "precision": precision, "repeats": reps,
+              "seconds": seconds,
               "library": f"torch {torch.__version__} ({_blas_name()})", "by_library": {}}
     result["by_library"]["torch"] = result["gflops"]
     ort_gflops = _onnxruntime_matmul_gflops(a.numpy(), b.numpy(), threads=threads, seconds=seconds) if precision == "fp32" else None
@@ -92,6 +93,7 @@ def cuda_matmul_peak_gflops(*, device: str, precision: str = "fp16", size: int =
         reps += 1
     gflops = 2.0 * size**3 / best / 1e9
     return {"gflops": gflops, "size": size, "threads": None, "precision": precision, "repeats": reps * per_event,
+            "seconds": seconds,
             "library": f"torch {torch.__version__} (cuBLAS, CUDA {torch.version.cuda})", "by_library": {"torch": gflops},
             "device": str(dev), "gpu": torch.cuda.get_device_name(dev), "timer": "cuda events"}
 

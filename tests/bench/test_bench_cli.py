@@ -98,13 +98,14 @@ def test_labelled_videos_are_decoded_timed_and_scored(constant_export, make_vide
     out, png, md = tmp_path / "r.json", tmp_path / "r.png", tmp_path / "r.md"
     res = _bench(str(constant_export), "--runtime", "torchscript", "--threads", "1", "--batch-size", "30",
                  "--labels", str(tmp_path / "list.csv"), "--json", str(out), "--plot", str(png), "--markdown", str(md),
-                 "--workers", "1", "--prefetch", "2", "--fast-decode")
+                 "--workers", "1", "--prefetch", "2", "--fast-decode", "--peak-seconds", "0.1")
     assert res.exit_code == 0, res.output
     tail = res.output.strip().splitlines()
     assert any("SFC vs dense" in line for line in tail[-3:])  # the table and its ratios come last
     assert "sfc-deploy bench: slow8x8_tiny, torchscript fp32" in res.output and "dense 30-crop" in res.output
     report = json.loads(out.read_text())
     assert report["runtime"] == "torchscript"
+    assert report["matmul"]["seconds"] == 0.1 and report["matmul"]["repeats"] >= 3  # --peak-seconds reached the worker
     assert report["dense"]["batch_size"] == 30 and report["dense"]["batch_trials_s"] == {}
     assert report["speedup"] == pytest.approx(report["sfc"]["videos_per_s"] / report["dense"]["videos_per_s"])
     assert report["input"]["source"] == INPUT_FILES

@@ -100,7 +100,7 @@ def test_cpu_worker_keys_are_the_old_ones_plus_device(strategy, tiny_export):
     job = WorkerJob(strategy=strategy, export_dir=str(tiny_export), runtime="pytorch", threads=1, videos=1,
                     batch_sizes=[30, 10], head_chunk=4 if strategy == "sfc" else None, peak_seconds=0.05, device="cpu")
     result = run_in_fresh_process(job)
-    assert set(result) == (OLD_MATMUL_KEYS | {"device"} if strategy == "matmul" else OLD_KEYS | ADDED_KEYS)
+    assert set(result) == (OLD_MATMUL_KEYS | {"device", "seconds"} if strategy == "matmul" else OLD_KEYS | ADDED_KEYS)
     assert result["device"] == "cpu"
     if strategy != "matmul":
         assert result["fast_decode"] is False
