@@ -17,7 +17,6 @@ Run it with the environment variable above (the worker's setting; the script ref
 from __future__ import annotations
 
 import argparse
-import ctypes
 import json
 import os
 import statistics
@@ -26,7 +25,6 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-M_MMAP_THRESHOLD, M_TRIM_THRESHOLD = -3, -1
 
 
 def main() -> int:
@@ -41,13 +39,15 @@ def main() -> int:
 
     from sfc_deploy.bench.machine import machine_info
     from sfc_deploy.bench.suite import BenchOptions, ensure_export
-    from sfc_deploy.bench.worker import ALLOCATOR_ENV, SERVING_MALLOPT
+    from sfc_deploy.bench.worker import ALLOCATOR_ENV, M_MMAP_THRESHOLD, M_TRIM_THRESHOLD, SERVING_MALLOPT, glibc
     from sfc_deploy.common.atomic import atomic_write_text
     from sfc_deploy.runtime.pipeline import ClipPipeline, load
 
     if any(os.environ.get(k) != v for k, v in ALLOCATOR_ENV.items()):
         parser.error("run with " + " ".join(f"{k}={v}" for k, v in ALLOCATOR_ENV.items()) + " (bench's worker setting)")
-    libc = ctypes.CDLL("libc.so.6")
+    libc = glibc()
+    if libc is None:
+        parser.error("mallopt is glibc's; this C library is not glibc")
     settings = {
         "memory setting (1 MiB)": {M_MMAP_THRESHOLD: int(ALLOCATOR_ENV["MALLOC_MMAP_THRESHOLD_"]), M_TRIM_THRESHOLD: 128 << 10},
         "serving setting": dict(SERVING_MALLOPT),

@@ -41,13 +41,14 @@ def params(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
-def _on_meta(model: SFCModel) -> SFCModel:
-    return copy.deepcopy(model).to("meta") if next(model.parameters()).device.type != "meta" else model
+def on_meta(module: nn.Module) -> nn.Module:
+    """``module`` on the meta device (a copy; the module itself where it already is): counting runs nothing."""
+    return copy.deepcopy(module).to("meta") if next(module.parameters()).device.type != "meta" else module
 
 
 def sfc_cost(model: SFCModel, *, frames: int, size: tuple[int, int], batch: int = 1) -> Cost:
     """GMACs per video of head -> SFC -> tail on a whole video of ``frames`` sampled frames."""
-    m = _on_meta(model)
+    m = on_meta(model)
     video = torch.empty(batch, 3, frames, *size, device="meta")
     with torch.no_grad():
         head_macs = count_macs(m.head, video)
@@ -60,7 +61,7 @@ def sfc_cost(model: SFCModel, *, frames: int, size: tuple[int, int], batch: int 
 
 def dense_cost(model: SFCModel, *, num_clips: int = 10, num_crops: int = 3) -> Cost:
     """GMACs per video of 30-crop dense sampling: one clip's cost times the number of crops."""
-    m = _on_meta(model)
+    m = on_meta(model)
     cfg = m.config
     clip = torch.empty(1, 3, cfg.frames, cfg.preprocess.crop, cfg.preprocess.crop, device="meta")
     with torch.no_grad():

@@ -15,7 +15,6 @@ Used by ``benchmarks/gpu/profile_stages.py`` (a step of the prepared GPU check) 
 
 from __future__ import annotations
 
-import copy
 import re
 import statistics
 import time
@@ -24,7 +23,7 @@ from typing import Callable
 
 import torch
 
-from sfc_deploy.bench.flops import count_macs
+from sfc_deploy.bench.flops import count_macs, on_meta
 from sfc_deploy.bench.gpu import PassTimer
 from sfc_deploy.common.device import synchronize
 from sfc_deploy.errors import ConfigError
@@ -83,9 +82,8 @@ def served_stages(dep, *, frames: int, size: tuple[int, int], chunk: int, crops:
 
 def stage_macs(stage: Stage) -> int:
     """MACs of one pass, counted on the stage as trained, on the meta device (nothing runs)."""
-    module = copy.deepcopy(stage.module).to("meta")
     with torch.no_grad():
-        return count_macs(module, torch.empty(stage.example.shape, device="meta"))
+        return count_macs(on_meta(stage.module), torch.empty(stage.example.shape, device="meta"))
 
 
 def time_stage(stage: Stage, device: str, *, warmup: int = 2, repeats: int = 5) -> list[float]:

@@ -66,8 +66,9 @@ ALLOCATOR_ENV = {"MALLOC_MMAP_THRESHOLD_": str(1 << 20)}
 #: settings alternating in one process). After the memory reading every worker sets
 #: glibc's thresholds to where its default dynamic ones settle in a process serving the same tensors over
 #: and over (mmap from 32 MiB, the default's ceiling; trim beyond 64 MiB), so the timed passes reuse freed
-#: memory as a serving process does. mallopt parameters (glibc's malloc.h): M_TRIM_THRESHOLD -1, M_MMAP_THRESHOLD -3.
-SERVING_MALLOPT = {-3: 32 << 20, -1: 64 << 20}
+#: memory as a serving process does.
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # mallopt parameters (glibc's malloc.h)
+SERVING_MALLOPT = {M_MMAP_THRESHOLD: 32 << 20, M_TRIM_THRESHOLD: 64 << 20}
 
 
 @dataclass
@@ -172,29 +173,32 @@ def _reset_peak() -> bool:
         return False
 
 
+def glibc():
+    """The C library's handle where it is glibc (``mallopt``, ``malloc_trim``), else None."""
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return None
+    return libc if hasattr(libc, "malloc_trim") and hasattr(libc, "mallopt") else None
+
+
 def _serving_allocator() -> dict | None:
     """Set glibc's thresholds to :data:`SERVING_MALLOPT` (after the memory video); what was set, or
     None where there is no glibc."""
-    try:
-        import ctypes
-
-        mallopt = ctypes.CDLL("libc.so.6").mallopt
-    except (OSError, AttributeError):
+    libc = glibc()
+    if libc is None or not all(libc.mallopt(param, value) == 1 for param, value in SERVING_MALLOPT.items()):
         return None
-    if not all(mallopt(param, value) == 1 for param, value in SERVING_MALLOPT.items()):
-        return None
-    return {"mmap_threshold": SERVING_MALLOPT[-3], "trim_threshold": SERVING_MALLOPT[-1]}
+    return {"mmap_threshold": SERVING_MALLOPT[M_MMAP_THRESHOLD], "trim_threshold": SERVING_MALLOPT[M_TRIM_THRESHOLD]}
 
 
 def _release_free_heap() -> None:
     """Hand freed heap pages back to the OS (glibc keeps them), so loading transients such as a
     parsed ONNX graph do not sit in the base RSS. A no-op where there is no glibc."""
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
+    libc = glibc()
+    if libc is not None:
+        libc.malloc_trim(0)
 
 
 class _Inputs:
